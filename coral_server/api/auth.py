@@ -1,0 +1,31 @@
+"""Bearer-key authentication of the HTTP API."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from coral_server.api.errors import Handler, error_response
+
+PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/health"})
+
+
+def bearer_middleware(keys: tuple[str, ...]) -> Middleware:
+    encoded = [k.encode() for k in keys]
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not encoded or not request.path.startswith(("/api/", "/ws/")) or request.path in PUBLIC_PATHS:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        given = token.strip().encode()
+        if scheme.lower() == "bearer" and any(hmac.compare_digest(given, k) for k in encoded):
+            return await handler(request)
+        response = error_response(401, "missing or invalid bearer key")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="coral"'
+        return response
+
+    return check

@@ -1,0 +1,94 @@
+"""The one place where domain errors become HTTP status codes and JSON error bodies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from coral_server.registry import AgentNotInRegistry
+from coral_server.sessions import errors as se
+
+log = logging.getLogger("coral_server.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS: list[tuple[type[Exception], int]] = [
+    (se.SessionNotFound, 404),
+    (se.NamespaceNotFound, 404),
+    (se.AgentNotFound, 404),
+    (se.ThreadNotFound, 404),
+    (AgentNotInRegistry, 404),
+    (se.NamespaceExists, 409),
+    (se.SessionClosed, 409),
+    (se.NotExternal, 409),
+    (se.SessionRequestInvalid, 400),
+    (se.SessionError, 400),
+]
+
+
+class BadRequest(Exception):
+    """A request body or parameter that fails validation; carries (field, message) pairs."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def error_response(status: int, message: str, problems: list[tuple[str, str]] | None = None) -> web.Response:
+    body: dict[str, Any] = {"message": message}
+    if problems:
+        body["errors"] = [{"field": f, "message": m} for f, m in problems]
+    return json_response(body, status)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as a JSON path: ('a', 0, 'b') -> 'a[0].b'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(body)"
+
+
+def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        # Drop pydantic's internal tags (union members, validator names) from the path.
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+        )
+        problems.append((field_path(loc), err["msg"]))
+    return problems
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.empty_body:
+            raise
+        return error_response(exc.status, exc.reason)
+    except BadRequest as exc:
+        return error_response(400, str(exc), exc.problems)
+    except se.SessionRequestInvalid as exc:
+        return error_response(400, "invalid session request", [(p.path, p.message) for p in exc.problems])
+    except (se.SessionError, AgentNotInRegistry) as exc:
+        for kind, status in _STATUS:
+            if isinstance(exc, kind):
+                return error_response(status, str(exc))
+        raise
+    except Exception:
+        log.exception("api.unhandled method=%s path=%s", request.method, request.path)
+        return error_response(500, "internal server error")

@@ -1,0 +1,13 @@
+"""Typed keys of the services the app factory hangs on the aiohttp Application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from coral_server.config import Settings
+from coral_server.registry import Registry
+from coral_server.sessions import Sessions
+
+SETTINGS = web.AppKey("settings", Settings)
+SESSIONS = web.AppKey("sessions", Sessions)
+REGISTRY = web.AppKey("registry", Registry)

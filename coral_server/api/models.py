@@ -1,0 +1,289 @@
+"""Pydantic models of every HTTP request and response body (the source of `schemas/`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+class _In(BaseModel):
+    # Unknown fields are ignored so apps written against newer or other servers keep working.
+    model_config = ConfigDict(extra="ignore")
+
+
+class RegistrySourceId(_In):
+    type: str = "local"
+
+
+class RegistryAgentId(_In):
+    name: str = Field(min_length=1, description="Registry agent name.")
+    version: str = Field(min_length=1, description="Registry agent version, or 'latest'.")
+    source: str | None = Field(default=None, description="'local' (Coral Cloud spelling).")
+    registrySourceId: RegistrySourceId | None = Field(default=None, description="Reference-server spelling.")
+
+    @model_validator(mode="after")
+    def _local_only(self) -> RegistryAgentId:
+        source = self.source or (self.registrySourceId.type if self.registrySourceId else "local")
+        if source != "local":
+            raise ValueError(f"registry source {source!r} is not available on this server (only 'local')")
+        return self
+
+
+class Provider(_In):
+    type: Literal["local"] = "local"
+    runtime: Literal["executable", "docker", "external"] = Field(
+        description="executable: a local child process; docker: a container; external: launched by you."
+    )
+
+
+class Plugin(_In):
+    type: str
+
+
+class AgentSpec(_In):
+    id: RegistryAgentId
+    name: str = Field(pattern=NAME_PATTERN, description="Unique instance name in the session.")
+    provider: Provider
+    description: str | None = Field(default=None, max_length=4096)
+    systemPrompt: str | None = None
+    blocking: bool = False
+    options: dict[str, Any] = Field(
+        default_factory=dict, description='{NAME: {"type": ..., "value": ...}}, checked against the manifest.'
+    )
+    customToolAccess: list[str] = Field(default_factory=list)
+    plugins: list[Plugin] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class HttpTransport(_In):
+    type: Literal["http"]
+    url: str = Field(
+        pattern=r"^https?://", description="Webhook base URL; /{sessionId}/{agentName} is appended."
+    )
+    signatureHeader: str = "X-Coral-Signature"
+
+
+class CustomToolSchema(_In):
+    name: str | None = None
+    description: str | None = None
+    inputSchema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    outputSchema: dict[str, Any] | None = None
+
+
+class CustomTool(_In):
+    transport: HttpTransport
+    # Coral Cloud nests the definition in `schema`; the reference server puts the fields at the top.
+    schema_: CustomToolSchema | None = Field(default=None, alias="schema")
+    description: str | None = None
+    inputSchema: dict[str, Any] | None = None
+    outputSchema: dict[str, Any] | None = None
+
+
+class AgentGraphRequest(_In):
+    agents: list[AgentSpec] = Field(min_length=1)
+    groups: list[list[str]] = Field(default_factory=list)
+    customTools: dict[str, CustomTool] = Field(default_factory=dict)
+
+
+class NamespaceRequest(_In):
+    name: str = Field(pattern=NAME_PATTERN)
+    deleteOnLastSessionExit: bool = True
+
+
+class NamespaceProvider(_In):
+    type: Literal["create_if_not_exists", "use_existing"]
+    namespaceRequest: NamespaceRequest | None = None
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _shape(self) -> NamespaceProvider:
+        if self.type == "create_if_not_exists" and self.namespaceRequest is None:
+            raise ValueError("create_if_not_exists needs namespaceRequest {name, deleteOnLastSessionExit}")
+        if self.type == "use_existing" and not self.name:
+            raise ValueError("use_existing needs name")
+        return self
+
+
+class PersistenceMode(_In):
+    """Both spellings: {mode: hold_after_exit, duration} and {type: HoldAfterExit, holdTime}."""
+
+    mode: Literal["none", "hold_after_exit", "minimum_time"] | None = None
+    type: Literal["None", "HoldAfterExit", "MinimumTime"] | None = None
+    duration: int | None = Field(default=None, ge=0)
+    holdTime: int | None = Field(default=None, ge=0)
+    time: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_spelling(self) -> PersistenceMode:
+        if self.mode is None and self.type is None:
+            raise ValueError("persistenceMode needs 'mode' (or 'type')")
+        return self
+
+    def hold_ms(self) -> int:
+        kind = (
+            self.mode
+            or {"None": "none", "HoldAfterExit": "hold_after_exit", "MinimumTime": "minimum_time"}[
+                self.type or "None"
+            ]
+        )
+        if kind == "hold_after_exit":
+            return self.duration if self.duration is not None else (self.holdTime or 0)
+        return 0
+
+
+class SessionEndWebhook(_In):
+    url: str = Field(pattern=r"^https?://")
+
+
+class Webhooks(_In):
+    sessionEnd: SessionEndWebhook | None = None
+
+
+class RuntimeSettings(_In):
+    ttl: int | None = Field(default=None, gt=0, description="Session time to live, in ms.")
+    persistenceMode: PersistenceMode | None = None
+    webhooks: Webhooks | None = None
+    extendedEndReport: bool = False
+
+
+class Execution(_In):
+    mode: Literal["immediate"] = "immediate"
+    runtimeSettings: RuntimeSettings | None = None
+
+
+class CreateSessionRequest(_In):
+    agentGraphRequest: AgentGraphRequest
+    namespaceProvider: NamespaceProvider | None = None
+    execution: Execution | None = None
+    sessionRuntimeSettings: RuntimeSettings | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class CreateSessionResponse(_Out):
+    namespace: str
+    sessionId: str
+
+
+class SessionSummary(_Out):
+    sessionId: str
+    closing: bool
+
+
+class NamespaceSessions(_Out):
+    namespace: str
+    sessions: list[SessionSummary]
+
+
+class MessageState(_Out):
+    id: str
+    threadId: str
+    senderName: str
+    text: str
+    timestamp: int = Field(description="Unix ms")
+    mentionNames: list[str]
+
+
+class ThreadState(_Out):
+    id: str
+    name: str
+    creatorName: str
+    participants: list[str]
+    state: dict[str, Any] = Field(description='{"state": "open"} or {"state": "closed", "summary": ...}')
+    timestamp: int
+    messages: list[MessageState]
+
+
+class AgentIdentifier(_Out):
+    name: str
+    version: str
+    source: str
+
+
+class AgentState(_Out):
+    name: str
+    registryAgentIdentifier: AgentIdentifier
+    isConnected: bool
+    isWaiting: bool
+    description: str
+    links: list[str]
+    runtime: str
+    status: Literal["pending", "running", "exited", "failed"]
+    exitCode: int | None = None
+    error: str | None = None
+
+
+class SessionState(_Out):
+    id: str
+    namespace: str
+    timestamp: int
+    closing: bool
+    agents: list[AgentState]
+    threads: list[ThreadState]
+
+
+class LogLineOut(_Out):
+    stream: Literal["stdout", "stderr"]
+    text: str
+    timestamp: int
+
+
+class AgentLogs(_Out):
+    agent: str
+    dropped: int = Field(description="Lines dropped because the buffer was full.")
+    lines: list[LogLineOut]
+
+
+class AgentConnection(_Out):
+    agent: str
+    connectionUrl: str
+    sseUrl: str
+
+
+class RegistryAgentVersions(_Out):
+    name: str
+    versions: list[str]
+
+
+class RegistrySource(_Out):
+    identifier: dict[str, Any]
+    timestamp: int
+    agents: list[RegistryAgentVersions]
+
+
+class RegistryAgentDetail(_Out):
+    registryAgent: dict[str, Any]
+    restrictions: list[dict[str, Any]]
+
+
+class FieldProblem(_Out):
+    field: str
+    message: str
+
+
+class ErrorBody(_Out):
+    message: str
+    errors: list[FieldProblem] | None = None
+
+
+REQUEST_MODELS: dict[str, type[BaseModel]] = {"CreateSessionRequest": CreateSessionRequest}
+RESPONSE_MODELS: dict[str, type[BaseModel]] = {
+    "CreateSessionResponse": CreateSessionResponse,
+    "NamespaceSessions": NamespaceSessions,
+    "SessionSummary": SessionSummary,
+    "SessionState": SessionState,
+    "AgentLogs": AgentLogs,
+    "AgentConnection": AgentConnection,
+    "RegistrySource": RegistrySource,
+    "RegistryAgentDetail": RegistryAgentDetail,
+    "ErrorBody": ErrorBody,
+}

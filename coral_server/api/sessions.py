@@ -1,0 +1,141 @@
+"""HTTP routes of sessions: create, list, read state, read agent logs, close."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from coral_server.api.errors import BadRequest, json_response, problems_of
+from coral_server.api.keys import SESSIONS
+from coral_server.api.models import CreateSessionRequest
+from coral_server.sessions import AgentRequest, SessionRequest
+from coral_server.sessions.errors import NotExternal
+
+MAX_LOG_LINES = 10_000
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("request body is empty; expected JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def to_domain(body: CreateSessionRequest) -> SessionRequest:
+    """Translate the API model (either spelling of each field) into the domain request."""
+    graph = body.agentGraphRequest
+    provider = body.namespaceProvider
+    namespace, create, delete_on_exit = "default", True, True
+    if provider is not None:
+        if provider.type == "use_existing":
+            namespace, create = provider.name or "default", False
+        elif provider.namespaceRequest is not None:
+            namespace = provider.namespaceRequest.name
+            delete_on_exit = provider.namespaceRequest.deleteOnLastSessionExit
+    settings = body.sessionRuntimeSettings or (body.execution.runtimeSettings if body.execution else None)
+    agents = [
+        AgentRequest(
+            name=a.name,
+            registry_name=a.id.name,
+            registry_version=a.id.version,
+            runtime=a.provider.runtime,
+            description=a.description,
+            system_prompt=a.systemPrompt,
+            blocking=a.blocking,
+            options=dict(a.options),
+            custom_tool_access=list(a.customToolAccess),
+            plugins=[p.type for p in a.plugins],
+            annotations=dict(a.annotations),
+        )
+        for a in graph.agents
+    ]
+    return SessionRequest(
+        namespace=namespace,
+        agents=agents,
+        groups=[list(g) for g in graph.groups],
+        create_namespace=create,
+        delete_namespace_on_last_exit=delete_on_exit,
+        custom_tools={name: tool.model_dump(by_alias=True) for name, tool in graph.customTools.items()},
+        ttl_ms=settings.ttl if settings else None,
+        hold_after_exit_ms=settings.persistenceMode.hold_ms() if settings and settings.persistenceMode else 0,
+        annotations=dict(body.annotations),
+    )
+
+
+async def create_session(request: web.Request) -> web.Response:
+    raw = await read_json(request)
+    if not isinstance(raw, dict):
+        raise BadRequest("request body must be a JSON object", [("(body)", "expected an object")])
+    try:
+        body = CreateSessionRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise BadRequest("invalid session request", problems_of(exc)) from None
+    session = await request.app[SESSIONS].create(to_domain(body))
+    return json_response({"namespace": session.namespace, "sessionId": session.id})
+
+
+async def list_all(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    return json_response(
+        [
+            {"namespace": ns.name, "sessions": [s.summary() for s in ns.sessions.values()]}
+            for ns in sessions.namespaces.values()
+        ]
+    )
+
+
+async def list_namespace(request: web.Request) -> web.Response:
+    ns = request.app[SESSIONS].namespace(request.match_info["namespace"])
+    return json_response([s.summary() for s in ns.sessions.values()])
+
+
+def _session(request: web.Request) -> Any:
+    return request.app[SESSIONS].get(request.match_info["namespace"], request.match_info["session"])
+
+
+async def get_state(request: web.Request) -> web.Response:
+    return json_response(_session(request).to_http())
+
+
+async def close_session(request: web.Request) -> web.Response:
+    await _session(request).close("deleted")
+    return web.Response(status=200)
+
+
+async def agent_logs(request: web.Request) -> web.Response:
+    agent = _session(request).agent(request.match_info["agent"])
+    try:
+        tail = int(request.query.get("tail", "1000"))
+    except ValueError:
+        raise BadRequest("tail must be an integer", [("tail", "expected an integer")]) from None
+    if not 0 <= tail <= MAX_LOG_LINES:
+        raise BadRequest(f"tail must be between 0 and {MAX_LOG_LINES}", [("tail", "out of range")])
+    lines = [{"stream": ln.stream, "text": ln.text, "timestamp": ln.timestamp} for ln in agent.log.tail(tail)]
+    return json_response({"agent": agent.name, "dropped": agent.log.dropped, "lines": lines})
+
+
+async def agent_connection(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    agent = _session(request).agent(request.match_info["agent"])
+    if agent.runtime != "external":
+        raise NotExternal(agent.name)
+    url = sessions.connection_url(agent)
+    base = url.rsplit("/", 1)[0]
+    return json_response({"agent": agent.name, "connectionUrl": url, "sseUrl": f"{base}/sse/"})
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in ("/api/v1/session", "/api/v1/local/session"):
+        app.router.add_post(prefix, create_session)
+        app.router.add_get(prefix, list_all)
+        app.router.add_get(prefix + "/{namespace}", list_namespace)
+        app.router.add_get(prefix + "/{namespace}/{session}", get_state)
+        app.router.add_delete(prefix + "/{namespace}/{session}", close_session)
+        app.router.add_get(prefix + "/{namespace}/{session}/agents/{agent}/logs", agent_logs)
+        app.router.add_get(prefix + "/{namespace}/{session}/agents/{agent}/connection", agent_connection)

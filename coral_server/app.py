@@ -1,0 +1,87 @@
+"""The app factory: builds the aiohttp Application, wires every service, owns startup/shutdown."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from aiohttp import web
+
+from coral_server.api import docs
+from coral_server.api import registry as registry_routes
+from coral_server.api import sessions as session_routes
+from coral_server.api.auth import bearer_middleware
+from coral_server.api.errors import error_middleware
+from coral_server.api.keys import REGISTRY, SESSIONS, SETTINGS
+from coral_server.config import Settings
+from coral_server.mcp.endpoint import McpEndpoint
+from coral_server.registry import Registry
+from coral_server.runtimes import Runtime
+from coral_server.runtimes.external import ExternalRuntime
+from coral_server.runtimes.process import ProcessRuntime
+from coral_server.sessions import Sessions, SessionSettings
+from coral_server.sessions.model import now_ms
+
+log = logging.getLogger("coral_server")
+
+MCP = web.AppKey("mcp", McpEndpoint)
+
+
+def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
+    """Build a complete server; nothing is global, so tests may build as many as they like."""
+    app = web.Application(
+        middlewares=[error_middleware, bearer_middleware(settings.auth_keys)], client_max_size=8 * 1024 * 1024
+    )
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry if registry is not None else Registry.load(list(settings.registry))
+    for problem in app[REGISTRY].problems:
+        log.warning("registry.skipped path=%s reason=%s", problem.path, problem.reason)
+    runtimes: dict[str, Runtime] = {"executable": ProcessRuntime(now_ms), "external": ExternalRuntime()}
+    sessions = Sessions(
+        app[REGISTRY],
+        runtimes,
+        SessionSettings(
+            api_url=settings.agent_api_url(settings.port),
+            data_dir=settings.data_dir.resolve(),
+            stop_grace_s=settings.stop_grace_s,
+            wait_cap_ms=settings.wait_cap_ms,
+            log_buffer_bytes=settings.log_buffer_bytes,
+        ),
+    )
+    app[SESSIONS] = sessions
+    app[MCP] = McpEndpoint(sessions, settings.wait_cap_ms)
+    session_routes.add_routes(app)
+    registry_routes.add_routes(app)
+    docs.add_routes(app)
+    app[MCP].add_routes(app)
+    app.cleanup_ctx.append(_services)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    endpoint = app[MCP]
+    await endpoint.start()
+    try:
+        yield
+    finally:
+        await app[SESSIONS].shutdown()
+        await endpoint.stop()
+
+
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start `app` on host:port (0 = any free port) and tell the session domain the real URL."""
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    site = web.SockSite(runner, sock)
+    await site.start()
+    sessions = app[SESSIONS]
+    settings = app[SETTINGS]
+    sessions.settings = replace(sessions.settings, api_url=settings.agent_api_url(bound))
+    log.info("server.listening host=%s port=%s agents_reach=%s", host, bound, sessions.settings.api_url)
+    return runner, bound

@@ -1,0 +1,62 @@
+"""The `coral-server` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from coral_server.app import build_app, serve
+from coral_server.config import ConfigError, load_settings
+
+
+async def _run(argv: Sequence[str] | None) -> int:
+    try:
+        settings = load_settings(argv)
+    except ConfigError as exc:
+        print(f"coral-server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    app = build_app(settings)
+    runner, port = await serve(app, settings.host, settings.port)
+    print(f"coral-server listening on http://{settings.host}:{port} (API docs: /ui/docs)", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()  # closes every session: no agent outlives the server
+    return 0
+
+
+def _schemas(argv: Sequence[str]) -> int:
+    from coral_server.api import schemas
+
+    if "--check" in argv:
+        problems = schemas.stale()
+        if problems:
+            print(
+                "schemas/ is out of date (run: coral-server schemas): " + ", ".join(problems), file=sys.stderr
+            )
+            return 1
+        print("schemas/ is up to date")
+        return 0
+    schemas.write()
+    print(f"wrote {schemas.SCHEMA_DIR}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`coral-server [flags]` serves; `coral-server schemas [--check]` regenerates schemas/."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["schemas"]:
+        sys.exit(_schemas(args[1:]))
+    sys.exit(asyncio.run(_run(args)))

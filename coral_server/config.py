@@ -1,0 +1,144 @@
+"""Server settings, layered: defaults < TOML file < environment variables < command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+BUNDLED_REGISTRY = Path(__file__).resolve().parent.parent / "registry"
+ENV_PREFIX = "CORAL_SERVER_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address to bind the HTTP server to.")
+    port: int = Field(default=5555, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    auth_keys: tuple[str, ...] = Field(default=(), description="Bearer keys for /api; none = open API.")
+    registry: tuple[Path, ...] = Field(default=(BUNDLED_REGISTRY,), description="Agent registry folders.")
+    data_dir: Path = Field(default=Path(".coral"), description="Where the server keeps its files.")
+    public_url: str | None = Field(
+        default=None, description="Base URL agents use to reach the server (default http://127.0.0.1:<port>)."
+    )
+    wait_cap_ms: int = Field(default=60_000, gt=0, description="Longest a coral_wait_* call may block.")
+    stop_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL grace for agents.")
+    log_buffer_bytes: int = Field(default=256 * 1024, gt=0, description="Output kept per agent.")
+    log_level: str = Field(default="INFO", description="Logging level.")
+
+    def agent_api_url(self, bound_port: int) -> str:
+        return (self.public_url or f"http://127.0.0.1:{bound_port}").rstrip("/")
+
+
+# TOML layout: the reference server's keys where it has them, ours otherwise.
+_TOML_KEYS: dict[tuple[str, ...], str] = {
+    ("network", "bindAddress"): "host",
+    ("network", "bindPort"): "port",
+    ("network", "publicUrl"): "public_url",
+    ("auth", "keys"): "auth_keys",
+    ("registry", "paths"): "registry",
+    ("server", "dataDir"): "data_dir",
+    ("session", "defaultWaitTimeout"): "wait_cap_ms",
+    ("session", "stopGraceSeconds"): "stop_grace_s",
+    ("session", "logBufferBytes"): "log_buffer_bytes",
+    ("logging", "level"): "log_level",
+}
+_ENV_KEYS = {
+    "HOST": "host",
+    "PORT": "port",
+    "AUTH_KEYS": "auth_keys",
+    "REGISTRY": "registry",
+    "DATA_DIR": "data_dir",
+    "PUBLIC_URL": "public_url",
+    "WAIT_CAP_MS": "wait_cap_ms",
+    "STOP_GRACE_S": "stop_grace_s",
+    "LOG_LEVEL": "log_level",
+}
+_LIST_FIELDS = {"auth_keys": ",", "registry": os.pathsep}
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    values: dict[str, Any] = {}
+    for (section, key), field in _TOML_KEYS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            values[field] = table[key]
+    if "registry" in values and isinstance(values["registry"], list):
+        values["registry"] = [(path.parent / p) for p in values["registry"]]
+    return values
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for suffix, field in _ENV_KEYS.items():
+        raw = env.get(ENV_PREFIX + suffix)
+        if raw is None:
+            continue
+        values[field] = [p for p in raw.split(_LIST_FIELDS[field]) if p] if field in _LIST_FIELDS else raw
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coral-server",
+        description="Run the Coral agent server. Settings come from defaults, then the TOML file "
+        f"(--config or CONFIG_FILE_PATH), then {ENV_PREFIX}* environment variables, then these flags.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file (also CONFIG_FILE_PATH).")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1; env CORAL_SERVER_HOST)")
+    parser.add_argument("--port", type=int, help="port (default 5555; env CORAL_SERVER_PORT)")
+    parser.add_argument(
+        "--auth-key",
+        action="append",
+        dest="auth_keys",
+        metavar="KEY",
+        help="API bearer key; repeat for several (TOML [auth] keys; env CORAL_SERVER_AUTH_KEYS=a,b)",
+    )
+    parser.add_argument(
+        "--registry",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="agent registry folder; repeatable (default: the bundled registry/; env CORAL_SERVER_REGISTRY)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="data folder (default ./.coral; env CORAL_SERVER_DATA_DIR)"
+    )
+    parser.add_argument("--public-url", help="base URL agents use to reach this server")
+    parser.add_argument("--wait-cap-ms", type=int, help="longest coral_wait_* block in ms (default 60000)")
+    parser.add_argument("--stop-grace-s", type=float, help="SIGTERM to SIGKILL grace for agents (default 5)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from flags, environment and the TOML file; raises ConfigError on bad values."""
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    config_path = args.config or (Path(env["CONFIG_FILE_PATH"]) if env.get("CONFIG_FILE_PATH") else None)
+    if config_path is not None:
+        values.update(_from_toml(config_path))
+    values.update(_from_env(env))
+    flags = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    values.update(flags)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,164 @@
+"""MCP over HTTP for agents: streamable HTTP and legacy SSE routes, keyed by the agent's secret."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.sse import SseServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+from coral_server.mcp.bridge import Message, call_asgi
+from coral_server.mcp.server import CALLER_KEY, build_server
+from coral_server.mcp.tools import Caller
+from coral_server.sessions import Session, SessionAgent, Sessions
+
+log = logging.getLogger("coral_server.mcp")
+
+SESSION_HEADER = "mcp-session-id"
+
+
+def _user(session: Session, agent: SessionAgent) -> AuthenticatedUser:
+    # The SDK binds each MCP session to the principal that opened it and answers 404 to any other:
+    # that is what stops one agent from using another agent's MCP session id.
+    principal = f"{session.id}/{agent.name}"
+    return AuthenticatedUser(AccessToken(token="agent", client_id=principal, scopes=[]))
+
+
+class McpEndpoint:
+    """Owns the SDK session manager (in a task of its own) and the agent-facing routes."""
+
+    def __init__(self, sessions: Sessions, wait_cap_ms: int, idle_timeout_s: float = 600.0) -> None:
+        self.sessions = sessions
+        self.wait_cap_ms = wait_cap_ms
+        self.server = build_server()
+        self.manager = StreamableHTTPSessionManager(
+            self.server, json_response=True, session_idle_timeout=idle_timeout_s, max_sessions=None
+        )
+        self.sse = SseServerTransport("/messages/")
+        self._mcp_sessions: dict[str, set[str]] = defaultdict(set)
+        self._sse_tasks: dict[str, set[asyncio.Task[Any]]] = defaultdict(set)
+        self._runner: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self._stop = asyncio.Event()
+        sessions.closed_listeners.append(self._on_session_closed)
+
+    # -- lifecycle: the manager's task group must be entered and exited in one task ------------------
+
+    async def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="mcp-session-manager")
+        await self._started.wait()
+
+    async def _run(self) -> None:
+        async with self.manager.run():
+            self._started.set()
+            await self._stop.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("POST", "/mcp/v1/{secret}/mcp", self.streamable)
+        app.router.add_route("GET", "/mcp/v1/{secret}/mcp", self.streamable)
+        app.router.add_route("DELETE", "/mcp/v1/{secret}/mcp", self.streamable)
+        app.router.add_route("GET", "/mcp/v1/{secret}/sse", self.sse_stream)
+        app.router.add_route("GET", "/mcp/v1/{secret}/sse/", self.sse_stream)
+        app.router.add_route("POST", "/mcp/v1/{secret}/sse/messages/", self.sse_message)
+        app.router.add_route("POST", "/mcp/v1/{secret}/sse/messages", self.sse_message)
+
+    # -- routes -----------------------------------------------------------------------------------
+
+    def _identify(self, request: web.Request) -> tuple[Session, SessionAgent]:
+        found = self.sessions.by_secret(request.match_info["secret"])
+        if found is None:
+            raise web.HTTPUnauthorized(
+                text='{"message": "unknown or expired agent secret"}', content_type="application/json"
+            )
+        return found
+
+    def _extra(self, session: Session, agent: SessionAgent) -> dict[str, Any]:
+        return {CALLER_KEY: Caller(session, agent, self.wait_cap_ms), "user": _user(session, agent)}
+
+    async def streamable(self, request: web.Request) -> web.StreamResponse:
+        session, agent = self._identify(request)
+        body = await request.read()
+        await session.mark_connected(agent)
+        call = call_asgi(request, self.manager.handle_request, body=body, extra=self._extra(session, agent))
+        # A client that drops a POST mid-answer must not cancel the SDK's bookkeeping of the session.
+        response = await asyncio.shield(call) if request.method == "POST" else await call
+        sid = response.headers.get(SESSION_HEADER)
+        if sid and not session.closing:
+            self._mcp_sessions[agent.secret].add(sid)
+        return response
+
+    async def sse_stream(self, request: web.Request) -> web.StreamResponse:
+        session, agent = self._identify(request)
+        root = f"/mcp/v1/{agent.secret}/sse"
+        task = asyncio.current_task()
+        assert task is not None
+        self._sse_tasks[agent.secret].add(task)
+        await session.mark_connected(agent)
+        server = self.server
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            async with self.sse.connect_sse(scope, receive, send) as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+
+        try:
+            return await call_asgi(request, app, body=b"", root_path=root, extra=self._extra(session, agent))
+        finally:
+            self._sse_tasks[agent.secret].discard(task)
+
+    async def sse_message(self, request: web.Request) -> web.StreamResponse:
+        session, agent = self._identify(request)
+        body = await request.read()
+        return await call_asgi(
+            request, self.sse.handle_post_message, body=body, extra=self._extra(session, agent)
+        )
+
+    # -- teardown ---------------------------------------------------------------------------------
+
+    async def _on_session_closed(self, session: Session) -> None:
+        for agent in session.agents.values():
+            for task in self._sse_tasks.pop(agent.secret, set()):
+                task.cancel()
+            for sid in self._mcp_sessions.pop(agent.secret, set()):
+                await self._terminate(sid, _user(session, agent))
+
+    async def _terminate(self, sid: str, user: AuthenticatedUser) -> None:
+        """End one streamable MCP session as if its client had sent DELETE."""
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "DELETE",
+            "scheme": "http",
+            "path": "/mcp",
+            "raw_path": b"/mcp",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(SESSION_HEADER.encode(), sid.encode())],
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 0),
+            "user": user,
+        }
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            return None
+
+        try:
+            await self.manager.handle_request(scope, receive, send)
+        except Exception:
+            log.debug("mcp.terminate_failed session=%s", sid, exc_info=True)

@@ -1,0 +1,247 @@
+"""The Coral collaboration tools agents call over MCP: argument models, handlers, results."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mcp.types as types
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from coral_server.sessions import Session, SessionAgent, SessionError
+from coral_server.sessions.model import Message
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CreateThreadArgs(_Args):
+    threadName: str = Field(description="Name (topic) of the new thread.")
+    participantNames: list[str] = Field(description="Agents to add; you are added automatically.")
+
+
+class CloseThreadArgs(_Args):
+    threadId: str = Field(description="The thread to close.")
+    summary: str = Field(description="A summary of the thread's outcome.")
+
+
+class ParticipantArgs(_Args):
+    threadId: str = Field(description="The thread.")
+    participantName: str = Field(description="The agent to add or remove.")
+
+
+class SendMessageArgs(_Args):
+    threadId: str = Field(description="The thread to post in; you must be a participant.")
+    content: str = Field(description="The message text.")
+    mentions: list[str] = Field(description="Names of participants to mention (they are woken up).")
+
+
+class WaitArgs(_Args):
+    currentUnixTime: int | None = Field(
+        default=None, description="Unix time in ms of your last wait (accepted for compatibility)."
+    )
+    maxWaitMs: int = Field(
+        default=60_000, ge=0, description="How long to wait, in ms (capped by the server)."
+    )
+
+
+class WaitForAgentArgs(WaitArgs):
+    agentName: str = Field(description="Only return messages sent by this agent.")
+
+
+class CloseSessionArgs(_Args):
+    reason: str = Field(description="Why the session should end.")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The identity behind a tool call, fixed by the agent's secret in the MCP URL."""
+
+    session: Session
+    agent: SessionAgent
+    wait_cap_ms: int
+
+
+Handler = Callable[[Caller, Any], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDef:
+    name: str
+    description: str
+    args: type[_Args]
+    handler: Handler
+    plugin: str | None = None
+
+    def to_mcp(self) -> types.Tool:
+        return types.Tool(name=self.name, description=self.description, input_schema=_input_schema(self.args))
+
+
+def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return schema
+
+
+def _received(message: Message | None) -> dict[str, Any]:
+    if message is None:
+        return {"status": "Timeout reached"}
+    return {"status": "Message received", "message": message.to_mcp()}
+
+
+async def _create_thread(c: Caller, a: CreateThreadArgs) -> dict[str, Any]:
+    thread = c.session.create_thread(c.agent, a.threadName, a.participantNames)
+    return {"thread": thread.to_mcp()}
+
+
+async def _close_thread(c: Caller, a: CloseThreadArgs) -> dict[str, Any]:
+    c.session.close_thread(c.agent, a.threadId, a.summary)
+    return {"message": f"Successfully closed thread {a.threadId}"}
+
+
+async def _add_participant(c: Caller, a: ParticipantArgs) -> dict[str, Any]:
+    c.session.add_participant(c.agent, a.threadId, a.participantName)
+    return {"message": f"Successfully added participant {a.participantName} to thread {a.threadId}"}
+
+
+async def _remove_participant(c: Caller, a: ParticipantArgs) -> dict[str, Any]:
+    c.session.remove_participant(c.agent, a.threadId, a.participantName)
+    return {"message": f"Successfully removed participant {a.participantName} from thread {a.threadId}"}
+
+
+async def _send_message(c: Caller, a: SendMessageArgs) -> dict[str, Any]:
+    message = c.session.send_message(c.agent, a.threadId, a.content, a.mentions)
+    return {"status": "Message sent successfully", "message": message.to_mcp()}
+
+
+def _timeout_s(c: Caller, a: WaitArgs) -> float:
+    return min(a.maxWaitMs, c.wait_cap_ms) / 1000
+
+
+async def _wait_for_message(c: Caller, a: WaitArgs) -> dict[str, Any]:
+    return _received(await c.session.wait(c.agent, lambda m: True, _timeout_s(c, a)))
+
+
+async def _wait_for_mention(c: Caller, a: WaitArgs) -> dict[str, Any]:
+    me = c.agent.name
+    return _received(await c.session.wait(c.agent, lambda m: me in m.mentions, _timeout_s(c, a)))
+
+
+async def _wait_for_agent(c: Caller, a: WaitForAgentArgs) -> dict[str, Any]:
+    c.session.agent(a.agentName)  # unknown agent: a clear error instead of a silent long wait
+    sender = a.agentName
+    return _received(await c.session.wait(c.agent, lambda m: m.sender == sender, _timeout_s(c, a)))
+
+
+async def _close_session(c: Caller, a: CloseSessionArgs) -> dict[str, Any]:
+    c.session.request_close(f"closed by agent {c.agent.name}: {a.reason}")
+    return {"message": "Successfully closed session"}
+
+
+_WAIT_NOTE = (
+    " Returns {status, message} or {status: 'Timeout reached'}. Messages that arrived while you were busy"
+    " are queued and returned first, in order, so nothing is missed."
+)
+
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(
+        "coral_create_thread",
+        "Create a thread (a conversation topic) with the given participants; you become a participant.",
+        CreateThreadArgs,
+        _create_thread,
+    ),
+    ToolDef(
+        "coral_add_participant", "Add an agent to a thread you are in.", ParticipantArgs, _add_participant
+    ),
+    ToolDef(
+        "coral_remove_participant",
+        "Remove an agent from a thread you are in.",
+        ParticipantArgs,
+        _remove_participant,
+    ),
+    ToolDef(
+        "coral_close_thread", "Close a thread with a summary of its outcome.", CloseThreadArgs, _close_thread
+    ),
+    ToolDef(
+        "coral_send_message",
+        "Send a message in a thread; mentioned agents are woken from coral_wait_for_mention.",
+        SendMessageArgs,
+        _send_message,
+    ),
+    ToolDef(
+        "coral_wait_for_message",
+        "Wait for the next message in any of your threads." + _WAIT_NOTE,
+        WaitArgs,
+        _wait_for_message,
+    ),
+    ToolDef(
+        "coral_wait_for_mention",
+        "Wait until another agent mentions you in a message." + _WAIT_NOTE,
+        WaitArgs,
+        _wait_for_mention,
+    ),
+    ToolDef(
+        "coral_wait_for_agent",
+        "Wait for the next message sent by a specific agent." + _WAIT_NOTE,
+        WaitForAgentArgs,
+        _wait_for_agent,
+    ),
+    ToolDef(
+        "coral_close_session",
+        "End the whole session (all agents stop). Use only when the work is done.",
+        CloseSessionArgs,
+        _close_session,
+        plugin="close_session_tool",
+    ),
+)
+TOOLS_BY_NAME = {t.name: t for t in TOOLS}
+
+
+def tools_for(agent: SessionAgent) -> list[ToolDef]:
+    """The tools this agent sees: the collaboration tools plus those its plugins grant."""
+    return [t for t in TOOLS if t.plugin is None or t.plugin in agent.plugins]
+
+
+def json_result(payload: dict[str, Any], *, error: bool = False) -> types.CallToolResult:
+    text = orjson.dumps(payload).decode()
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=payload, is_error=error
+    )
+
+
+def error_result(message: str) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=message)],
+        structured_content={"error": message},
+        is_error=True,
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "Invalid arguments: " + "; ".join(parts)
+
+
+async def call_tool(caller: Caller, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
+    """Run one tool call for `caller`; every failure becomes a tool error, never an exception."""
+    tool = TOOLS_BY_NAME.get(name)
+    if tool is None or tool not in tools_for(caller.agent):
+        return error_result(f"Tool {name} not found")
+    try:
+        args = tool.args.model_validate(arguments or {})
+    except ValidationError as exc:
+        return error_result(_describe(exc))
+    await caller.session.ready(caller.agent)
+    try:
+        payload = await tool.handler(caller, args)
+    except SessionError as exc:
+        return error_result(str(exc))
+    return json_result(payload)

@@ -1,0 +1,83 @@
+"""The `Runtime` interface: how a session launches, watches and stops one agent."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything a runtime needs to start one agent instance."""
+
+    agent_name: str
+    session_id: str
+    namespace: str
+    command: list[str]
+    cwd: Path
+    env: dict[str, str]
+    image: str | None = None
+    files: tuple[Path, ...] = ()
+
+
+@dataclass(slots=True)
+class LogLine:
+    stream: str  # "stdout" | "stderr"
+    text: str
+    timestamp: int
+
+
+@dataclass(slots=True)
+class AgentLog:
+    """A bounded buffer of an agent's output lines; old lines go first when it is full."""
+
+    max_bytes: int = 256 * 1024
+    lines: deque[LogLine] = field(default_factory=deque)
+    size: int = 0
+    dropped: int = 0
+    listeners: list[Callable[[LogLine], None]] = field(default_factory=list)
+    redact: Callable[[str], str] = field(default=lambda text: text)
+
+    def append(self, line: LogLine) -> None:
+        line.text = self.redact(line.text)
+        self.lines.append(line)
+        self.size += len(line.text)
+        while self.size > self.max_bytes and self.lines:
+            old = self.lines.popleft()
+            self.size -= len(old.text)
+            self.dropped += 1
+        for listener in list(self.listeners):
+            listener(line)
+
+    def tail(self, n: int) -> list[LogLine]:
+        return list(self.lines)[-n:] if n > 0 else []
+
+
+class AgentHandle(Protocol):
+    """A running agent instance, as its runtime reports it."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def wait(self) -> int:
+        """Wait until the agent exits; return its exit code."""
+        ...
+
+    async def stop(self, grace: float) -> int:
+        """Ask the agent to stop, force it after `grace` seconds; return its exit code."""
+        ...
+
+
+class Runtime(Protocol):
+    """Launches agents. Implementations: local processes (`process.py`); Docker comes next."""
+
+    name: str
+
+    async def launch(self, spec: LaunchSpec, log: AgentLog) -> AgentHandle: ...
+
+
+class LaunchFailed(Exception):
+    """The runtime could not start the agent (missing executable, bad image...)."""

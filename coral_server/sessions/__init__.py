@@ -1,0 +1,21 @@
+"""The session domain: namespaces, sessions, agents, threads, mailboxes; pure asyncio, no HTTP."""
+
+from coral_server.sessions.agent import SessionAgent
+from coral_server.sessions.errors import SessionError
+from coral_server.sessions.model import Message, Thread
+from coral_server.sessions.service import Namespace, Sessions, SessionSettings
+from coral_server.sessions.session import Session
+from coral_server.sessions.spec import AgentRequest, SessionRequest
+
+__all__ = [
+    "AgentRequest",
+    "Message",
+    "Namespace",
+    "Session",
+    "SessionAgent",
+    "SessionError",
+    "SessionRequest",
+    "SessionSettings",
+    "Sessions",
+    "Thread",
+]

@@ -1,0 +1,68 @@
+"""One agent instance in a session: identity, links, secret, mailbox, process state and log."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from coral_server.registry import AgentManifest, ResolvedOption
+from coral_server.runtimes import AgentHandle, AgentLog
+from coral_server.sessions.mailbox import Mailbox
+
+
+def new_agent_secret() -> str:
+    """256 random bits, URL-safe: the agent's MCP credential."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(slots=True, eq=False)
+class SessionAgent:
+    name: str
+    manifest: AgentManifest
+    runtime: str
+    description: str
+    secret: str
+    blocking: bool = False
+    system_prompt: str | None = None
+    options: list[ResolvedOption] = field(default_factory=list)
+    custom_tool_access: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    links: set[str] = field(default_factory=set)
+    mailbox: Mailbox = field(default_factory=Mailbox)
+    log: AgentLog = field(default_factory=AgentLog)
+    handle: AgentHandle | None = None
+    status: str = "pending"  # pending | running | exited | failed
+    connected: bool = False
+    exit_code: int | None = None
+    error: str | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+    secret_values: set[str] = field(default_factory=set)
+
+    @property
+    def waiting(self) -> bool:
+        return self.mailbox.waiting > 0
+
+    def identifier(self) -> dict[str, Any]:
+        return {"name": self.manifest.name, "version": self.manifest.version, "source": "local"}
+
+    def to_http(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "name": self.name,
+            "registryAgentIdentifier": self.identifier(),
+            "isConnected": self.connected,
+            "isWaiting": self.waiting,
+            "description": self.description,
+            "links": sorted(self.links),
+            "runtime": self.runtime,
+            "status": self.status,
+        }
+        if self.exit_code is not None:
+            state["exitCode"] = self.exit_code
+        if self.error is not None:
+            state["error"] = self.error
+        if self.annotations:
+            state["annotations"] = dict(self.annotations)
+        return state

@@ -1,0 +1,310 @@
+"""The session directory: namespaces, creating sessions from requests, lookup by agent secret."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coral_server.registry import (
+    AgentManifest,
+    AgentNotInRegistry,
+    OptionsInvalid,
+    Registry,
+    materialize,
+    resolve_options,
+)
+from coral_server.runtimes import LaunchFailed, LaunchSpec, Runtime
+from coral_server.sessions.agent import SessionAgent, new_agent_secret
+from coral_server.sessions.errors import (
+    NamespaceNotFound,
+    RequestProblem,
+    SessionNotFound,
+    SessionRequestInvalid,
+)
+from coral_server.sessions.model import now_ms
+from coral_server.sessions.session import Session
+from coral_server.sessions.spec import AgentRequest, SessionRequest
+
+log = logging.getLogger("coral_server.sessions")
+
+KNOWN_PLUGINS = frozenset({"close_session_tool"})
+# Our own configuration variables never reach agents (they may hold the server's keys).
+_SERVER_ENV_PREFIX = "CORAL_SERVER_"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What the session domain needs from the server configuration."""
+
+    api_url: str  # how local agents reach the server, e.g. http://127.0.0.1:5555
+    data_dir: Path
+    stop_grace_s: float = 5.0
+    wait_cap_ms: int = 60_000
+    log_buffer_bytes: int = 256 * 1024
+
+
+@dataclass(slots=True)
+class Namespace:
+    name: str
+    delete_on_last_exit: bool
+    sessions: dict[str, Session] = field(default_factory=dict)
+    timestamp: int = 0
+
+
+SessionListener = Callable[[Session], Awaitable[None]]
+
+
+class Sessions:
+    """Every live session, grouped in namespaces; the single entry point of the session domain."""
+
+    def __init__(self, registry: Registry, runtimes: dict[str, Runtime], settings: SessionSettings) -> None:
+        self.registry = registry
+        self.runtimes = runtimes
+        self.settings = settings
+        self.namespaces: dict[str, Namespace] = {}
+        self._by_secret: dict[str, tuple[Session, SessionAgent]] = {}
+        self.closed_listeners: list[SessionListener] = []
+
+    # -- lookup --------------------------------------------------------------------------------
+
+    def get(self, namespace: str, session_id: str) -> Session:
+        ns = self.namespaces.get(namespace)
+        session = ns.sessions.get(session_id) if ns else None
+        if session is None:
+            raise SessionNotFound(namespace, session_id)
+        return session
+
+    def namespace(self, name: str) -> Namespace:
+        try:
+            return self.namespaces[name]
+        except KeyError:
+            raise NamespaceNotFound(name) from None
+
+    def by_secret(self, secret: str) -> tuple[Session, SessionAgent] | None:
+        return self._by_secret.get(secret)
+
+    def all_sessions(self) -> list[Session]:
+        return [s for ns in self.namespaces.values() for s in ns.sessions.values()]
+
+    # -- creation ------------------------------------------------------------------------------
+
+    def _build_agents(self, request: SessionRequest) -> list[SessionAgent]:
+        problems: list[RequestProblem] = []
+        agents: list[SessionAgent] = []
+        seen: set[str] = set()
+        base = request.agents_path
+        if not request.agents:
+            problems.append(RequestProblem(base, "a session needs at least one agent"))
+        for i, req in enumerate(request.agents):
+            path = f"{base}[{i}]"
+            if req.name in seen:
+                problems.append(RequestProblem(f"{path}.name", f"duplicate agent name {req.name!r}"))
+            seen.add(req.name)
+            agent = self._build_agent(req, path, request, problems)
+            if agent is not None:
+                agents.append(agent)
+        for g, group in enumerate(request.groups):
+            for m, member in enumerate(group):
+                if member not in seen:
+                    problems.append(
+                        RequestProblem(f"agentGraphRequest.groups[{g}][{m}]", f"no agent named {member!r}")
+                    )
+        if problems:
+            raise SessionRequestInvalid(problems)
+        by_name = {a.name: a for a in agents}
+        for group in request.groups:
+            for member in group:
+                by_name[member].links.update(n for n in group if n != member)
+        return agents
+
+    def _build_agent(
+        self, req: AgentRequest, path: str, request: SessionRequest, problems: list[RequestProblem]
+    ) -> SessionAgent | None:
+        manifest: AgentManifest | None = None
+        try:
+            manifest = self.registry.get(req.registry_name, req.registry_version)
+        except AgentNotInRegistry as exc:
+            problems.append(RequestProblem(f"{path}.id", str(exc)))
+        if req.runtime not in self.runtimes:
+            problems.append(
+                RequestProblem(
+                    f"{path}.provider.runtime",
+                    f"unknown runtime {req.runtime!r}; available: {', '.join(sorted(self.runtimes))}",
+                )
+            )
+        elif manifest is not None and req.runtime == "executable" and manifest.executable is None:
+            problems.append(
+                RequestProblem(
+                    f"{path}.provider.runtime", f"agent {manifest.name!r} has no executable runtime"
+                )
+            )
+        for t, tool in enumerate(req.custom_tool_access):
+            if tool not in request.custom_tools:
+                problems.append(
+                    RequestProblem(f"{path}.customToolAccess[{t}]", f"no custom tool named {tool!r}")
+                )
+        for p, plugin in enumerate(req.plugins):
+            if plugin not in KNOWN_PLUGINS:
+                problems.append(RequestProblem(f"{path}.plugins[{p}].type", f"unknown plugin {plugin!r}"))
+        if manifest is None:
+            return None
+        try:
+            options = resolve_options(manifest, req.options, path_prefix=f"{path}.options")
+        except OptionsInvalid as exc:
+            problems.extend(RequestProblem(e.path, e.message) for e in exc.errors)
+            return None
+        agent = SessionAgent(
+            name=req.name,
+            manifest=manifest,
+            runtime=req.runtime,
+            description=req.description if req.description is not None else (manifest.description or ""),
+            secret=new_agent_secret(),
+            blocking=req.blocking,
+            system_prompt=req.system_prompt,
+            options=options,
+            custom_tool_access=list(req.custom_tool_access),
+            plugins=list(req.plugins),
+            annotations=dict(req.annotations),
+        )
+        agent.log.max_bytes = self.settings.log_buffer_bytes
+        return agent
+
+    async def create(self, request: SessionRequest) -> Session:
+        """Validate the request against the registry, then start the session's agents."""
+        agents = self._build_agents(request)
+        ns = self.namespaces.get(request.namespace)
+        if ns is None:
+            if not request.create_namespace:
+                raise NamespaceNotFound(request.namespace)
+            ns = Namespace(request.namespace, request.delete_namespace_on_last_exit, timestamp=now_ms())
+            self.namespaces[ns.name] = ns
+        session_id = str(uuid.uuid4())
+        session = Session(
+            session_id=session_id,
+            namespace=ns.name,
+            agents=agents,
+            runtimes=self.runtimes,
+            build_spec=self._launch_spec,
+            work_dir=self.settings.data_dir / "sessions" / session_id,
+            ttl_ms=request.ttl_ms,
+            stop_grace_s=self.settings.stop_grace_s,
+            on_closed=self._retire,
+            annotations=request.annotations,
+        )
+        ns.sessions[session_id] = session
+        for agent in agents:
+            self._by_secret[agent.secret] = (session, agent)
+        log.info(
+            "session.created session=%s namespace=%s agents=%s ttl_ms=%s",
+            session_id,
+            ns.name,
+            ",".join(a.name for a in agents),
+            request.ttl_ms,
+        )
+        session.start()
+        return session
+
+    def connection_url(self, agent: SessionAgent) -> str:
+        transport = "streamable_http"
+        if agent.runtime == "executable" and agent.manifest.executable is not None:
+            transport = agent.manifest.executable.transport
+        elif agent.runtime == "docker" and agent.manifest.docker is not None:
+            transport = agent.manifest.docker.transport
+        tail = "sse/" if transport == "sse" else "mcp"
+        return f"{self.settings.api_url}/mcp/v1/{agent.secret}/{tail}"
+
+    def _launch_spec(self, session: Session, agent: SessionAgent) -> LaunchSpec:
+        manifest = agent.manifest
+        files_dir = session.work_dir / agent.name
+        opt_env = materialize(agent.options, files_dir)
+        agent.secret_values = set(opt_env.secret_values)
+        secrets = [s for s in agent.secret_values if s]
+        if secrets:
+            agent.log.redact = lambda text: _redact(text, secrets)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVER_ENV_PREFIX)}
+        env.update(opt_env.env)
+        env.update(
+            {
+                "CORAL_CONNECTION_URL": self.connection_url(agent),
+                "CORAL_AGENT_ID": agent.name,
+                "CORAL_AGENT_SECRET": agent.secret,
+                "CORAL_SESSION_ID": session.id,
+                "CORAL_API_URL": self.settings.api_url,
+                "CORAL_RUNTIME_ID": agent.runtime,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if agent.system_prompt:
+            env["CORAL_PROMPT_SYSTEM"] = agent.system_prompt
+        command: list[str] = []
+        if agent.runtime == "executable":
+            if manifest.executable is None:
+                raise LaunchFailed(f"agent {manifest.name!r} has no executable runtime")
+            command = [
+                resolve_executable(manifest.executable.path, manifest.root),
+                *manifest.executable.arguments,
+            ]
+        return LaunchSpec(
+            agent_name=agent.name,
+            session_id=session.id,
+            namespace=session.namespace,
+            command=command,
+            cwd=manifest.root,
+            env=env,
+            files=tuple(opt_env.files),
+        )
+
+    # -- teardown --------------------------------------------------------------------------------
+
+    async def close(self, namespace: str, session_id: str, reason: str = "deleted") -> None:
+        await self.get(namespace, session_id).close(reason)
+
+    async def _retire(self, session: Session) -> None:
+        for agent in session.agents.values():
+            self._by_secret.pop(agent.secret, None)
+        ns = self.namespaces.get(session.namespace)
+        if ns is not None:
+            ns.sessions.pop(session.id, None)
+            if not ns.sessions and ns.delete_on_last_exit:
+                del self.namespaces[ns.name]
+        log.info("session.closed session=%s reason=%s", session.id, session.close_reason)
+        for listener in self.closed_listeners:
+            try:
+                await listener(session)
+            except Exception:
+                log.exception("session.closed_listener_failed session=%s", session.id)
+
+    async def shutdown(self) -> None:
+        """Close every session (server shutdown): no agent outlives the server."""
+        await asyncio.gather(
+            *(s.close("server shutdown") for s in self.all_sessions()), return_exceptions=True
+        )
+
+
+def resolve_executable(path: str, root: Path) -> str:
+    """`python`/`python3` mean the server's own interpreter; else absolute, manifest-relative, PATH."""
+    if path in ("python", "python3"):
+        return sys.executable
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return path
+    local = root / candidate
+    if local.exists():
+        return str(local.resolve())
+    found = shutil.which(path)
+    if found is None:
+        raise LaunchFailed(f"executable {path!r} not found (manifest folder {root}, or PATH)")
+    return found
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,292 @@
+"""A session: its agents, threads and messages, the collaboration rules, TTL and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from coral_server.runtimes import LaunchFailed, LaunchSpec, Runtime
+from coral_server.sessions.agent import SessionAgent
+from coral_server.sessions.errors import (
+    AgentNotFound,
+    AgentNotLinked,
+    InvalidArgument,
+    NotParticipant,
+    SessionClosed,
+    ThreadClosed,
+    ThreadNotFound,
+)
+from coral_server.sessions.mailbox import MessageFilter
+from coral_server.sessions.model import Message, Thread, new_id, now_ms
+
+log = logging.getLogger("coral_server.sessions")
+
+SpecBuilder = Callable[["Session", SessionAgent], LaunchSpec]
+ClosedCallback = Callable[["Session"], Awaitable[None]]
+
+# How long an agent's first tool call waits for the blocking agents it is linked to.
+BLOCKING_WAIT_S = 60.0
+
+
+class Session:
+    """Owns its agents (and their watcher tasks), its threads and its TTL timer."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        namespace: str,
+        agents: Iterable[SessionAgent],
+        runtimes: dict[str, Runtime],
+        build_spec: SpecBuilder,
+        work_dir: Path,
+        ttl_ms: int | None,
+        stop_grace_s: float,
+        on_closed: ClosedCallback,
+        annotations: dict[str, str] | None = None,
+    ) -> None:
+        self.id = session_id
+        self.namespace = namespace
+        self.timestamp = now_ms()
+        self.agents: dict[str, SessionAgent] = {a.name: a for a in agents}
+        self.threads: dict[str, Thread] = {}
+        self.annotations = annotations or {}
+        self.closing = False
+        self.close_reason: str | None = None
+        self.closed_at: int | None = None
+        self.ttl_ms = ttl_ms
+        self.work_dir = work_dir
+        self._runtimes = runtimes
+        self._build_spec = build_spec
+        self._stop_grace_s = stop_grace_s
+        self._on_closed = on_closed
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connected = asyncio.Condition()
+        self._closed = asyncio.Event()
+        self._close_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def start(self) -> None:
+        """Launch every agent concurrently and arm the TTL timer."""
+        for agent in self.agents.values():
+            self._spawn(self._run_agent(agent), f"agent:{agent.name}")
+        if self.ttl_ms is not None:
+            self._spawn(self._expire(self.ttl_ms / 1000), "ttl")
+
+    async def _expire(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self.close("ttl")
+
+    async def _run_agent(self, agent: SessionAgent) -> None:
+        runtime = self._runtimes[agent.runtime]
+        agent.started_at = now_ms()
+        try:
+            spec = self._build_spec(self, agent)
+            agent.handle = await runtime.launch(spec, agent.log)
+        except LaunchFailed as exc:
+            agent.status, agent.error = "failed", str(exc)
+            log.warning("agent.launch_failed session=%s agent=%s error=%s", self.id, agent.name, exc)
+        else:
+            agent.status = "running"
+            log.info("agent.started session=%s agent=%s pid=%s", self.id, agent.name, agent.handle.pid)
+            agent.exit_code = await agent.handle.wait()
+            agent.status = "exited"
+            log.info("agent.exited session=%s agent=%s code=%s", self.id, agent.name, agent.exit_code)
+        agent.ended_at = now_ms()
+        agent.connected = False
+        agent.mailbox.close()
+        launched = [a for a in self.agents.values() if a.runtime != "external"]
+        if launched and all(a.ended_at is not None for a in launched) and not self.closing:
+            await self.close("all agents exited")
+
+    async def close(self, reason: str) -> None:
+        """Stop every agent (SIGTERM, then SIGKILL after the grace period) and retire the session."""
+        async with self._close_lock:
+            if self.closing:
+                return
+            self.closing = True
+            self.close_reason = reason
+        log.info("session.closing session=%s namespace=%s reason=%s", self.id, self.namespace, reason)
+        for agent in self.agents.values():
+            agent.mailbox.close()
+        handles = [a.handle for a in self.agents.values() if a.handle is not None]
+        await asyncio.gather(*(h.stop(self._stop_grace_s) for h in handles), return_exceptions=True)
+        me = asyncio.current_task()
+        others = [t for t in self._tasks if t is not me]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        for agent in self.agents.values():
+            agent.connected = False
+            if agent.status in ("pending", "running"):
+                agent.status = "exited"
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+        self.closed_at = now_ms()
+        self._closed.set()
+        await self._on_closed(self)
+
+    def request_close(self, reason: str) -> None:
+        """Close from inside a call that must return first (an agent ending its own session)."""
+        if not self.closing:
+            self._spawn(self.close(reason), "close")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # -- connection and readiness ----------------------------------------------------------------
+
+    async def mark_connected(self, agent: SessionAgent) -> None:
+        if agent.connected or self.closing:
+            return
+        agent.connected = True
+        log.info("agent.connected session=%s agent=%s", self.id, agent.name)
+        async with self._connected:
+            self._connected.notify_all()
+
+    async def ready(self, agent: SessionAgent) -> None:
+        """Hold `agent` until the blocking agents it is linked to have connected (bounded)."""
+        blockers = [self.agents[n] for n in agent.links if self.agents[n].blocking]
+        if not blockers or all(b.connected for b in blockers):
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BLOCKING_WAIT_S), self._connected:
+                await self._connected.wait_for(lambda: self.closing or all(b.connected for b in blockers))
+
+    # -- collaboration ----------------------------------------------------------------------------
+
+    def agent(self, name: str) -> SessionAgent:
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise AgentNotFound(name) from None
+
+    def thread(self, thread_id: str) -> Thread:
+        try:
+            return self.threads[thread_id]
+        except KeyError:
+            raise ThreadNotFound(thread_id) from None
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise SessionClosed(self.id)
+
+    def _linked_target(self, actor: SessionAgent, name: str) -> SessionAgent:
+        target = self.agent(name)
+        if target is not actor and name not in actor.links:
+            raise AgentNotLinked(actor.name, name)
+        return target
+
+    def _participating(self, actor: SessionAgent, thread_id: str) -> Thread:
+        thread = self.thread(thread_id)
+        if actor.name not in thread.participants:
+            raise NotParticipant(actor.name, thread_id)
+        return thread
+
+    def create_thread(self, creator: SessionAgent, name: str, participants: list[str]) -> Thread:
+        self._check_open()
+        if not name.strip():
+            raise InvalidArgument("threadName must not be empty")
+        members = [creator.name]
+        for participant in participants:
+            self._linked_target(creator, participant)
+            if participant not in members:
+                members.append(participant)
+        thread = Thread(
+            id=new_id(), name=name, creator=creator.name, participants=members, timestamp=now_ms()
+        )
+        self.threads[thread.id] = thread
+        return thread
+
+    def add_participant(self, actor: SessionAgent, thread_id: str, name: str) -> Thread:
+        self._check_open()
+        thread = self._participating(actor, thread_id)
+        if thread.closed:
+            raise ThreadClosed(thread_id)
+        target = self._linked_target(actor, name)
+        if name not in thread.participants:
+            thread.participants.append(name)
+            # A newcomer learns the thread's history through its mailbox, as the reference does.
+            for message in thread.messages:
+                if message.sender != name:
+                    target.mailbox.put(message)
+        return thread
+
+    def remove_participant(self, actor: SessionAgent, thread_id: str, name: str) -> Thread:
+        self._check_open()
+        thread = self._participating(actor, thread_id)
+        if thread.closed:
+            raise ThreadClosed(thread_id)
+        target = self.agent(name)
+        if name not in thread.participants:
+            raise NotParticipant(name, thread_id)
+        thread.participants.remove(name)
+        target.mailbox.discard(lambda m: m.thread_id == thread_id)
+        return thread
+
+    def close_thread(self, actor: SessionAgent, thread_id: str, summary: str) -> Thread:
+        self._check_open()
+        thread = self._participating(actor, thread_id)
+        if thread.closed:
+            raise ThreadClosed(thread_id)
+        thread.closed, thread.summary, thread.closed_at = True, summary, now_ms()
+        return thread
+
+    def send_message(self, sender: SessionAgent, thread_id: str, text: str, mentions: list[str]) -> Message:
+        self._check_open()
+        thread = self._participating(sender, thread_id)
+        if thread.closed:
+            raise ThreadClosed(thread_id)
+        unique: list[str] = []
+        for name in mentions:
+            if name == sender.name:
+                raise InvalidArgument("an agent cannot mention itself")
+            self.agent(name)
+            if name not in thread.participants:
+                raise NotParticipant(name, thread_id)
+            if name not in unique:
+                unique.append(name)
+        message = Message(
+            id=new_id(),
+            thread_id=thread_id,
+            sender=sender.name,
+            text=text,
+            mentions=tuple(unique),
+            timestamp=now_ms(),
+        )
+        thread.messages.append(message)
+        for name in thread.participants:
+            if name != sender.name:
+                self.agents[name].mailbox.put(message)
+        return message
+
+    async def wait(self, agent: SessionAgent, accept: MessageFilter, timeout_s: float) -> Message | None:
+        """Block until a queued message passes `accept`, the timeout, or the session closing."""
+        return await agent.mailbox.take(accept, timeout_s)
+
+    # -- views -------------------------------------------------------------------------------------
+
+    def to_http(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "namespace": self.namespace,
+            "timestamp": self.timestamp,
+            "closing": self.closing,
+            "agents": [a.to_http() for a in self.agents.values()],
+            "threads": [t.to_http() for t in self.threads.values()],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {"sessionId": self.id, "closing": self.closing}

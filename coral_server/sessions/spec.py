@@ -1,0 +1,36 @@
+"""What a session request asks for, in domain terms (the API layer builds these from JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class AgentRequest:
+    name: str
+    registry_name: str
+    registry_version: str
+    runtime: str  # "executable" | "docker" | "external"
+    description: str | None = None
+    system_prompt: str | None = None
+    blocking: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    custom_tool_access: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SessionRequest:
+    namespace: str
+    agents: list[AgentRequest]
+    groups: list[list[str]] = field(default_factory=list)
+    create_namespace: bool = True
+    delete_namespace_on_last_exit: bool = True
+    custom_tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ttl_ms: int | None = None
+    hold_after_exit_ms: int = 0
+    annotations: dict[str, str] = field(default_factory=dict)
+    # JSON path of the agents list in the request, for error messages.
+    agents_path: str = "agentGraphRequest.agents"
