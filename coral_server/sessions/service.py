@@ -71,6 +71,8 @@ class Sessions:
         self.namespaces: dict[str, Namespace] = {}
         self._by_secret: dict[str, tuple[Session, SessionAgent]] = {}
         self.closed_listeners: list[SessionListener] = []
+        # Closed sessions kept readable for their hold time (persistence mode hold_after_exit).
+        self._holds: set[asyncio.Task[None]] = set()
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class Sessions:
             stop_grace_s=self.settings.stop_grace_s,
             on_closed=self._retire,
             annotations=request.annotations,
+            hold_ms=request.hold_after_exit_ms,
         )
         ns.sessions[session_id] = session
         for agent in agents:
@@ -269,17 +272,31 @@ class Sessions:
     async def _retire(self, session: Session) -> None:
         for agent in session.agents.values():
             self._by_secret.pop(agent.secret, None)
-        ns = self.namespaces.get(session.namespace)
-        if ns is not None:
-            ns.sessions.pop(session.id, None)
-            if not ns.sessions and ns.delete_on_last_exit:
-                del self.namespaces[ns.name]
+        if session.hold_ms > 0:
+            task = asyncio.create_task(self._forget_later(session), name=f"{session.id}:hold")
+            self._holds.add(task)
+            task.add_done_callback(self._holds.discard)
+        else:
+            self._forget(session)
         log.info("session.closed session=%s reason=%s", session.id, session.close_reason)
         for listener in self.closed_listeners:
             try:
                 await listener(session)
             except Exception:
                 log.exception("session.closed_listener_failed session=%s", session.id)
+
+    async def _forget_later(self, session: Session) -> None:
+        try:
+            await asyncio.sleep(session.hold_ms / 1000)
+        finally:
+            self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        ns = self.namespaces.get(session.namespace)
+        if ns is not None:
+            ns.sessions.pop(session.id, None)
+            if not ns.sessions and ns.delete_on_last_exit:
+                del self.namespaces[ns.name]
 
     async def shutdown(self) -> None:
         """Close every session (server shutdown): no agent outlives the server."""

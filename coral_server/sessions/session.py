@@ -49,6 +49,7 @@ class Session:
         stop_grace_s: float,
         on_closed: ClosedCallback,
         annotations: dict[str, str] | None = None,
+        hold_ms: int = 0,
     ) -> None:
         self.id = session_id
         self.namespace = namespace
@@ -60,6 +61,7 @@ class Session:
         self.close_reason: str | None = None
         self.closed_at: int | None = None
         self.ttl_ms = ttl_ms
+        self.hold_ms = hold_ms
         self.work_dir = work_dir
         self._runtimes = runtimes
         self._build_spec = build_spec

@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from mcp import ClientSession
 from mcp.client.sse import sse_client
@@ -33,7 +34,7 @@ class McpAgent:
 
 @contextlib.asynccontextmanager
 async def connect(url: str) -> AsyncIterator[McpAgent]:
-    if url.rstrip("/").endswith("/sse"):
+    if urlsplit(url).path.rstrip("/").endswith("/sse"):
         async with sse_client(url) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             yield McpAgent(session)
