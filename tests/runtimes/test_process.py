@@ -1,0 +1,77 @@
+"""Process runtime: a real child process group, its output, its exit code, stop escalation."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from coral_server.runtimes import AgentLog, LaunchFailed, LaunchSpec
+from coral_server.runtimes.process import ProcessRuntime
+
+
+def spec(code: str, tmp_path: Path) -> LaunchSpec:
+    return LaunchSpec(
+        agent_name="a",
+        session_id="s",
+        namespace="n",
+        command=[sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={},
+    )
+
+
+def now() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_output_and_exit_code(tmp_path: Path) -> None:
+    log = AgentLog()
+    handle = await ProcessRuntime(now).launch(
+        spec("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)", tmp_path), log
+    )
+    assert await handle.wait() == 3
+    assert sorted((ln.stream, ln.text) for ln in log.lines) == [("stderr", "err"), ("stdout", "out")]
+
+
+async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
+    log = AgentLog()
+    handle = await ProcessRuntime(now).launch(spec(code, tmp_path), log)
+    async with asyncio.timeout(5):
+        while not log.lines:
+            await asyncio.sleep(0.01)
+    started = time.monotonic()
+    assert await handle.stop(grace=0.3) == -9
+    assert time.monotonic() - started < 3
+
+
+async def test_graceful_stop_uses_sigterm(tmp_path: Path) -> None:
+    handle = await ProcessRuntime(now).launch(spec("import time; time.sleep(60)", tmp_path), AgentLog())
+    assert await handle.stop(grace=5) == -15
+
+
+async def test_missing_executable_raises_launch_failed(tmp_path: Path) -> None:
+    bad = LaunchSpec(
+        agent_name="a", session_id="s", namespace="n", command=["/no/such/bin"], cwd=tmp_path, env={}
+    )
+    with pytest.raises(LaunchFailed, match="cannot start"):
+        await ProcessRuntime(now).launch(bad, AgentLog())
+
+
+def test_log_is_bounded_and_redacted() -> None:
+    from coral_server.runtimes import LogLine
+
+    log = AgentLog(max_bytes=100)
+    log.redact = lambda text: text.replace("hunter2", "***")
+    for i in range(50):
+        log.append(LogLine("stdout", f"line {i} hunter2", 0))
+    assert log.size <= 100 and log.dropped > 0
+    assert all("hunter2" not in ln.text for ln in log.lines)
+    assert log.lines[-1].text == "line 49 ***"
