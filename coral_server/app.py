@@ -57,7 +57,14 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     docs.add_routes(app)
     app[MCP].add_routes(app)
     app.cleanup_ctx.append(_services)
+    # on_shutdown runs before aiohttp waits for open requests: closing sessions first wakes every
+    # blocked coral_wait_* call, so shutdown does not sit out the waits.
+    app.on_shutdown.append(_close_sessions)
     return app
+
+
+async def _close_sessions(app: web.Application) -> None:
+    await app[SESSIONS].shutdown()
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

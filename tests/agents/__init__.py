@@ -1,0 +1,1 @@
+"""Tests of the agent helper library and the bundled agents."""

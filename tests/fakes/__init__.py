@@ -1,0 +1,1 @@
+"""Test doubles: fake external services (e.g. an OpenAI-compatible API)."""
