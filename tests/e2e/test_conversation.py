@@ -48,3 +48,44 @@ async def test_wait_times_out_without_error(coral: Coral) -> None:
         is_error, payload = await solo.call("coral_wait_for_mention", maxWaitMs=50)
         assert not is_error
         assert payload == {"status": "Timeout reached"}
+
+
+async def test_reference_minimal_example_adapted(coral: Coral) -> None:
+    """The Coral Cloud document's minimal request, with a bundled agent and a local process."""
+    body = {
+        "agentGraphRequest": {
+            "agents": [
+                {
+                    "id": {"name": "echo", "version": "0.1.0", "source": "local"},
+                    "name": "writer",
+                    "provider": {"type": "local", "runtime": "executable"},
+                }
+            ]
+        },
+        "namespaceProvider": {
+            "type": "create_if_not_exists",
+            "namespaceRequest": {"name": "default", "deleteOnLastSessionExit": True},
+        },
+        "execution": {
+            "mode": "immediate",
+            "runtimeSettings": {"persistenceMode": {"type": "HoldAfterExit", "holdTime": 5000}},
+        },
+    }
+    status, out = await coral.request("POST", "/api/v1/local/session", body)
+    assert status == 200 and set(out) == {"namespace", "sessionId"} and out["namespace"] == "default"
+    sid = out["sessionId"]
+    state = await coral.wait_for("default", sid, lambda s: s["agents"][0]["isConnected"])
+    agent = state["agents"][0]
+    assert agent["registryAgentIdentifier"] == {"name": "echo", "version": "0.1.0", "source": "local"}
+    assert agent["links"] == [] and agent["status"] == "running"
+    status, listing = await coral.request("GET", "/api/v1/session")
+    assert status == 200
+    assert {"namespace": "default", "sessions": [{"sessionId": sid, "closing": False}]} in listing
+    status, in_ns = await coral.request("GET", "/api/v1/session/default")
+    assert in_ns == [{"sessionId": sid, "closing": False}]
+    status, _ = await coral.request("DELETE", f"/api/v1/session/default/{sid}")
+    assert status == 200
+    # Closed, held for 5 s: readable with closing=true and the agent stopped.
+    state = await coral.state("default", sid)
+    assert state["closing"] is True and state["agents"][0]["status"] == "exited"
+    assert state["agents"][0]["isConnected"] is False
