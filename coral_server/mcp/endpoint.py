@@ -98,6 +98,11 @@ class McpEndpoint:
         sid = response.headers.get(SESSION_HEADER)
         if sid and not session.closing:
             self._mcp_sessions[agent.secret].add(sid)
+        if request.method == "DELETE" and response.status < 300:
+            ended = request.headers.get(SESSION_HEADER, "")
+            self._mcp_sessions[agent.secret].discard(ended)
+            if not self._mcp_sessions[agent.secret] and not self._sse_tasks[agent.secret]:
+                session.mark_disconnected(agent)
         return response
 
     async def sse_stream(self, request: web.Request) -> web.StreamResponse:
@@ -117,6 +122,8 @@ class McpEndpoint:
             return await call_asgi(request, app, body=b"", root_path=root, extra=self._extra(session, agent))
         finally:
             self._sse_tasks[agent.secret].discard(task)
+            if not self._sse_tasks[agent.secret] and not self._mcp_sessions[agent.secret]:
+                session.mark_disconnected(agent)
 
     async def sse_message(self, request: web.Request) -> web.StreamResponse:
         session, agent = self._identify(request)

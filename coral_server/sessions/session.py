@@ -158,6 +158,11 @@ class Session:
         async with self._connected:
             self._connected.notify_all()
 
+    def mark_disconnected(self, agent: SessionAgent) -> None:
+        if agent.connected:
+            agent.connected = False
+            log.info("agent.disconnected session=%s agent=%s", self.id, agent.name)
+
     async def ready(self, agent: SessionAgent) -> None:
         """Hold `agent` until the blocking agents it is linked to have connected (bounded)."""
         blockers = [self.agents[n] for n in agent.links if self.agents[n].blocking]

@@ -40,6 +40,9 @@ async def test_two_external_agents_mention_each_other(coral: Coral) -> None:
         assert texts == ["hi bob", "hi alice"]
         assert state["threads"][0]["messages"][0]["mentionNames"] == ["bob"]
         assert isinstance(state["threads"][0]["messages"][0]["timestamp"], int)
+    # Both clients ended their MCP sessions (DELETE on exit): no longer connected.
+    state = await coral.wait_for(ns, sid, lambda s: not any(a["isConnected"] for a in s["agents"]))
+    assert [a["status"] for a in state["agents"]] == ["running", "running"]
 
 
 async def test_wait_times_out_without_error(coral: Coral) -> None:

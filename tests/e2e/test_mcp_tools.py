@@ -183,8 +183,9 @@ async def test_sse_transport_variants(coral: Coral, suffix: str) -> None:
         assert got["message"]["text"] == "over sse"
         await b.ok("coral_send_message", threadId=tid, content="back", mentions=["a"])
         assert (await a.ok("coral_wait_for_mention", maxWaitMs=2000))["message"]["text"] == "back"
-    state = await coral.state(ns, sid)
-    assert state["agents"][0]["isConnected"] is True
+        assert (await coral.state(ns, sid))["agents"][0]["isConnected"] is True
+    # The SSE stream is gone: the agent shows as disconnected.
+    await coral.wait_for(ns, sid, lambda s: not s["agents"][0]["isConnected"], timeout=5)
 
 
 async def test_close_session_plugin(coral: Coral) -> None:
