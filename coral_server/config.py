@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 BUNDLED_REGISTRY = Path(__file__).resolve().parent.parent / "registry"
 ENV_PREFIX = "CORAL_SERVER_"
@@ -34,6 +34,24 @@ class Settings(BaseModel):
     stop_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL grace for agents.")
     log_buffer_bytes: int = Field(default=256 * 1024, gt=0, description="Output kept per agent.")
     log_level: str = Field(default="INFO", description="Logging level.")
+
+    @field_validator("auth_keys", mode="before")
+    @classmethod
+    def _clean_keys(cls, value: object) -> object:
+        if isinstance(value, (list, tuple)):
+            keys = [k.strip() if isinstance(k, str) else k for k in value]
+            if any(k == "" for k in keys):
+                raise ValueError("auth keys must not be empty or blank")
+            return tuple(keys)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError(f"unknown log level {value!r} (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+        return level
 
     def agent_api_url(self, bound_port: int) -> str:
         return (self.public_url or f"http://127.0.0.1:{bound_port}").rstrip("/")

@@ -49,7 +49,7 @@ class AgentSpec(_In):
     provider: Provider
     description: str | None = Field(default=None, max_length=4096)
     systemPrompt: str | None = None
-    blocking: bool = False
+    blocking: bool = Field(default=False, strict=True)
     options: dict[str, Any] = Field(
         default_factory=dict, description='{NAME: {"type": ..., "value": ...}}, checked against the manifest.'
     )
@@ -143,7 +143,7 @@ class Webhooks(_In):
 
 
 class RuntimeSettings(_In):
-    ttl: int | None = Field(default=None, gt=0, description="Session time to live, in ms.")
+    ttl: int | None = Field(default=None, gt=0, strict=True, description="Session time to live, in ms.")
     persistenceMode: PersistenceMode | None = None
     webhooks: Webhooks | None = None
     extendedEndReport: bool = False

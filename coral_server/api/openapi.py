@@ -85,9 +85,10 @@ def build_openapi() -> dict[str, Any]:
         }
         if request_model is not None:
             op["requestBody"] = {"required": True, "content": _content(request_model)}
-        paths.setdefault(path, {})[method] = op
+        paths.setdefault(path, {}).setdefault(method, op)
         if path.startswith("/api/v1/session"):
-            paths.setdefault(path.replace("/api/v1/session", "/api/v1/local/session"), {})[method] = op
+            local = path.replace("/api/v1/session", "/api/v1/local/session")
+            paths.setdefault(local, {}).setdefault(method, op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "coral_server", "version": __version__},

@@ -20,11 +20,12 @@ MAX_LOG_LINES = 10_000
 async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
-        raise BadRequest("request body is empty; expected JSON")
+        raise BadRequest("request body is empty; expected JSON", [("(body)", "empty body")])
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        problem = f"not valid JSON: {exc}"
+        raise BadRequest(f"request body is {problem}", [("(body)", problem)]) from None
 
 
 def to_domain(body: CreateSessionRequest) -> SessionRequest:

@@ -1,0 +1,280 @@
+"""Layered settings: defaults < TOML file < CORAL_SERVER_* environment < flags."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from coral_server.config import BUNDLED_REGISTRY, ConfigError, Settings, load_settings
+
+
+def toml(tmp_path: Path, text: str, name: str = "coral.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+FULL_TOML = """
+[network]
+bindAddress = "0.0.0.0"
+bindPort = 6000
+publicUrl = "http://coral.example:6000"
+
+[auth]
+keys = ["toml-a", "toml-b"]
+
+[registry]
+paths = ["agents-here", "/abs/agents"]
+
+[server]
+dataDir = "/var/lib/coral"
+
+[session]
+defaultWaitTimeout = 1234
+stopGraceSeconds = 1.5
+
+[logging]
+level = "DEBUG"
+"""
+
+
+def test_defaults() -> None:
+    settings = load_settings([], {})
+    assert settings == Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 5555
+    assert settings.auth_keys == ()
+    assert settings.registry == (BUNDLED_REGISTRY,)
+    assert settings.data_dir == Path(".coral")
+    assert settings.public_url is None
+    assert settings.wait_cap_ms == 60_000
+    assert settings.stop_grace_s == 5.0
+    assert settings.log_level == "INFO"
+    assert settings.agent_api_url(4321) == "http://127.0.0.1:4321"
+
+
+def test_os_environ_not_read_when_env_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORAL_SERVER_PORT", "7777")
+    assert load_settings([], {}).port == 5555
+    assert load_settings([]).port == 7777  # env=None means os.environ
+
+
+def test_every_toml_key(tmp_path: Path) -> None:
+    path = toml(tmp_path, FULL_TOML)
+    s = load_settings(["--config", str(path)], {})
+    assert s.host == "0.0.0.0"
+    assert s.port == 6000
+    assert s.public_url == "http://coral.example:6000"
+    assert s.agent_api_url(1) == "http://coral.example:6000"
+    assert s.auth_keys == ("toml-a", "toml-b")
+    # relative registry paths are relative to the config file's folder
+    assert s.registry == (tmp_path / "agents-here", Path("/abs/agents"))
+    assert s.data_dir == Path("/var/lib/coral")
+    assert s.wait_cap_ms == 1234
+    assert s.stop_grace_s == 1.5
+    assert s.log_level == "DEBUG"
+
+
+def test_every_env_variable() -> None:
+    env = {
+        "CORAL_SERVER_HOST": "10.0.0.1",
+        "CORAL_SERVER_PORT": "7000",
+        "CORAL_SERVER_AUTH_KEYS": "env-a,env-b",
+        "CORAL_SERVER_REGISTRY": os.pathsep.join(["/r1", "/r2"]),
+        "CORAL_SERVER_DATA_DIR": "/tmp/coral-data",
+        "CORAL_SERVER_PUBLIC_URL": "http://pub:1/",
+        "CORAL_SERVER_WAIT_CAP_MS": "500",
+        "CORAL_SERVER_STOP_GRACE_S": "0.25",
+        "CORAL_SERVER_LOG_LEVEL": "WARNING",
+    }
+    s = load_settings([], env)
+    assert s.host == "10.0.0.1"
+    assert s.port == 7000
+    assert s.auth_keys == ("env-a", "env-b")
+    assert s.registry == (Path("/r1"), Path("/r2"))
+    assert s.data_dir == Path("/tmp/coral-data")
+    assert s.public_url == "http://pub:1/"
+    assert s.agent_api_url(1) == "http://pub:1"
+    assert s.wait_cap_ms == 500
+    assert s.stop_grace_s == 0.25
+    assert s.log_level == "WARNING"
+
+
+def test_every_flag(tmp_path: Path) -> None:
+    s = load_settings(
+        [
+            "--host", "::1",
+            "--port", "0",
+            "--auth-key", "f1",
+            "--registry", "/f/reg",
+            "--data-dir", str(tmp_path),
+            "--public-url", "http://flag:9",
+            "--wait-cap-ms", "42",
+            "--stop-grace-s", "0",
+            "--log-level", "ERROR",
+        ],
+        {},
+    )  # fmt: skip
+    assert (s.host, s.port, s.auth_keys, s.registry) == ("::1", 0, ("f1",), (Path("/f/reg"),))
+    assert (s.data_dir, s.public_url, s.wait_cap_ms, s.stop_grace_s) == (tmp_path, "http://flag:9", 42, 0.0)
+    assert s.log_level == "ERROR"
+
+
+def test_precedence_default_toml_env_flag(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[network]\nbindPort = 6000\n[auth]\nkeys = ['from-toml']\n")
+    assert load_settings([], {}).port == 5555
+    assert load_settings(["--config", str(path)], {}).port == 6000
+    env = {"CORAL_SERVER_PORT": "7000"}
+    s = load_settings(["--config", str(path)], env)
+    assert s.port == 7000
+    assert s.auth_keys == ("from-toml",)  # untouched by env
+    s = load_settings(["--config", str(path), "--port", "8000"], env)
+    assert s.port == 8000
+    assert s.auth_keys == ("from-toml",)
+
+
+def test_auth_keys_precedence_replaces_not_merges(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[auth]\nkeys = ['t1', 't2']\n")
+    assert load_settings(["--config", str(path)], {}).auth_keys == ("t1", "t2")
+    env = {"CORAL_SERVER_AUTH_KEYS": "e1"}
+    assert load_settings(["--config", str(path)], env).auth_keys == ("e1",)
+    assert load_settings(["--config", str(path), "--auth-key", "f1"], env).auth_keys == ("f1",)
+
+
+def test_config_file_path_env_honoured(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[network]\nbindPort = 6100\n")
+    assert load_settings([], {"CONFIG_FILE_PATH": str(path)}).port == 6100
+
+
+def test_config_flag_beats_config_file_path(tmp_path: Path) -> None:
+    from_env = toml(tmp_path, "[network]\nbindPort = 6100\n", "env.toml")
+    from_flag = toml(tmp_path, "[network]\nbindPort = 6200\n", "flag.toml")
+    s = load_settings(["--config", str(from_flag)], {"CONFIG_FILE_PATH": str(from_env)})
+    assert s.port == 6200
+
+
+def test_empty_config_file_path_is_ignored() -> None:
+    assert load_settings([], {"CONFIG_FILE_PATH": ""}).port == 5555
+
+
+def test_repeatable_auth_key_and_registry() -> None:
+    s = load_settings(
+        ["--auth-key", "a", "--registry", "/one", "--auth-key", "b", "--registry", "two", "--auth-key", "c"],
+        {},
+    )
+    assert s.auth_keys == ("a", "b", "c")
+    assert s.registry == (Path("/one"), Path("two"))
+
+
+def test_env_auth_keys_skip_empty_items() -> None:
+    assert load_settings([], {"CORAL_SERVER_AUTH_KEYS": "a,,b,"}).auth_keys == ("a", "b")
+    assert load_settings([], {"CORAL_SERVER_AUTH_KEYS": ""}).auth_keys == ()
+
+
+def test_unknown_toml_sections_and_keys_are_ignored(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[network]\nbindPort = 6000\nfoo = 1\n[something]\nx = 'y'\n")
+    assert load_settings(["--config", str(path)], {}).port == 6000
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings([], {})
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        s.port = 1  # type: ignore[misc]
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_bad_toml_is_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[network\nbindPort = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(["--config", str(path)], {})
+    message = str(info.value)
+    assert str(path) in message
+    assert "line 1" in message
+
+
+def test_missing_config_file_is_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    for argv, env in [(["--config", str(missing)], {}), ([], {"CONFIG_FILE_PATH": str(missing)})]:
+        with pytest.raises(ConfigError) as info:
+            load_settings(argv, env)
+        assert str(missing) in str(info.value)
+        assert "does not exist" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "toml_text", "field"),
+    [
+        pytest.param([], {"CORAL_SERVER_PORT": "abc"}, None, "port", id="env-port-not-int"),
+        pytest.param([], {"CORAL_SERVER_PORT": "65536"}, None, "port", id="env-port-too-big"),
+        pytest.param(["--port", "-1"], {}, None, "port", id="flag-port-negative"),
+        pytest.param(["--port", "70000"], {}, None, "port", id="flag-port-too-big"),
+        pytest.param([], {}, "[network]\nbindPort = 'x'\n", "port", id="toml-port-string"),
+        pytest.param([], {}, "[auth]\nkeys = 'one-key'\n", "auth_keys", id="toml-keys-not-a-list"),
+        pytest.param([], {}, "[auth]\nkeys = [1, 2]\n", "auth_keys", id="toml-keys-not-strings"),
+        pytest.param([], {"CORAL_SERVER_WAIT_CAP_MS": "0"}, None, "wait_cap_ms", id="wait-cap-zero"),
+        pytest.param(["--wait-cap-ms", "-5"], {}, None, "wait_cap_ms", id="wait-cap-negative"),
+        pytest.param([], {"CORAL_SERVER_STOP_GRACE_S": "-1"}, None, "stop_grace_s", id="grace-negative"),
+        pytest.param([], {"CORAL_SERVER_STOP_GRACE_S": "soon"}, None, "stop_grace_s", id="grace-not-number"),
+        pytest.param([], {}, "[session]\nlogBufferBytes = 0\n", "log_buffer_bytes", id="log-buffer-zero"),
+    ],
+)
+def test_bad_values_are_config_errors_naming_the_setting(
+    tmp_path: Path, argv: list[str], env: dict[str, str], toml_text: str | None, field: str
+) -> None:
+    if toml_text is not None:
+        argv = [*argv, "--config", str(toml(tmp_path, toml_text))]
+    with pytest.raises(ConfigError) as info:
+        load_settings(argv, env)
+    message = str(info.value)
+    assert message.startswith("invalid settings: ")
+    assert re.search(rf"(^|; |: ){field}(\.\d+)?: ", message), message
+
+
+def test_several_bad_values_are_all_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(["--port", "99999", "--wait-cap-ms", "0"], {"CORAL_SERVER_STOP_GRACE_S": "-1"})
+    message = str(info.value)
+    assert "port: " in message and "wait_cap_ms: " in message and "stop_grace_s: " in message
+
+
+@pytest.mark.parametrize("argv", [["--port", "abc"], ["--no-such-flag"], ["--wait-cap-ms", "1.5"]])
+def test_unparseable_flags_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        load_settings(argv, {})
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        pytest.param(["--log-level", "LOUD"], {}, id="flag"),
+        pytest.param([], {"CORAL_SERVER_LOG_LEVEL": "verbose"}, id="env"),
+    ],
+)
+def test_unknown_log_level_is_config_error(argv: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="log_level"):
+        load_settings(argv, env)
+
+
+@pytest.mark.parametrize(
+    ("argv", "toml_text"),
+    [
+        pytest.param(["--auth-key", ""], None, id="flag"),
+        pytest.param([], '[auth]\nkeys = [""]\n', id="toml"),
+        pytest.param(["--auth-key", "   "], None, id="flag-blank"),
+    ],
+)
+def test_empty_auth_key_is_config_error(tmp_path: Path, argv: list[str], toml_text: str | None) -> None:
+    if toml_text is not None:
+        argv = [*argv, "--config", str(toml(tmp_path, toml_text))]
+    with pytest.raises(ConfigError, match="auth_keys"):
+        load_settings(argv, {})
+
+
+def test_env_auth_keys_are_trimmed() -> None:
+    assert load_settings([], {"CORAL_SERVER_AUTH_KEYS": "k1, k2"}).auth_keys == ("k1", "k2")
