@@ -46,6 +46,8 @@ async def call_asgi(
     body: bytes,
     root_path: str = "",
     extra: dict[str, Any] | None = None,
+    on_sent: Callable[[], None] | None = None,
+    on_client_gone: Callable[[], None] | None = None,
 ) -> web.StreamResponse:
     """Run one ASGI request to completion and stream its answer through aiohttp.
 
@@ -82,8 +84,12 @@ async def call_asgi(
                 if not message.get("more_body", False):
                     await response.write_eof()
                     done.set()
+                    if on_sent is not None:
+                        on_sent()
         except (ConnectionResetError, ConnectionError):
             done.set()  # the client went away: drop the rest, as ASGI servers do
+            if on_client_gone is not None:
+                on_client_gone()
 
     try:
         await app(scope, receive, send)

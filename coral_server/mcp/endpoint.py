@@ -15,6 +15,7 @@ from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from coral_server.mcp.bridge import Message, call_asgi
+from coral_server.mcp.delivery import Delivery
 from coral_server.mcp.server import CALLER_KEY, build_server
 from coral_server.mcp.tools import Caller
 from coral_server.sessions import Session, SessionAgent, Sessions
@@ -85,16 +86,32 @@ class McpEndpoint:
             )
         return found
 
-    def _extra(self, session: Session, agent: SessionAgent) -> dict[str, Any]:
-        return {CALLER_KEY: Caller(session, agent, self.wait_cap_ms), "user": _user(session, agent)}
+    def _extra(self, session: Session, agent: SessionAgent, delivery: Delivery) -> dict[str, Any]:
+        caller = Caller(session, agent, self.wait_cap_ms, delivery)
+        return {CALLER_KEY: caller, "user": _user(session, agent)}
 
     async def streamable(self, request: web.Request) -> web.StreamResponse:
         session, agent = self._identify(request)
         body = await request.read()
         await session.mark_connected(agent)
-        call = call_asgi(request, self.manager.handle_request, body=body, extra=self._extra(session, agent))
-        # A client that drops a POST mid-answer must not cancel the SDK's bookkeeping of the session.
-        response = await asyncio.shield(call) if request.method == "POST" else await call
+        delivery = Delivery()
+        call = asyncio.ensure_future(
+            call_asgi(
+                request,
+                self.manager.handle_request,
+                body=body,
+                extra=self._extra(session, agent, delivery),
+                on_sent=delivery.confirm,
+                on_client_gone=delivery.abandon,
+            )
+        )
+        try:
+            # A client that drops a POST mid-answer must not cancel the SDK's bookkeeping of the
+            # session; its pending waits are abandoned instead (their messages stay queued).
+            response = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            delivery.abandon()
+            raise
         sid = response.headers.get(SESSION_HEADER)
         if sid and not session.closing:
             self._mcp_sessions[agent.secret].add(sid)
@@ -119,7 +136,8 @@ class McpEndpoint:
                 await server.run(read, write, server.create_initialization_options())
 
         try:
-            return await call_asgi(request, app, body=b"", root_path=root, extra=self._extra(session, agent))
+            extra = self._extra(session, agent, Delivery())
+            return await call_asgi(request, app, body=b"", root_path=root, extra=extra)
         finally:
             self._sse_tasks[agent.secret].discard(task)
             if not self._sse_tasks[agent.secret] and not self._mcp_sessions[agent.secret]:
@@ -128,9 +146,9 @@ class McpEndpoint:
     async def sse_message(self, request: web.Request) -> web.StreamResponse:
         session, agent = self._identify(request)
         body = await request.read()
-        return await call_asgi(
-            request, self.sse.handle_post_message, body=body, extra=self._extra(session, agent)
-        )
+        # Over SSE the answer travels on the stream; its end cancels the SDK's pending handlers.
+        extra = self._extra(session, agent, Delivery())
+        return await call_asgi(request, self.sse.handle_post_message, body=body, extra=extra)
 
     # -- teardown ---------------------------------------------------------------------------------
 

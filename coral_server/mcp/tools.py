@@ -10,7 +10,9 @@ import mcp.types as types
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from coral_server.mcp.delivery import Delivery
 from coral_server.sessions import Session, SessionAgent, SessionError
+from coral_server.sessions.mailbox import MessageFilter
 from coral_server.sessions.model import Message
 
 
@@ -63,6 +65,12 @@ class Caller:
     session: Session
     agent: SessionAgent
     wait_cap_ms: int
+    delivery: Delivery
+
+    async def wait(self, accept: MessageFilter, args: WaitArgs) -> dict[str, Any]:
+        timeout = min(args.maxWaitMs, self.wait_cap_ms) / 1000
+        take = self.session.wait(self.agent, accept, timeout)
+        return _received(await self.delivery.wait(self.agent.mailbox, take))
 
 
 Handler = Callable[[Caller, Any], Awaitable[dict[str, Any]]]
@@ -119,23 +127,19 @@ async def _send_message(c: Caller, a: SendMessageArgs) -> dict[str, Any]:
     return {"status": "Message sent successfully", "message": message.to_mcp()}
 
 
-def _timeout_s(c: Caller, a: WaitArgs) -> float:
-    return min(a.maxWaitMs, c.wait_cap_ms) / 1000
-
-
 async def _wait_for_message(c: Caller, a: WaitArgs) -> dict[str, Any]:
-    return _received(await c.session.wait(c.agent, lambda m: True, _timeout_s(c, a)))
+    return await c.wait(lambda m: True, a)
 
 
 async def _wait_for_mention(c: Caller, a: WaitArgs) -> dict[str, Any]:
     me = c.agent.name
-    return _received(await c.session.wait(c.agent, lambda m: me in m.mentions, _timeout_s(c, a)))
+    return await c.wait(lambda m: me in m.mentions, a)
 
 
 async def _wait_for_agent(c: Caller, a: WaitForAgentArgs) -> dict[str, Any]:
     c.session.agent(a.agentName)  # unknown agent: a clear error instead of a silent long wait
     sender = a.agentName
-    return _received(await c.session.wait(c.agent, lambda m: m.sender == sender, _timeout_s(c, a)))
+    return await c.wait(lambda m: m.sender == sender, a)
 
 
 async def _close_session(c: Caller, a: CloseSessionArgs) -> dict[str, Any]:

@@ -33,6 +33,11 @@ class Mailbox:
         self._queue.append(message)
         self._changed.set()
 
+    def put_front(self, message: Message) -> None:
+        """Return a message that was taken but never reached the agent; it is next in line."""
+        self._queue.appendleft(message)
+        self._changed.set()
+
     def close(self) -> None:
         """Wake every waiter; from now on waits return what is queued, or None at once."""
         self.closed = True

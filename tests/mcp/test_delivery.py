@@ -1,0 +1,56 @@
+"""Delivery: cancelled or undelivered waits give their messages back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from coral_server.mcp.delivery import Delivery
+from coral_server.sessions.mailbox import Mailbox
+from coral_server.sessions.model import Message
+
+
+def msg(i: int) -> Message:
+    return Message(id=str(i), thread_id="t", sender="a", text=f"m{i}", mentions=(), timestamp=i)
+
+
+async def test_confirmed_delivery_keeps_message_taken() -> None:
+    box, delivery = Mailbox(), Delivery()
+    box.put(msg(1))
+    got = await delivery.wait(box, box.take(lambda m: True, 1))
+    assert got is not None and got.id == "1"
+    delivery.confirm()
+    delivery.abandon()
+    assert len(box) == 0
+
+
+async def test_abandon_after_take_puts_message_back_first() -> None:
+    box, delivery = Mailbox(), Delivery()
+    box.put(msg(1))
+    box.put(msg(2))
+    assert (await delivery.wait(box, box.take(lambda m: True, 1))) is not None
+    delivery.abandon()
+    assert [m.id for m in [box.take_now(lambda m: True), box.take_now(lambda m: True)] if m] == ["1", "2"]
+
+
+async def test_abandon_cancels_a_pending_wait() -> None:
+    box, delivery = Mailbox(), Delivery()
+    waiter = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    await asyncio.sleep(0.01)
+    assert box.waiting == 1
+    delivery.abandon()
+    assert await asyncio.wait_for(waiter, 1) is None
+    assert box.waiting == 0
+    box.put(msg(3))
+    assert len(box) == 1
+
+
+async def test_cancelling_the_handler_stops_the_take() -> None:
+    box, delivery = Mailbox(), Delivery()
+    handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    await asyncio.sleep(0.01)
+    handler.cancel()
+    await asyncio.gather(handler, return_exceptions=True)
+    await asyncio.sleep(0.01)
+    box.put(msg(4))
+    await asyncio.sleep(0.01)
+    assert len(box) == 1 and box.waiting == 0
