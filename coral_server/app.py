@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from coral_server.config import Settings
 from coral_server.mcp.endpoint import McpEndpoint
 from coral_server.registry import Registry
 from coral_server.runtimes import Runtime
+from coral_server.runtimes.docker import DockerEngine, DockerRuntime, DockerSettings
 from coral_server.runtimes.external import ExternalRuntime
 from coral_server.runtimes.process import ProcessRuntime
 from coral_server.sessions import Sessions, SessionSettings
@@ -27,6 +29,7 @@ from coral_server.sessions.model import now_ms
 log = logging.getLogger("coral_server")
 
 MCP = web.AppKey("mcp", McpEndpoint)
+DOCKER = web.AppKey("docker", DockerEngine)
 
 
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
@@ -38,12 +41,28 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     app[REGISTRY] = registry if registry is not None else Registry.load(list(settings.registry))
     for problem in app[REGISTRY].problems:
         log.warning("registry.skipped path=%s reason=%s", problem.path, problem.reason)
-    runtimes: dict[str, Runtime] = {"executable": ProcessRuntime(now_ms), "external": ExternalRuntime()}
+    engine = DockerEngine(
+        DockerSettings(
+            base_url=settings.docker_host,
+            network=settings.docker_network,
+            memory=settings.docker_memory,
+            cpus=settings.docker_cpus,
+            pull=settings.docker_pull,
+            instance=settings.resolve_instance_id(),
+        )
+    )
+    app[DOCKER] = engine
+    runtimes: dict[str, Runtime] = {
+        "executable": ProcessRuntime(now_ms),
+        "docker": DockerRuntime(engine, now_ms),
+        "external": ExternalRuntime(),
+    }
     sessions = Sessions(
         app[REGISTRY],
         runtimes,
         SessionSettings(
             api_url=settings.agent_api_url(settings.port),
+            docker_api_url=settings.docker_api_url(settings.port),
             data_dir=settings.data_dir.resolve(),
             stop_grace_s=settings.stop_grace_s,
             wait_cap_ms=settings.wait_cap_ms,
@@ -70,11 +89,18 @@ async def _close_sessions(app: web.Application) -> None:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     endpoint = app[MCP]
     await endpoint.start()
+    # Containers a crash of this same instance left behind go first (no-op without an engine).
+    try:
+        async with asyncio.timeout(30):
+            await app[DOCKER].sweep()
+    except TimeoutError:
+        log.warning("docker.sweep_timeout")
     try:
         yield
     finally:
         await app[SESSIONS].shutdown()
         await endpoint.stop()
+        app[DOCKER].close()
 
 
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -89,6 +115,10 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     await site.start()
     sessions = app[SESSIONS]
     settings = app[SETTINGS]
-    sessions.settings = replace(sessions.settings, api_url=settings.agent_api_url(bound))
+    sessions.settings = replace(
+        sessions.settings,
+        api_url=settings.agent_api_url(bound),
+        docker_api_url=settings.docker_api_url(bound),
+    )
     log.info("server.listening host=%s port=%s agents_reach=%s", host, bound, sessions.settings.api_url)
     return runner, bound

@@ -7,7 +7,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -34,6 +34,25 @@ class Settings(BaseModel):
     stop_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL grace for agents.")
     log_buffer_bytes: int = Field(default=256 * 1024, gt=0, description="Output kept per agent.")
     log_level: str = Field(default="INFO", description="Logging level.")
+    instance_id: str | None = Field(
+        default=None,
+        description="Names this server's containers; default: generated once, kept in the data dir.",
+    )
+    docker_host: str | None = Field(
+        default=None, description="Docker engine URL (default DOCKER_HOST or the socket)."
+    )
+    docker_network: Literal["bridge", "host"] = Field(
+        default="bridge",
+        description="bridge: containers reach the server at host.docker.internal; host: 127.0.0.1.",
+    )
+    docker_address: str | None = Field(
+        default=None, description="Host name containers use to reach the server."
+    )
+    docker_memory: str | None = Field(
+        default=None, description="Memory limit per agent container, e.g. 512m."
+    )
+    docker_cpus: float | None = Field(default=None, gt=0, description="CPU limit per agent container.")
+    docker_pull: Literal["never", "if-missing"] = Field(default="never", description="Image pull policy.")
 
     @field_validator("auth_keys", mode="before")
     @classmethod
@@ -56,6 +75,25 @@ class Settings(BaseModel):
     def agent_api_url(self, bound_port: int) -> str:
         return (self.public_url or f"http://127.0.0.1:{bound_port}").rstrip("/")
 
+    def docker_api_url(self, bound_port: int) -> str:
+        default = "127.0.0.1" if self.docker_network == "host" else "host.docker.internal"
+        return f"http://{self.docker_address or default}:{bound_port}"
+
+    def resolve_instance_id(self) -> str:
+        """The configured instance id, else one generated once and kept in the data dir."""
+        if self.instance_id:
+            return self.instance_id
+        path = self.data_dir / "instance-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            import secrets
+
+            value = secrets.token_hex(6)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(value + "\n")
+            return value
+
 
 # TOML layout: the reference server's keys where it has them, ours otherwise.
 _TOML_KEYS: dict[tuple[str, ...], str] = {
@@ -69,6 +107,13 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("session", "stopGraceSeconds"): "stop_grace_s",
     ("session", "logBufferBytes"): "log_buffer_bytes",
     ("logging", "level"): "log_level",
+    ("server", "instanceId"): "instance_id",
+    ("docker", "socket"): "docker_host",
+    ("docker", "network"): "docker_network",
+    ("docker", "address"): "docker_address",
+    ("docker", "memory"): "docker_memory",
+    ("docker", "cpus"): "docker_cpus",
+    ("docker", "pull"): "docker_pull",
 }
 _ENV_KEYS = {
     "HOST": "host",
@@ -80,6 +125,12 @@ _ENV_KEYS = {
     "WAIT_CAP_MS": "wait_cap_ms",
     "STOP_GRACE_S": "stop_grace_s",
     "LOG_LEVEL": "log_level",
+    "INSTANCE_ID": "instance_id",
+    "DOCKER_NETWORK": "docker_network",
+    "DOCKER_ADDRESS": "docker_address",
+    "DOCKER_MEMORY": "docker_memory",
+    "DOCKER_CPUS": "docker_cpus",
+    "DOCKER_PULL": "docker_pull",
 }
 _LIST_FIELDS = {"auth_keys": ",", "registry": os.pathsep}
 
@@ -141,6 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-cap-ms", type=int, help="longest coral_wait_* block in ms (default 60000)")
     parser.add_argument("--stop-grace-s", type=float, help="SIGTERM to SIGKILL grace for agents (default 5)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
+    parser.add_argument(
+        "--instance-id", help="names this server's containers (default: kept in the data dir)"
+    )
+    parser.add_argument(
+        "--docker-host", help="Docker engine URL (default DOCKER_HOST, else /var/run/docker.sock)"
+    )
+    parser.add_argument(
+        "--docker-network", choices=["bridge", "host"], help="container networking (default bridge)"
+    )
+    parser.add_argument("--docker-address", help="host name containers use to reach this server")
+    parser.add_argument("--docker-memory", help="memory limit per agent container, e.g. 512m")
+    parser.add_argument("--docker-cpus", type=float, help="CPU limit per agent container")
+    parser.add_argument(
+        "--docker-pull", choices=["never", "if-missing"], help="image pull policy (default never)"
+    )
     return parser
 
 

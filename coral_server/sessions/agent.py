@@ -63,6 +63,9 @@ class SessionAgent:
             state["exitCode"] = self.exit_code
         if self.error is not None:
             state["error"] = self.error
+        if self.status in ("exited", "failed") and (self.exit_code or self.error):
+            # Why it died, without a second request: the end of its output.
+            state["lastLogLines"] = [line.text for line in self.log.tail(10)]
         if self.annotations:
             state["annotations"] = dict(self.annotations)
         return state

@@ -45,6 +45,7 @@ class SessionSettings:
 
     api_url: str  # how local agents reach the server, e.g. http://127.0.0.1:5555
     data_dir: Path
+    docker_api_url: str | None = None  # how containers reach it (default: api_url)
     stop_grace_s: float = 5.0
     wait_cap_ms: int = 60_000
     log_buffer_bytes: int = 256 * 1024
@@ -221,7 +222,12 @@ class Sessions:
         elif agent.runtime == "docker" and agent.manifest.docker is not None:
             transport = agent.manifest.docker.transport
         tail = "sse/" if transport == "sse" else "mcp"
-        return f"{self.settings.api_url}/mcp/v1/{agent.secret}/{tail}"
+        return f"{self._api_url(agent)}/mcp/v1/{agent.secret}/{tail}"
+
+    def _api_url(self, agent: SessionAgent) -> str:
+        if agent.runtime == "docker" and self.settings.docker_api_url:
+            return self.settings.docker_api_url
+        return self.settings.api_url
 
     def _launch_spec(self, session: Session, agent: SessionAgent) -> LaunchSpec:
         manifest = agent.manifest
@@ -231,7 +237,11 @@ class Sessions:
         secrets = [s for s in agent.secret_values if s]
         if secrets:
             agent.log.redact = lambda text: _redact(text, secrets)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVER_ENV_PREFIX)}
+        env: dict[str, str] = {}
+        if agent.runtime == "executable":
+            # Executables inherit the server's environment (PATH, HOME, ...), as the reference does;
+            # containers get only what is theirs.
+            env.update({k: v for k, v in os.environ.items() if not k.startswith(_SERVER_ENV_PREFIX)})
         env.update(opt_env.env)
         env.update(
             {
@@ -239,7 +249,7 @@ class Sessions:
                 "CORAL_AGENT_ID": agent.name,
                 "CORAL_AGENT_SECRET": agent.secret,
                 "CORAL_SESSION_ID": session.id,
-                "CORAL_API_URL": self.settings.api_url,
+                "CORAL_API_URL": self._api_url(agent),
                 "CORAL_RUNTIME_ID": agent.runtime,
                 "PYTHONUNBUFFERED": "1",
             }
@@ -247,6 +257,7 @@ class Sessions:
         if agent.system_prompt:
             env["CORAL_PROMPT_SYSTEM"] = agent.system_prompt
         command: list[str] = []
+        image: str | None = None
         if agent.runtime == "executable":
             if manifest.executable is None:
                 raise LaunchFailed(f"agent {manifest.name!r} has no executable runtime")
@@ -254,6 +265,11 @@ class Sessions:
                 resolve_executable(manifest.executable.path, manifest.root),
                 *manifest.executable.arguments,
             ]
+        elif agent.runtime == "docker" and manifest.docker is not None:
+            command = list(manifest.docker.command or [])
+            image = manifest.docker.image
+            if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+                image = f"{image}:{manifest.version}"  # an untagged image means the agent's version
         return LaunchSpec(
             agent_name=agent.name,
             session_id=session.id,
@@ -261,6 +277,7 @@ class Sessions:
             command=command,
             cwd=manifest.root,
             env=env,
+            image=image,
             files=tuple(opt_env.files),
         )
 

@@ -97,6 +97,9 @@ class Session:
         try:
             spec = self._build_spec(self, agent)
             agent.handle = await runtime.launch(spec, agent.log)
+        except OSError as exc:
+            agent.status, agent.error = "failed", f"cannot prepare the agent: {exc}"
+            log.warning("agent.launch_failed session=%s agent=%s error=%s", self.id, agent.name, exc)
         except LaunchFailed as exc:
             agent.status, agent.error = "failed", str(exc)
             log.warning("agent.launch_failed session=%s agent=%s error=%s", self.id, agent.name, exc)
