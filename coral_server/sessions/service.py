@@ -142,10 +142,13 @@ class Sessions:
                     f"unknown runtime {req.runtime!r}; available: {', '.join(sorted(self.runtimes))}",
                 )
             )
-        elif manifest is not None and req.runtime == "executable" and manifest.executable is None:
+        elif manifest is not None and (
+            (req.runtime == "executable" and manifest.executable is None)
+            or (req.runtime == "docker" and manifest.docker is None)
+        ):
             problems.append(
                 RequestProblem(
-                    f"{path}.provider.runtime", f"agent {manifest.name!r} has no executable runtime"
+                    f"{path}.provider.runtime", f"agent {manifest.name!r} has no {req.runtime} runtime"
                 )
             )
         for t, tool in enumerate(req.custom_tool_access):

@@ -105,7 +105,7 @@ BAD_REQUESTS: list[Any] = [
     pytest.param(
         patched(["agentGraphRequest", "agents", 0, "provider", "runtime"], "docker"),
         [(f"{A0}.provider.runtime", "docker")],
-        id="provider-runtime-docker-unavailable",
+        id="provider-runtime-docker-not-in-manifest",
     ),
     pytest.param(
         patched(["agentGraphRequest", "agents", 0, "provider", "type"], "remote"),

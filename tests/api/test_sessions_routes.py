@@ -237,6 +237,9 @@ async def test_registry_listing(coral: Coral) -> None:
     assert isinstance(source["timestamp"], int) and source["timestamp"] > 0
     assert source["agents"] == [
         {"name": "broken-path", "versions": ["0.1.0"]},
+        {"name": "docker-badcmd", "versions": ["0.1.0"]},
+        {"name": "docker-missing", "versions": ["0.1.0"]},
+        {"name": "docker-probe", "versions": ["0.1.0"]},
         {"name": "echo", "versions": ["0.1.0"]},
         {"name": "llm", "versions": ["0.1.0"]},
         {"name": "opts", "versions": ["1.0.0"]},
