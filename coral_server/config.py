@@ -34,6 +34,13 @@ class Settings(BaseModel):
     stop_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM-to-SIGKILL grace for agents.")
     log_buffer_bytes: int = Field(default=256 * 1024, gt=0, description="Output kept per agent.")
     log_level: str = Field(default="INFO", description="Logging level.")
+    webhook_secrets: tuple[str, ...] = Field(
+        default=(),
+        description="Webhook signing secrets (current first; two during rotation). Default: data dir.",
+    )
+    custom_tool_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long a custom tool call may take."
+    )
     instance_id: str | None = Field(
         default=None,
         description="Names this server's containers; default: generated once, kept in the data dir.",
@@ -108,6 +115,8 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("session", "logBufferBytes"): "log_buffer_bytes",
     ("logging", "level"): "log_level",
     ("server", "instanceId"): "instance_id",
+    ("network", "webhookSecrets"): "webhook_secrets",
+    ("network", "customToolTimeoutSeconds"): "custom_tool_timeout_s",
     ("docker", "socket"): "docker_host",
     ("docker", "network"): "docker_network",
     ("docker", "address"): "docker_address",
@@ -126,13 +135,15 @@ _ENV_KEYS = {
     "STOP_GRACE_S": "stop_grace_s",
     "LOG_LEVEL": "log_level",
     "INSTANCE_ID": "instance_id",
+    "WEBHOOK_SECRETS": "webhook_secrets",
+    "CUSTOM_TOOL_TIMEOUT_S": "custom_tool_timeout_s",
     "DOCKER_NETWORK": "docker_network",
     "DOCKER_ADDRESS": "docker_address",
     "DOCKER_MEMORY": "docker_memory",
     "DOCKER_CPUS": "docker_cpus",
     "DOCKER_PULL": "docker_pull",
 }
-_LIST_FIELDS = {"auth_keys": ",", "registry": os.pathsep}
+_LIST_FIELDS = {"auth_keys": ",", "registry": os.pathsep, "webhook_secrets": ","}
 
 
 def _from_toml(path: Path) -> dict[str, Any]:

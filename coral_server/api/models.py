@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class _In(BaseModel):
@@ -66,11 +70,25 @@ class HttpTransport(_In):
     signatureHeader: str = "X-Coral-Signature"
 
 
+def check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Reject a schema that is not valid JSON Schema (its own metaschema says so)."""
+    if schema is None:
+        return None
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise ValueError(f"not a valid JSON Schema{' at ' + where if where else ''}: {exc.message}") from None
+    return schema
+
+
 class CustomToolSchema(_In):
     name: str | None = None
     description: str | None = None
     inputSchema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     outputSchema: dict[str, Any] | None = None
+
+    _schemas = field_validator("inputSchema", "outputSchema")(check_json_schema)
 
 
 class CustomTool(_In):
@@ -81,11 +99,31 @@ class CustomTool(_In):
     inputSchema: dict[str, Any] | None = None
     outputSchema: dict[str, Any] | None = None
 
+    _schemas = field_validator("inputSchema", "outputSchema")(check_json_schema)
+
+    def definition(self) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        """(description, input schema, output schema) from whichever spelling was used."""
+        nested = self.schema_
+        description = self.description or (nested.description if nested else None) or ""
+        input_schema = self.inputSchema or (nested.inputSchema if nested else None) or {"type": "object"}
+        output_schema = self.outputSchema or (nested.outputSchema if nested else None)
+        return description, input_schema, output_schema
+
 
 class AgentGraphRequest(_In):
     agents: list[AgentSpec] = Field(min_length=1)
     groups: list[list[str]] = Field(default_factory=list)
     customTools: dict[str, CustomTool] = Field(default_factory=dict)
+
+    @field_validator("customTools")
+    @classmethod
+    def _tool_names(cls, tools: dict[str, CustomTool]) -> dict[str, CustomTool]:
+        for name in tools:
+            if not TOOL_NAME.fullmatch(name):
+                raise ValueError(f"custom tool name {name!r} must match {TOOL_NAME.pattern}")
+            if name.startswith("coral_"):
+                raise ValueError(f"custom tool name {name!r} uses the reserved prefix 'coral_'")
+        return tools
 
 
 class NamespaceRequest(_In):

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from coral_server.api.errors import BadRequest, json_response, problems_of
 from coral_server.api.keys import SESSIONS
-from coral_server.api.models import CreateSessionRequest
-from coral_server.sessions import AgentRequest, SessionRequest
+from coral_server.api.models import AgentGraphRequest, AgentSpec, CreateSessionRequest, CustomTool
+from coral_server.sessions import AgentRequest, CustomToolSpec, SessionRequest
 from coral_server.sessions.errors import NotExternal
 
 MAX_LOG_LINES = 10_000
@@ -62,11 +62,49 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
         groups=[list(g) for g in graph.groups],
         create_namespace=create,
         delete_namespace_on_last_exit=delete_on_exit,
-        custom_tools={name: tool.model_dump(by_alias=True) for name, tool in graph.customTools.items()},
+        custom_tools={name: _custom_tool(name, tool) for name, tool in graph.customTools.items()},
         ttl_ms=settings.ttl if settings else None,
         hold_after_exit_ms=settings.persistenceMode.hold_ms() if settings and settings.persistenceMode else 0,
         annotations=dict(body.annotations),
     )
+
+
+def _custom_tool(name: str, tool: CustomTool) -> CustomToolSpec:
+    description, input_schema, output_schema = tool.definition()
+    return CustomToolSpec(
+        name=name,
+        url=tool.transport.url,
+        signature_header=tool.transport.signatureHeader,
+        description=description,
+        input_schema=input_schema,
+        output_schema=output_schema,
+    )
+
+
+def _registry_problems(request: web.Request, raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Best effort: registry and option checks of the agents that are well-formed on their own."""
+    graph = raw.get("agentGraphRequest")
+    agents = graph.get("agents") if isinstance(graph, dict) else None
+    if not isinstance(agents, list):
+        return []
+    tools = graph.get("customTools") if isinstance(graph, dict) else None
+    tool_names = list(tools) if isinstance(tools, dict) else []
+    specs: list[AgentSpec] = []
+    indices: list[int] = []
+    for i, item in enumerate(agents):
+        try:
+            specs.append(AgentSpec.model_validate(item))
+            indices.append(i)
+        except ValidationError:
+            continue
+    partial = to_domain(
+        CreateSessionRequest.model_construct(
+            agentGraphRequest=AgentGraphRequest.model_construct(agents=specs, groups=[], customTools={}),
+            annotations={},
+        )
+    )
+    partial.custom_tools = {name: CustomToolSpec(name=name, url="") for name in tool_names}
+    return [(p.path, p.message) for p in request.app[SESSIONS].check_agents(partial, indices)]
 
 
 async def create_session(request: web.Request) -> web.Response:
@@ -76,7 +114,8 @@ async def create_session(request: web.Request) -> web.Response:
     try:
         body = CreateSessionRequest.model_validate(raw)
     except ValidationError as exc:
-        raise BadRequest("invalid session request", problems_of(exc)) from None
+        problems = problems_of(exc) + _registry_problems(request, raw)
+        raise BadRequest("invalid session request", problems) from None
     session = await request.app[SESSIONS].create(to_domain(body))
     return json_response({"namespace": session.namespace, "sessionId": session.id})
 

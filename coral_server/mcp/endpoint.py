@@ -19,6 +19,7 @@ from coral_server.mcp.delivery import Delivery
 from coral_server.mcp.server import CALLER_KEY, build_server
 from coral_server.mcp.tools import Caller
 from coral_server.sessions import Session, SessionAgent, Sessions
+from coral_server.tools import CustomToolForwarder
 
 log = logging.getLogger("coral_server.mcp")
 
@@ -35,9 +36,16 @@ def _user(session: Session, agent: SessionAgent) -> AuthenticatedUser:
 class McpEndpoint:
     """Owns the SDK session manager (in a task of its own) and the agent-facing routes."""
 
-    def __init__(self, sessions: Sessions, wait_cap_ms: int, idle_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        wait_cap_ms: int,
+        forwarder: CustomToolForwarder | None = None,
+        idle_timeout_s: float = 600.0,
+    ) -> None:
         self.sessions = sessions
         self.wait_cap_ms = wait_cap_ms
+        self.forwarder = forwarder
         self.server = build_server()
         self.manager = StreamableHTTPSessionManager(
             self.server, json_response=True, session_idle_timeout=idle_timeout_s, max_sessions=None
@@ -87,7 +95,7 @@ class McpEndpoint:
         return found
 
     def _extra(self, session: Session, agent: SessionAgent, delivery: Delivery) -> dict[str, Any]:
-        caller = Caller(session, agent, self.wait_cap_ms, delivery)
+        caller = Caller(session, agent, self.wait_cap_ms, delivery, self.forwarder)
         return {CALLER_KEY: caller, "user": _user(session, agent)}
 
     async def streamable(self, request: web.Request) -> web.StreamResponse:

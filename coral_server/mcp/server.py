@@ -10,7 +10,7 @@ from mcp.server.lowlevel import Server
 
 from coral_server import __version__
 from coral_server.mcp.resources import INSTRUCTION, INSTRUCTION_URI, STATE_URI, state_text
-from coral_server.mcp.tools import Caller, call_tool, error_result, tools_for
+from coral_server.mcp.tools import Caller, call_tool, error_result, list_tools
 
 CALLER_KEY = "coral.caller"
 
@@ -45,8 +45,7 @@ def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
 async def _list_tools(
     ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
-    caller = caller_of(ctx)
-    return types.ListToolsResult(tools=[t.to_mcp() for t in tools_for(caller.agent)])
+    return types.ListToolsResult(tools=list_tools(caller_of(ctx)))
 
 
 async def _call_tool(

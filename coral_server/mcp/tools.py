@@ -11,9 +11,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coral_server.mcp.delivery import Delivery
-from coral_server.sessions import Session, SessionAgent, SessionError
+from coral_server.sessions import CustomToolSpec, Session, SessionAgent, SessionError
 from coral_server.sessions.mailbox import MessageFilter
 from coral_server.sessions.model import Message
+from coral_server.tools import CustomToolError, CustomToolForwarder
 
 
 class _Args(BaseModel):
@@ -66,6 +67,7 @@ class Caller:
     agent: SessionAgent
     wait_cap_ms: int
     delivery: Delivery
+    forwarder: CustomToolForwarder | None = None
 
     async def wait(self, accept: MessageFilter, args: WaitArgs) -> dict[str, Any]:
         timeout = min(args.maxWaitMs, self.wait_cap_ms) / 1000
@@ -211,6 +213,45 @@ def tools_for(agent: SessionAgent) -> list[ToolDef]:
     return [t for t in TOOLS if t.plugin is None or t.plugin in agent.plugins]
 
 
+def _custom_tools(caller: Caller) -> list[CustomToolSpec]:
+    tools = caller.session.custom_tools
+    return [tools[name] for name in caller.agent.custom_tool_access if name in tools]
+
+
+def _custom_to_mcp(tool: CustomToolSpec) -> types.Tool:
+    output = tool.output_schema if tool.output_schema and tool.output_schema.get("type") == "object" else None
+    return types.Tool(
+        name=tool.name, description=tool.description, input_schema=tool.input_schema, output_schema=output
+    )
+
+
+def list_tools(caller: Caller) -> list[types.Tool]:
+    """What this agent sees: the collaboration tools, its plugins' tools, its custom tools."""
+    return [t.to_mcp() for t in tools_for(caller.agent)] + [_custom_to_mcp(t) for t in _custom_tools(caller)]
+
+
+async def _call_custom(
+    caller: Caller, tool: CustomToolSpec, arguments: dict[str, Any]
+) -> types.CallToolResult:
+    if caller.forwarder is None:
+        return error_result(f"custom tool {tool.name} is not available on this server")
+    try:
+        outcome = await caller.forwarder.call(
+            tool,
+            arguments,
+            namespace=caller.session.namespace,
+            session_id=caller.session.id,
+            agent=caller.agent.name,
+        )
+    except CustomToolError as exc:
+        return error_result(str(exc))
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=outcome.text)],
+        structured_content=outcome.structured,
+        is_error=False,
+    )
+
+
 def json_result(payload: dict[str, Any], *, error: bool = False) -> types.CallToolResult:
     text = orjson.dumps(payload).decode()
     return types.CallToolResult(
@@ -238,7 +279,11 @@ async def call_tool(caller: Caller, name: str, arguments: dict[str, Any] | None)
     """Run one tool call for `caller`; every failure becomes a tool error, never an exception."""
     tool = TOOLS_BY_NAME.get(name)
     if tool is None or tool not in tools_for(caller.agent):
-        return error_result(f"Tool {name} not found")
+        custom = next((t for t in _custom_tools(caller) if t.name == name), None)
+        if custom is None:
+            return error_result(f"Tool {name} not found")
+        await caller.session.ready(caller.agent)
+        return await _call_custom(caller, custom, arguments or {})
     try:
         args = tool.args.model_validate(arguments or {})
     except ValidationError as exc:

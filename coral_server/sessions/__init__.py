@@ -5,10 +5,11 @@ from coral_server.sessions.errors import SessionError
 from coral_server.sessions.model import Message, Thread
 from coral_server.sessions.service import Namespace, Sessions, SessionSettings
 from coral_server.sessions.session import Session
-from coral_server.sessions.spec import AgentRequest, SessionRequest
+from coral_server.sessions.spec import AgentRequest, CustomToolSpec, SessionRequest
 
 __all__ = [
     "AgentRequest",
+    "CustomToolSpec",
     "Message",
     "Namespace",
     "Session",

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coral_server.events import EventBus
 from coral_server.registry import (
     AgentManifest,
     AgentNotInRegistry,
@@ -65,8 +66,16 @@ SessionListener = Callable[[Session], Awaitable[None]]
 class Sessions:
     """Every live session, grouped in namespaces; the single entry point of the session domain."""
 
-    def __init__(self, registry: Registry, runtimes: dict[str, Runtime], settings: SessionSettings) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        runtimes: dict[str, Runtime],
+        settings: SessionSettings,
+        events: EventBus | None = None,
+    ) -> None:
         self.registry = registry
+        # Where every session publishes its changes (topic: Session.topic).
+        self.events = events if events is not None else EventBus()
         self.runtimes = runtimes
         self.settings = settings
         self.namespaces: dict[str, Namespace] = {}
@@ -97,6 +106,17 @@ class Sessions:
         return [s for ns in self.namespaces.values() for s in ns.sessions.values()]
 
     # -- creation ------------------------------------------------------------------------------
+
+    def check_agents(self, request: SessionRequest, indices: list[int]) -> list[RequestProblem]:
+        """Registry and option problems of some agents of a request that failed elsewhere.
+
+        Lets one 400 list every problem even when the request's shape is also wrong; `indices`
+        are the agents' positions in the original request (for the field paths).
+        """
+        problems: list[RequestProblem] = []
+        for i, req in zip(indices, request.agents, strict=True):
+            self._build_agent(req, f"{request.agents_path}[{i}]", request, problems)
+        return problems
 
     def _build_agents(self, request: SessionRequest) -> list[SessionAgent]:
         problems: list[RequestProblem] = []
@@ -204,6 +224,7 @@ class Sessions:
             on_closed=self._retire,
             annotations=request.annotations,
             hold_ms=request.hold_after_exit_ms,
+            custom_tools=dict(request.custom_tools),
         )
         ns.sessions[session_id] = session
         for agent in agents:
@@ -215,6 +236,7 @@ class Sessions:
             ",".join(a.name for a in agents),
             request.ttl_ms,
         )
+        session.events = self.events
         session.start()
         return session
 

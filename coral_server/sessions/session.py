@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from coral_server.runtimes import LaunchFailed, LaunchSpec, Runtime
+from coral_server.events import EventBus
+from coral_server.runtimes import LaunchFailed, LaunchSpec, LogLine, Runtime
 from coral_server.sessions.agent import SessionAgent
 from coral_server.sessions.errors import (
     AgentNotFound,
@@ -23,6 +25,7 @@ from coral_server.sessions.errors import (
 )
 from coral_server.sessions.mailbox import MessageFilter
 from coral_server.sessions.model import Message, Thread, new_id, now_ms
+from coral_server.sessions.spec import CustomToolSpec
 
 log = logging.getLogger("coral_server.sessions")
 
@@ -50,6 +53,7 @@ class Session:
         on_closed: ClosedCallback,
         annotations: dict[str, str] | None = None,
         hold_ms: int = 0,
+        custom_tools: dict[str, CustomToolSpec] | None = None,
     ) -> None:
         self.id = session_id
         self.namespace = namespace
@@ -62,6 +66,7 @@ class Session:
         self.closed_at: int | None = None
         self.ttl_ms = ttl_ms
         self.hold_ms = hold_ms
+        self.custom_tools = custom_tools or {}
         self.work_dir = work_dir
         self._runtimes = runtimes
         self._build_spec = build_spec
@@ -71,6 +76,11 @@ class Session:
         self._connected = asyncio.Condition()
         self._closed = asyncio.Event()
         self._close_lock = asyncio.Lock()
+        # The bus every change is published on (set by Sessions.create). Each change and its event
+        # happen in one synchronous step, so a state snapshot plus the events after it never gap.
+        self.events: EventBus | None = None
+        for agent in self.agents.values():
+            agent.log.listeners.append(functools.partial(self._log_line, agent.name))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -80,8 +90,41 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def topic(self) -> str:
+        """This session's topic on the event bus."""
+        return f"{self.namespace}/{self.id}"
+
+    def _emit(self, type: str, **data: Any) -> None:
+        if self.events is not None:
+            self.events.publish(self.topic, type, data)
+
+    def _end_events(self, reason: str) -> None:
+        self._emit("session_closed", reason=reason)
+        if self.events is not None:
+            self.events.close_topic(self.topic)
+            self.events = None  # nothing is published after session_closed
+
+    def _log_line(self, agent: str, line: LogLine) -> None:
+        # The line is already redacted (AgentLog.append) before listeners see it.
+        self._emit("agent_log", agent=agent, stream=line.stream, text=line.text)
+
+    def _emit_exited(self, agent: SessionAgent) -> None:
+        data: dict[str, Any] = {"agent": agent.name, "status": agent.status}
+        if agent.exit_code is not None:
+            data["exitCode"] = agent.exit_code
+        if agent.error is not None:
+            data["error"] = agent.error
+        self._emit("agent_exited", **data)
+
     def start(self) -> None:
         """Launch every agent concurrently and arm the TTL timer."""
+        self._emit(
+            "session_created",
+            namespace=self.namespace,
+            sessionId=self.id,
+            agents=[a.name for a in self.agents.values()],
+        )
         for agent in self.agents.values():
             self._spawn(self._run_agent(agent), f"agent:{agent.name}")
         if self.ttl_ms is not None:
@@ -105,12 +148,14 @@ class Session:
             log.warning("agent.launch_failed session=%s agent=%s error=%s", self.id, agent.name, exc)
         else:
             agent.status = "running"
+            self._emit("agent_started", agent=agent.name, runtime=agent.runtime)
             log.info("agent.started session=%s agent=%s pid=%s", self.id, agent.name, agent.handle.pid)
             agent.exit_code = await agent.handle.wait()
             agent.status = "exited"
             log.info("agent.exited session=%s agent=%s code=%s", self.id, agent.name, agent.exit_code)
         agent.ended_at = now_ms()
-        agent.connected = False
+        self._emit_exited(agent)
+        self.mark_disconnected(agent)
         agent.mailbox.close()
         launched = [a for a in self.agents.values() if a.runtime != "external"]
         if launched and all(a.ended_at is not None for a in launched) and not self.closing:
@@ -123,6 +168,7 @@ class Session:
                 return
             self.closing = True
             self.close_reason = reason
+            self._emit("session_closing", reason=reason)
         log.info("session.closing session=%s namespace=%s reason=%s", self.id, self.namespace, reason)
         for agent in self.agents.values():
             agent.mailbox.close()
@@ -134,11 +180,13 @@ class Session:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         for agent in self.agents.values():
-            agent.connected = False
+            self.mark_disconnected(agent)
             if agent.status in ("pending", "running"):
                 agent.status = "exited"
+                self._emit_exited(agent)
         with contextlib.suppress(OSError):
             await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+        self._end_events(reason)
         self.closed_at = now_ms()
         self._closed.set()
         await self._on_closed(self)
@@ -157,6 +205,7 @@ class Session:
         if agent.connected or self.closing:
             return
         agent.connected = True
+        self._emit("agent_connected", agent=agent.name)
         log.info("agent.connected session=%s agent=%s", self.id, agent.name)
         async with self._connected:
             self._connected.notify_all()
@@ -164,6 +213,7 @@ class Session:
     def mark_disconnected(self, agent: SessionAgent) -> None:
         if agent.connected:
             agent.connected = False
+            self._emit("agent_disconnected", agent=agent.name)
             log.info("agent.disconnected session=%s agent=%s", self.id, agent.name)
 
     async def ready(self, agent: SessionAgent) -> None:
@@ -218,6 +268,7 @@ class Session:
             id=new_id(), name=name, creator=creator.name, participants=members, timestamp=now_ms()
         )
         self.threads[thread.id] = thread
+        self._emit("thread_created", thread=thread.to_http())
         return thread
 
     def add_participant(self, actor: SessionAgent, thread_id: str, name: str) -> Thread:
@@ -228,6 +279,7 @@ class Session:
         target = self._linked_target(actor, name)
         if name not in thread.participants:
             thread.participants.append(name)
+            self._emit("participant_added", threadId=thread_id, agent=name)
             # A newcomer learns the thread's history through its mailbox, as the reference does.
             for message in thread.messages:
                 if message.sender != name:
@@ -243,6 +295,7 @@ class Session:
         if name not in thread.participants:
             raise NotParticipant(name, thread_id)
         thread.participants.remove(name)
+        self._emit("participant_removed", threadId=thread_id, agent=name)
         target.mailbox.discard(lambda m: m.thread_id == thread_id)
         return thread
 
@@ -252,6 +305,7 @@ class Session:
         if thread.closed:
             raise ThreadClosed(thread_id)
         thread.closed, thread.summary, thread.closed_at = True, summary, now_ms()
+        self._emit("thread_closed", threadId=thread_id, summary=summary)
         return thread
 
     def send_message(self, sender: SessionAgent, thread_id: str, text: str, mentions: list[str]) -> Message:
@@ -277,6 +331,7 @@ class Session:
             timestamp=now_ms(),
         )
         thread.messages.append(message)
+        self._emit("message_sent", message=message.to_http())
         for name in thread.participants:
             if name != sender.name:
                 self.agents[name].mailbox.put(message)
@@ -284,7 +339,19 @@ class Session:
 
     async def wait(self, agent: SessionAgent, accept: MessageFilter, timeout_s: float) -> Message | None:
         """Block until a queued message passes `accept`, the timeout, or the session closing."""
-        return await agent.mailbox.take(accept, timeout_s)
+        mailbox = agent.mailbox
+        found = mailbox.take_now(accept)
+        if found is not None or timeout_s <= 0 or mailbox.closed:
+            return found
+        # The take below counts itself as waiting before it first suspends, so the event and the
+        # agent's isWaiting change in the same step; only the 0 <-> 1 transitions are published.
+        if mailbox.waiting == 0:
+            self._emit("agent_waiting", agent=agent.name, waiting=True)
+        try:
+            return await mailbox.take(accept, timeout_s)
+        finally:
+            if mailbox.waiting == 0:
+                self._emit("agent_waiting", agent=agent.name, waiting=False)
 
     # -- views -------------------------------------------------------------------------------------
 

@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True, slots=True)
+class CustomToolSpec:
+    """An app-defined tool: agents call it over MCP, the server forwards the call to the app's URL."""
+
+    name: str
+    url: str
+    signature_header: str = "X-Coral-Signature"
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    output_schema: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class AgentRequest:
     name: str
@@ -28,7 +40,7 @@ class SessionRequest:
     groups: list[list[str]] = field(default_factory=list)
     create_namespace: bool = True
     delete_namespace_on_last_exit: bool = True
-    custom_tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    custom_tools: dict[str, CustomToolSpec] = field(default_factory=dict)
     ttl_ms: int | None = None
     hold_after_exit_ms: int = 0
     annotations: dict[str, str] = field(default_factory=dict)

@@ -463,11 +463,6 @@ async def test_several_shape_problems_are_all_listed(coral: Coral) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shape errors (pydantic) and registry errors are reported in two passes: "
-    "a request with both only gets the shape errors",
-)
 async def test_shape_and_registry_problems_are_listed_together(coral: Coral) -> None:
     body = session_body([opts_agent(options={"NAME": "abc", "COUNT": 1000})], ttl=0)
     status, out = await coral.request("POST", CREATE, body)

@@ -1,0 +1,130 @@
+"""Forwards a custom tool call to the app's webhook as a signed POST and checks the answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiohttp
+import orjson
+from jsonschema.validators import validator_for
+
+from coral_server.sessions import CustomToolSpec
+
+log = logging.getLogger("coral_server.tools")
+
+# (body, signature header name, delivery id) -> headers; the one webhook signer provides it.
+Sign = Callable[[bytes, str, str], dict[str, str]]
+
+
+class CustomToolError(Exception):
+    """A custom tool call that failed; the message says which way, for the agent to read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    text: str  # the app's raw answer
+    structured: dict[str, Any] | None
+    duration_ms: float
+    status: int
+
+
+def _problems(schema: dict[str, Any], value: Any) -> list[str]:
+    validator = validator_for(schema)(schema)
+    found = []
+    for err in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        found.append(f"{where}: {err.message}")
+    return found
+
+
+def target_url(base: str, session_id: str, agent: str) -> str:
+    """`base + "/" + sessionId + "/" + agentName`, segments encoded, the base's query kept."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/") + "/" + quote(session_id, safe="") + "/" + quote(agent, safe="")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+class CustomToolForwarder:
+    """Owns the HTTP client used for custom tool calls (one per server)."""
+
+    def __init__(self, sign: Sign, timeout_s: float = 30.0) -> None:
+        self._sign = sign
+        self._timeout_s = timeout_s
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._http
+
+    async def call(
+        self, tool: CustomToolSpec, arguments: dict[str, Any], *, namespace: str, session_id: str, agent: str
+    ) -> ToolOutcome:
+        """Validate, POST, check the answer; raises CustomToolError saying what went wrong."""
+        problems = _problems(tool.input_schema, arguments)
+        if problems:
+            raise CustomToolError(
+                f"arguments do not match the input schema of {tool.name}: " + "; ".join(problems)
+            )
+        body = orjson.dumps(arguments)
+        delivery_id = f"call_{session_id[:8]}_{time.time_ns()}"
+        headers = {
+            "Content-Type": "application/json",
+            "X-Coral-Namespace": namespace,
+            "X-Coral-SessionId": session_id,
+            "X-Coral-AgentName": agent,
+            **self._sign(body, tool.signature_header, delivery_id),
+        }
+        url = target_url(tool.url, session_id, agent)
+        started = time.perf_counter()
+        try:
+            async with self._client().post(url, data=body, headers=headers) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise CustomToolError(
+                f"{tool.name}: the app did not answer within {self._timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise CustomToolError(
+                f"{tool.name}: cannot reach the app ({type(exc).__name__}: {exc})"
+            ) from None
+        duration_ms = (time.perf_counter() - started) * 1000
+        text = raw.decode("utf-8", "replace")
+        if not 200 <= status < 300:
+            raise CustomToolError(f"{tool.name}: the app answered HTTP {status}: {text[:500]}")
+        structured: dict[str, Any] | None = None
+        parsed: Any = None
+        if text.strip():
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                if tool.output_schema is not None:
+                    raise CustomToolError(
+                        f"{tool.name}: the app's answer is not JSON: {text[:200]}"
+                    ) from None
+        if tool.output_schema is not None:
+            problems = _problems(tool.output_schema, parsed)
+            if problems:
+                raise CustomToolError(
+                    f"{tool.name}: the app's answer does not match the output schema: " + "; ".join(problems)
+                )
+        if isinstance(parsed, dict):
+            structured = parsed
+        log.info(
+            "custom_tool.called tool=%s agent=%s status=%s ms=%.1f", tool.name, agent, status, duration_ms
+        )
+        return ToolOutcome(text=text, structured=structured, duration_ms=duration_ms, status=status)
