@@ -11,12 +11,14 @@ from dataclasses import replace
 from aiohttp import web
 
 from coral_server.api import docs
+from coral_server.api import events as event_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import sessions as session_routes
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import REGISTRY, SESSIONS, SETTINGS
+from coral_server.api.keys import EVENTS, REGISTRY, SESSIONS, SETTINGS
 from coral_server.config import Settings
+from coral_server.events import EventBus
 from coral_server.mcp.endpoint import McpEndpoint
 from coral_server.registry import Registry
 from coral_server.runtimes import Runtime
@@ -25,10 +27,15 @@ from coral_server.runtimes.external import ExternalRuntime
 from coral_server.runtimes.process import ProcessRuntime
 from coral_server.sessions import Sessions, SessionSettings
 from coral_server.sessions.model import now_ms
+from coral_server.tools import CustomToolForwarder
+from coral_server.webhooks.secrets import load_or_create_secret
+from coral_server.webhooks.signing import WebhookSigner
 
 log = logging.getLogger("coral_server")
 
 MCP = web.AppKey("mcp", McpEndpoint)
+SIGNER = web.AppKey("signer", WebhookSigner)
+FORWARDER = web.AppKey("forwarder", CustomToolForwarder)
 DOCKER = web.AppKey("docker", DockerEngine)
 
 
@@ -57,6 +64,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         "docker": DockerRuntime(engine, now_ms),
         "external": ExternalRuntime(),
     }
+    app[EVENTS] = EventBus()
     sessions = Sessions(
         app[REGISTRY],
         runtimes,
@@ -68,22 +76,39 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
             wait_cap_ms=settings.wait_cap_ms,
             log_buffer_bytes=settings.log_buffer_bytes,
         ),
+        events=app[EVENTS],
     )
     app[SESSIONS] = sessions
-    app[MCP] = McpEndpoint(sessions, settings.wait_cap_ms)
+    secrets, source = load_or_create_secret(settings.data_dir, settings.webhook_secrets)
+    log.info("webhooks.secret source=%s active=%s", source, len(secrets))
+    signer = WebhookSigner(secrets)
+    app[SIGNER] = signer
+    forwarder = CustomToolForwarder(
+        lambda body, header, msg_id: signer.sign(body, signature_header=header, msg_id=msg_id),
+        timeout_s=settings.custom_tool_timeout_s,
+    )
+    app[FORWARDER] = forwarder
+    app[MCP] = McpEndpoint(sessions, settings.wait_cap_ms, forwarder)
     session_routes.add_routes(app)
     registry_routes.add_routes(app)
+    event_routes.add_routes(app)
     docs.add_routes(app)
     app[MCP].add_routes(app)
     app.cleanup_ctx.append(_services)
     # on_shutdown runs before aiohttp waits for open requests: closing sessions first wakes every
     # blocked coral_wait_* call, so shutdown does not sit out the waits.
     app.on_shutdown.append(_close_sessions)
+    # Then end every live event stream (each session's already ended with session_closed).
+    app.on_shutdown.append(_close_event_streams)
     return app
 
 
 async def _close_sessions(app: web.Application) -> None:
     await app[SESSIONS].shutdown()
+
+
+async def _close_event_streams(app: web.Application) -> None:
+    app[EVENTS].close_all()
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -100,6 +125,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     finally:
         await app[SESSIONS].shutdown()
         await endpoint.stop()
+        await app[FORWARDER].close()
         app[DOCKER].close()
 
 

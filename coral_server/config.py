@@ -158,6 +158,13 @@ def _from_toml(path: Path) -> dict[str, Any]:
         table = data.get(section)
         if isinstance(table, dict) and key in table:
             values[field] = table[key]
+    network = data.get("network")
+    if (
+        isinstance(network, dict)
+        and isinstance(network.get("webhookSecret"), str)
+        and "webhook_secrets" not in values
+    ):
+        values["webhook_secrets"] = [network["webhookSecret"]]  # the reference server's single-secret key
     if "registry" in values and isinstance(values["registry"], list):
         values["registry"] = [(path.parent / p) for p in values["registry"]]
     return values

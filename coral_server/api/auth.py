@@ -22,6 +22,9 @@ def bearer_middleware(keys: tuple[str, ...]) -> Middleware:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         given = token.strip().encode()
+        if not header and request.path.startswith("/ws/") and "token" in request.query:
+            # Browsers cannot set headers on a WebSocket; the key may come as ?token= instead.
+            scheme, given = "bearer", request.query["token"].encode()
         if scheme.lower() == "bearer" and any(hmac.compare_digest(given, k) for k in encoded):
             return await handler(request)
         response = error_response(401, "missing or invalid bearer key")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from coral_server.config import Settings
+from coral_server.events import EventBus
 from coral_server.registry import Registry
 from coral_server.sessions import Sessions
 
 SETTINGS = web.AppKey("settings", Settings)
 SESSIONS = web.AppKey("sessions", Sessions)
 REGISTRY = web.AppKey("registry", Registry)
+EVENTS = web.AppKey("events", EventBus)

@@ -49,7 +49,47 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, Any, str]] = [
         m.RegistryAgentDetail,
         "registry",
     ),
+    (
+        "get",
+        "/api/v1/events/{namespace}/{sessionId}",
+        "Live session events as Server-Sent Events (snapshot, then every change; Last-Event-ID resumes)",
+        None,
+        None,
+        "events",
+    ),
+    (
+        "get",
+        "/ws/v1/events/{namespace}/{sessionId}",
+        "Live session events over a WebSocket (same events; ?token= instead of the header)",
+        None,
+        None,
+        "events",
+    ),
 ]
+
+_EVENT_QUERY = [
+    {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "description": "Resume after this seq: only the missed events (a snapshot if no longer buffered).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    {
+        "name": "types",
+        "in": "query",
+        "required": False,
+        "description": "Comma-separated event types to receive (snapshot and overflow always come).",
+        "schema": {"type": "string"},
+    },
+]
+QUERY_PARAMS: dict[str, list[dict[str, Any]]] = {
+    "/api/v1/events/{namespace}/{sessionId}": _EVENT_QUERY,
+    "/ws/v1/events/{namespace}/{sessionId}": [
+        *_EVENT_QUERY,
+        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+    ],
+}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -71,7 +111,7 @@ def build_openapi() -> dict[str, Any]:
             {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
             for part in path.split("/")
             if part.startswith("{")
-        ]
+        ] + QUERY_PARAMS.get(path, [])
         op: dict[str, Any] = {
             "summary": summary,
             "tags": [tag],

@@ -79,6 +79,7 @@ class Session:
         # The bus every change is published on (set by Sessions.create). Each change and its event
         # happen in one synchronous step, so a state snapshot plus the events after it never gap.
         self.events: EventBus | None = None
+        self.final_seq = 0  # seq of session_closed, for views of the closed session
         for agent in self.agents.values():
             agent.log.listeners.append(functools.partial(self._log_line, agent.name))
 
@@ -100,8 +101,8 @@ class Session:
             self.events.publish(self.topic, type, data)
 
     def _end_events(self, reason: str) -> None:
-        self._emit("session_closed", reason=reason)
         if self.events is not None:
+            self.final_seq = self.events.publish(self.topic, "session_closed", {"reason": reason}).seq
             self.events.close_topic(self.topic)
             self.events = None  # nothing is published after session_closed
 

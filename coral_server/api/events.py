@@ -1,0 +1,182 @@
+"""Live session events over WebSocket and Server-Sent Events: a snapshot, then every change, resumable.
+
+Both routes serve the session's topic on the one event bus. A new client first gets a `snapshot`
+(the session state, as `GET /api/v1/session/{ns}/{id}` returns it, plus the `seq` it includes), then
+every later event; a client that resumes (`?after=SEQ` or `Last-Event-ID`) gets exactly the events
+it missed, or a fresh snapshot when those are no longer buffered. Streams end after `session_closed`,
+after an `overflow` marker (a client too slow to keep up), and at server shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from coral_server.api.errors import BadRequest
+from coral_server.api.keys import EVENTS, SESSIONS
+from coral_server.events import Subscription
+from coral_server.sessions import Session
+
+log = logging.getLogger("coral_server.api")
+
+KEEPALIVE_S = 15.0
+WS_HEARTBEAT_S = 30.0
+# How long closing waits for the client's close frame: a client that stopped reading cannot hold
+# up the end of its stream (or server shutdown) for long.
+WS_CLOSE_TIMEOUT_S = 2.0
+# Sent whatever `?types=` asks for: without them a client cannot keep a consistent view.
+ALWAYS_SENT = frozenset({"snapshot", "overflow"})
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class EventStream:
+    """What one client gets: an optional snapshot first, then the subscription's events."""
+
+    snapshot: dict[str, Any] | None
+    subscription: Subscription | None
+    types: frozenset[str] | None
+
+    def close(self) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+
+    async def pump(self, send: Send, keepalive: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Send the snapshot and every event until the stream ends; `keepalive` when idle."""
+        if self.snapshot is not None:
+            await send(self.snapshot)
+        if self.subscription is None:
+            return
+        while True:
+            try:
+                event = await self.subscription.next(KEEPALIVE_S if keepalive is not None else None)
+            except TimeoutError:
+                if keepalive is not None:
+                    await keepalive()
+                continue
+            if event is None:
+                return
+            if self.types is None or event.type in self.types or event.type in ALWAYS_SENT:
+                await send(event.to_json())
+
+
+def _resume_point(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("after")
+    if raw is None or raw == "":
+        return None
+    try:
+        after = int(raw)
+    except ValueError:
+        raise BadRequest("after must be an integer", [("after", "expected an integer")]) from None
+    if after < 0:
+        raise BadRequest("after must not be negative", [("after", "expected an integer >= 0")])
+    return after
+
+
+def _types(request: web.Request) -> frozenset[str] | None:
+    raw = request.query.get("types")
+    if not raw:
+        return None
+    return frozenset(t.strip() for t in raw.split(",") if t.strip())
+
+
+def snapshot_of(session: Session, seq: int) -> dict[str, Any]:
+    """The session state as GET returns it, marked with the last seq it reflects."""
+    return {**session.to_http(), "seq": seq, "type": "snapshot"}
+
+
+def open_stream(request: web.Request) -> EventStream:
+    """Resolve the session (404 if unknown), then take the snapshot and subscribe in one step."""
+    info = request.match_info
+    session: Session = request.app[SESSIONS].get(info["namespace"], info["session"])
+    bus = request.app[EVENTS]
+    after = _resume_point(request)
+    types = _types(request)
+    topic = session.topic
+    # No await from here on: the snapshot and the subscription must see the same instant.
+    if after is not None and bus.can_resume(topic, after):
+        return EventStream(None, bus.subscribe(topic, after), types)
+    if session.closed_at is not None and not bus.has_topic(topic):
+        # Closed and its topic already forgotten (held for reading): the final state is all there is.
+        return EventStream(snapshot_of(session, session.final_seq), None, types)
+    seq = bus.last_seq(topic)
+    return EventStream(snapshot_of(session, seq), bus.subscribe(topic, seq), types)
+
+
+def _sse_frame(payload: dict[str, Any]) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (
+        payload["seq"],
+        str(payload["type"]).encode(),
+        orjson.dumps(payload),
+    )
+
+
+async def sse_events(request: web.Request) -> web.StreamResponse:
+    stream = open_stream(request)
+    try:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+
+        async def send(payload: dict[str, Any]) -> None:
+            await response.write(_sse_frame(payload))
+
+        async def keepalive() -> None:
+            await response.write(b": keepalive\n\n")
+
+        with contextlib.suppress(ConnectionResetError):
+            await stream.pump(send, keepalive)
+            await response.write_eof()
+        return response
+    finally:
+        stream.close()
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore) what the client sends, so its close frame and pongs are handled."""
+    async for _ in ws:
+        pass
+
+
+async def ws_events(request: web.Request) -> web.StreamResponse:
+    stream = open_stream(request)
+    try:
+        ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, timeout=WS_CLOSE_TIMEOUT_S)
+        await ws.prepare(request)
+
+        async def send(payload: dict[str, Any]) -> None:
+            await ws.send_str(orjson.dumps(payload).decode())
+
+        pump = asyncio.create_task(stream.pump(send), name="events:ws:pump")
+        drain = asyncio.create_task(_drain(ws), name="events:ws:drain")
+        try:
+            await asyncio.wait((pump, drain), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, drain):
+                task.cancel()
+            await asyncio.gather(pump, drain, return_exceptions=True)
+        failure = None if pump.cancelled() else pump.exception()
+        if failure is not None and not isinstance(failure, ConnectionError):
+            log.error("events.ws_failed path=%s error=%r", request.path, failure)
+        await ws.close()
+        return ws
+    finally:
+        stream.close()
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ws/v1/events/{namespace}/{session}", ws_events)
+    app.router.add_get("/api/v1/events/{namespace}/{session}", sse_events)

@@ -1,0 +1,111 @@
+"""The persistence interface every store implements (SQLite now, PostgreSQL later) and its records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "failed")
+
+
+class StoreClosed(Exception):
+    """The store was used after `close()`."""
+
+
+class DeliveryNotFound(LookupError):
+    """No webhook delivery has this id."""
+
+
+class DeliveryFinished(Exception):
+    """The delivery is already delivered or failed; it takes no more attempts."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A webhook to persist before its first attempt; `headers` are extra, unsigned headers."""
+
+    id: str
+    kind: str
+    url: str
+    body: bytes
+    max_attempts: int
+    next_attempt_at: float
+    created_at: float
+    signature_header: str = "X-Coral-Signature"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A persisted webhook delivery and the outcome of its attempts so far."""
+
+    id: str
+    kind: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    signature_header: str
+    status: DeliveryStatus
+    attempts: int
+    max_attempts: int
+    next_attempt_at: float | None
+    last_error: str | None
+    last_status: int | None
+    created_at: float
+    delivered_at: float | None
+
+
+class Store(Protocol):
+    """Everything durable goes through one of these; every method is one atomic unit of work."""
+
+    async def close(self) -> None:
+        """Finish queued work and release the database; later calls raise `StoreClosed`."""
+        ...
+
+    async def enqueue_delivery(self, new: NewDelivery) -> Delivery:
+        """Persist a pending delivery (durable when this returns)."""
+        ...
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at `now`, earliest first (read only)."""
+        ...
+
+    async def claim_due_deliveries(self, now: float, limit: int, lease_until: float) -> list[Delivery]:
+        """Like `due_deliveries`, but atomically pushes their next attempt to `lease_until`.
+
+        The claimer then owns the attempt; if it dies without recording it, the delivery becomes
+        due again when the lease ends.
+        """
+        ...
+
+    async def release_deliveries(self, ids: Sequence[str], at: float) -> None:
+        """End the leases of claimed deliveries whose attempts were abandoned: due again at `at`."""
+        ...
+
+    async def record_attempt(
+        self,
+        id: str,
+        *,
+        ok: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: float | None,
+        at: float | None = None,
+    ) -> Delivery:
+        """Count one attempt: ok → delivered; not ok → pending until `next_attempt_at`, or failed
+        when that is None or the attempts are used up."""
+        ...
+
+    async def list_deliveries(self, status: DeliveryStatus | None = None, limit: int = 100) -> list[Delivery]:
+        """Deliveries, newest first, optionally of one status."""
+        ...
+
+    async def get_delivery(self, id: str) -> Delivery | None:
+        """One delivery, or None."""
+        ...
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending delivery is due, or None if nothing is pending."""
+        ...

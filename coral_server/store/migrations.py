@@ -1,0 +1,82 @@
+"""Numbered schema migrations for the SQLite store, applied in order at open, each in its own transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from coral_server.store.transaction import immediate
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer server than this one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        (
+            """CREATE TABLE webhook_deliveries (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                url TEXT NOT NULL,
+                headers TEXT NOT NULL,
+                body BLOB NOT NULL,
+                signature_header TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                next_attempt_at REAL,
+                last_error TEXT,
+                last_status INTEGER,
+                created_at REAL NOT NULL,
+                delivered_at REAL
+            )""",
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at)",
+        ),
+    ),
+)
+
+LATEST = MIGRATIONS[-1].version
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in the database (0 for a new one)."""
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def apply_migrations(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply the migrations the database lacks; returns their versions (empty when up to date).
+
+    `conn` must be in autocommit mode (isolation_level=None): each migration runs in its own
+    `BEGIN IMMEDIATE … COMMIT`, so a crash leaves the schema at a whole version.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    latest = migrations[-1].version
+    found = current_version(conn)
+    if found > latest:
+        raise SchemaTooNew(f"database schema version {found} is newer than this server's {latest}")
+    applied: list[int] = []
+    for migration in migrations:
+        with immediate(conn):
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            if migration.version <= current_version(conn):
+                continue
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (migration.version, time.time()),
+            )
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,279 @@
+"""The one durable delivery queue for every outgoing webhook: persist first, then POST with retries.
+
+`send` stores the delivery before any attempt, so a restart never loses it. One dispatcher task
+claims due deliveries (a lease in the store, so a delivery in flight is not picked up twice) and
+runs up to `concurrency` attempts at once, each in a task the queue owns. Failures are retried
+with capped, jittered exponential backoff until `max_attempts`, then the delivery is `failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from coral_server.store import Delivery, NewDelivery, Store
+from coral_server.webhooks.scheme import CORAL_SIGNATURE_HEADER
+from coral_server.webhooks.signing import WebhookSigner, new_message_id
+
+log = logging.getLogger("coral_server.webhooks")
+
+Clock = Callable[[], float]
+AttemptObserver = Callable[[Delivery], None]
+
+# A claimed delivery becomes due again this long after its attempt's timeout, should the attempt
+# never be recorded (the process died or the queue closed mid-request).
+LEASE_MARGIN_S = 5.0
+# After an unexpected store error the dispatcher waits this long before trying again.
+ERROR_PAUSE_S = 1.0
+
+
+def retry_delay(attempts: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Delay after the `attempts`-th failed attempt: base·2^(attempts-1), capped, times a 0.5-1 jitter."""
+    exponent = min(max(attempts - 1, 0), 62)  # keeps the float finite however many attempts
+    return min(max_s, base_s * 2.0**exponent) * rng.uniform(0.5, 1.0)
+
+
+def _target(url: str) -> str:
+    # Logs name the host only: a URL's path or query may carry a token.
+    try:
+        return urlsplit(url).netloc.rpartition("@")[2] or "?"
+    except ValueError:
+        return "?"
+
+
+class DeliveryQueue:
+    """Owns the dispatcher task, the attempt tasks and (unless given one) the HTTP client."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: WebhookSigner,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        timeout_s: float = 10,
+        max_attempts: int = 8,
+        base_delay_s: float = 1.0,
+        max_delay_s: float = 300.0,
+        concurrency: int = 16,
+        clock: Clock = time.time,
+        on_attempt: AttemptObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1 or concurrency < 1 or timeout_s <= 0:
+            raise ValueError("max_attempts and concurrency must be at least 1, timeout_s positive")
+        self._store = store
+        self._signer = signer
+        self._http = http
+        self._owns_http = http is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._base_delay_s = base_delay_s
+        self._max_delay_s = max_delay_s
+        self._concurrency = concurrency
+        self._clock = clock
+        self._on_attempt = on_attempt
+        self._rng = rng if rng is not None else random.Random()
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._attempts: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        """Start the dispatcher; it first picks up whatever the store still has pending."""
+        if self._dispatcher is not None:
+            raise RuntimeError("the delivery queue is already started")
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="webhook-dispatcher")
+        log.info("webhook.queue_started concurrency=%d", self._concurrency)
+
+    async def close(self) -> None:
+        """Cancel and await the dispatcher and every attempt in flight; close our own HTTP client.
+
+        Interrupted attempts are not counted; their deliveries stay pending and due, so the next
+        start retries them at once (after a crash, once their lease ends). Close the queue before
+        its store.
+        """
+        if self._dispatcher is not None:  # first, so it starts no attempt while we cancel them
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+            self._dispatcher = None
+        interrupted = list(self._attempts)
+        attempts = list(self._attempts.values())
+        for task in attempts:
+            task.cancel()
+        await asyncio.gather(*attempts, return_exceptions=True)
+        self._attempts.clear()
+        if interrupted:
+            # Their leases would delay the next start's retry by up to timeout_s; end them now.
+            try:
+                await self._store.release_deliveries(interrupted, self._clock())
+            except Exception:
+                log.exception("webhook.release_error count=%d", len(interrupted))
+        if self._owns_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+        log.info("webhook.queue_closed")
+
+    async def send(
+        self,
+        kind: str,
+        url: str,
+        payload: Any | bytes,
+        *,
+        signature_header: str = CORAL_SIGNATURE_HEADER,
+        max_attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Delivery:
+        """Persist a webhook (JSON via orjson; bytes are sent as they are) and wake the dispatcher.
+
+        The returned delivery is durable; its id is the `webhook-id` of every attempt. `headers`
+        are extra, unsigned headers sent with each attempt.
+        """
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        now = self._clock()
+        delivery = await self._store.enqueue_delivery(
+            NewDelivery(
+                id=new_message_id(),
+                kind=kind,
+                url=url,
+                body=body,
+                max_attempts=max_attempts if max_attempts is not None else self._max_attempts,
+                next_attempt_at=now,
+                created_at=now,
+                signature_header=signature_header,
+                headers=dict(headers or {}),
+            )
+        )
+        log.info("webhook.enqueued id=%s kind=%s target=%s", delivery.id, kind, _target(url))
+        self._wake.set()
+        return delivery
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()  # before looking, so a wake-up during the look is not lost
+            free = self._concurrency - len(self._attempts)
+            timeout: float | None = None
+            try:
+                if free > 0:
+                    now = self._clock()
+                    claimed = await self._store.claim_due_deliveries(
+                        now, free, lease_until=now + self._timeout_s + LEASE_MARGIN_S
+                    )
+                    for delivery in claimed:
+                        self._start_attempt(delivery)
+                    next_at = await self._store.next_due_at()
+                    if next_at is not None:
+                        timeout = max(0.0, next_at - self._clock())
+                # else: a finishing attempt wakes us.
+            except Exception:
+                log.exception("webhook.dispatcher_error")
+                timeout = ERROR_PAUSE_S
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and close() would then wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    def _start_attempt(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._attempt(delivery), name=f"webhook-attempt-{delivery.id}")
+        self._attempts[delivery.id] = task
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._attempts.pop(delivery.id, None)
+            self._wake.set()
+
+        task.add_done_callback(finished)
+
+    async def _post(self, delivery: Delivery) -> tuple[int | None, str | None]:
+        """One POST; (HTTP status or None, error text or None when 2xx)."""
+        assert self._http is not None
+        headers = {
+            **delivery.headers,
+            "Content-Type": "application/json",
+            **self._signer.sign(
+                delivery.body,
+                signature_header=delivery.signature_header,
+                msg_id=delivery.id,
+                timestamp=int(self._clock()),
+            ),
+        }
+        try:
+            async with self._http.post(
+                delivery.url,
+                data=delivery.body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirect would resend the signed body elsewhere
+            ) as response:
+                status = response.status
+        except TimeoutError:
+            return None, f"timeout after {self._timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        return status, None if 200 <= status < 300 else f"HTTP {status}"
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            status, error = await self._post(delivery)
+        except Exception as exc:  # a bug or an unusable URL: count it, never loop on it silently
+            log.exception("webhook.attempt_error id=%s", delivery.id)
+            status, error = None, f"{type(exc).__name__}: {exc}"
+        ok = error is None
+        attempts = delivery.attempts + 1
+        next_at: float | None = None
+        if not ok and attempts < delivery.max_attempts:
+            next_at = self._clock() + retry_delay(
+                attempts, base_s=self._base_delay_s, max_s=self._max_delay_s, rng=self._rng
+            )
+        try:
+            updated = await self._store.record_attempt(
+                delivery.id, ok=ok, status=status, error=error, next_attempt_at=next_at, at=self._clock()
+            )
+        except Exception:
+            log.exception("webhook.record_error id=%s", delivery.id)
+            return
+        self._log(updated)
+        if self._on_attempt is not None:
+            try:
+                self._on_attempt(updated)
+            except Exception:
+                log.exception("webhook.observer_error id=%s", delivery.id)
+
+    def _log(self, d: Delivery) -> None:
+        if d.status == "delivered":
+            log.info(
+                "webhook.delivered id=%s kind=%s attempts=%d status=%s",
+                d.id,
+                d.kind,
+                d.attempts,
+                d.last_status,
+            )
+        elif d.status == "failed":
+            log.warning(
+                "webhook.failed id=%s kind=%s attempts=%d status=%s error=%s",
+                d.id,
+                d.kind,
+                d.attempts,
+                d.last_status,
+                d.last_error,
+            )
+        else:
+            log.info(
+                "webhook.retry id=%s kind=%s attempts=%d status=%s error=%s next_in=%.2fs",
+                d.id,
+                d.kind,
+                d.attempts,
+                d.last_status,
+                d.last_error,
+                (d.next_attempt_at or 0.0) - self._clock(),
+            )

@@ -1,0 +1,151 @@
+"""Black-box against a real Docker engine: dockerised agents live and die with their session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Coral, agent_spec, session_body, start_coral
+from tests.e2e.mcp_client import connect
+
+IMAGE = "coral-agents:0.1.0"
+
+
+def _engine() -> Any:
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        client.images.get(IMAGE)
+        return client
+    except Exception as exc:
+        if os.environ.get("CORAL_TEST_DOCKER") == "1":
+            raise AssertionError(f"CORAL_TEST_DOCKER=1 but the engine or {IMAGE} is unusable: {exc}") from exc
+        pytest.skip(f"no Docker engine with {IMAGE}: {exc}")
+
+
+@pytest.fixture
+def engine() -> Any:
+    return _engine()
+
+
+@pytest.fixture
+async def dcoral(tmp_path: Path, engine: Any) -> AsyncIterator[Coral]:
+    async for server in start_coral(
+        tmp_path, docker_network="host", instance_id=f"t{os.getpid()}{id(tmp_path)}"
+    ):
+        yield server
+
+
+def labelled(engine: Any, **labels: str) -> list[Any]:
+    filters = {"label": [f"coral.{k}={v}" for k, v in labels.items()]}
+    return list(engine.containers.list(all=True, filters=filters))
+
+
+HOLD = {"mode": "hold_after_exit", "duration": 10000}
+
+
+async def test_docker_echo_agents_converse_with_a_local_one(dcoral: Coral, engine: Any) -> None:
+    agents = [
+        agent_spec("echo-a", runtime="docker", options={"PREFIX": {"value": "A: "}}),
+        agent_spec("echo-b", runtime="docker", options={"PREFIX": {"value": "B: "}}),
+        agent_spec("local", runtime="executable", options={"PREFIX": {"value": "L: "}}),
+        agent_spec("tester", runtime="external"),
+    ]
+    ns, sid = await dcoral.create_session(session_body(agents, ttl=60000))
+    await dcoral.wait_for(ns, sid, lambda s: all(a["isConnected"] for a in s["agents"][:3]), timeout=60)
+    assert len(labelled(engine, session=sid)) == 2
+    async with connect(await dcoral.connection_url(ns, sid, "tester")) as tester:
+        names = ["echo-a", "echo-b", "local"]
+        tid = (await tester.ok("coral_create_thread", threadName="hi", participantNames=names))["thread"][
+            "id"
+        ]
+        await tester.ok("coral_send_message", threadId=tid, content="ping", mentions=names)
+        replies = {
+            (await tester.ok("coral_wait_for_mention", maxWaitMs=20000))["message"]["text"] for _ in names
+        }
+    assert replies == {"A: ping", "B: ping", "L: ping"}
+    _, logs = await dcoral.request("GET", f"/api/v1/session/{ns}/{sid}/agents/echo-a/logs")
+    assert logs["agent"] == "echo-a"
+    status, _ = await dcoral.request("DELETE", f"/api/v1/session/{ns}/{sid}")
+    assert status == 200
+    assert labelled(engine, session=sid) == []
+
+
+async def test_ttl_removes_every_container(dcoral: Coral, engine: Any) -> None:
+    agents = [agent_spec(f"e{i}", runtime="docker") for i in range(2)]
+    ns, sid = await dcoral.create_session(session_body(agents, ttl=4000))
+    await dcoral.wait_for(ns, sid, lambda s: all(a["isConnected"] for a in s["agents"]), timeout=60)
+    assert len(labelled(engine, session=sid)) == 2
+    await dcoral.wait_gone(ns, sid, timeout=30)
+    assert labelled(engine, session=sid) == []
+
+
+async def test_exit_code_last_lines_and_fs_options(dcoral: Coral, engine: Any) -> None:
+    options = {"CONFIG": {"type": "string", "value": "from-the-request"}}
+    ns, sid = await dcoral.create_session(
+        session_body(
+            [agent_spec("probe", "docker-probe", runtime="docker", options=options)], persistenceMode=HOLD
+        )
+    )
+    state = await dcoral.wait_for(ns, sid, lambda s: s["agents"][0]["status"] == "exited", timeout=60)
+    agent = state["agents"][0]
+    assert agent["exitCode"] == 3
+    assert "probe failing on purpose" in agent["lastLogLines"]
+    _, logs = await dcoral.request("GET", f"/api/v1/session/{ns}/{sid}/agents/probe/logs")
+    out = dict(ln["text"].split("=", 1) for ln in logs["lines"] if "=" in ln["text"])
+    assert out["CONFIG_CONTENT"] == "from-the-request"
+    assert out["CONFIG_PATH"].startswith("/tmp/")  # the file is mounted read-only inside the container
+    assert out["RUNTIME"] == "docker" and out["URL"].startswith("http://127.0.0.1:")
+    assert out["HOME_SET"] == "False"  # the server's own environment never reaches containers
+    assert labelled(engine, session=sid) == []
+
+
+async def test_missing_image_fails_clearly(dcoral: Coral, engine: Any) -> None:
+    ns, sid = await dcoral.create_session(
+        session_body([agent_spec("x", "docker-missing", runtime="docker")], persistenceMode=HOLD)
+    )
+    state = await dcoral.wait_for(ns, sid, lambda s: s["agents"][0]["status"] == "failed", timeout=30)
+    assert "coral-no-such-image:9.9.9" in state["agents"][0]["error"]
+    assert "pull policy is 'never'" in state["agents"][0]["error"]
+    assert labelled(engine, session=sid) == []
+
+
+async def test_bad_command_shows_exit_code_and_reason(dcoral: Coral, engine: Any) -> None:
+    ns, sid = await dcoral.create_session(
+        session_body([agent_spec("x", "docker-badcmd", runtime="docker")], persistenceMode=HOLD)
+    )
+    ended = ("exited", "failed")
+    state = await dcoral.wait_for(ns, sid, lambda s: s["agents"][0]["status"] in ended, timeout=30)
+    agent = state["agents"][0]
+    # The container's init reports the missing program and exits 127, like a shell would.
+    assert agent["status"] == "exited" and agent["exitCode"] == 127
+    assert any("/definitely/not/here" in line for line in agent["lastLogLines"]), agent
+    assert labelled(engine, session=sid) == []
+
+
+async def test_restart_sweeps_orphans_of_the_same_instance(tmp_path: Path, engine: Any) -> None:
+    instance = f"crash{os.getpid()}"
+    orphan = engine.containers.create(
+        IMAGE,
+        ["python", "-c", "import time; time.sleep(600)"],
+        labels={"coral.instance": instance, "coral.session": "old"},
+        network_mode="host",
+    )
+    orphan.start()
+    other = engine.containers.create(
+        IMAGE, ["python", "-c", "import time; time.sleep(600)"], labels={"coral.instance": "someone-else"}
+    )
+    try:
+        async for _server in start_coral(tmp_path, docker_network="host", instance_id=instance):
+            assert labelled(engine, instance=instance) == []
+            assert len(labelled(engine, instance="someone-else")) == 1
+    finally:
+        other.remove(force=True)
+        await asyncio.sleep(0)

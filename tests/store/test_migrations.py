@@ -1,0 +1,86 @@
+"""Schema migrations: applied once, in order, recorded in schema_version; a newer schema is refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from coral_server.store import SqliteStore
+from coral_server.store.migrations import LATEST, Migration, SchemaTooNew, apply_migrations, current_version
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def test_apply_is_idempotent(tmp_path: Path) -> None:
+    conn = raw(tmp_path / "db")
+    try:
+        assert apply_migrations(conn) == list(range(1, LATEST + 1))
+        assert apply_migrations(conn) == []
+        assert current_version(conn) == LATEST
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == LATEST
+    finally:
+        conn.close()
+
+
+async def test_reopening_keeps_schema_and_data(tmp_path: Path) -> None:
+    from .conftest import new_delivery
+
+    path = tmp_path / "coral.db"
+    first = await SqliteStore.open(path)
+    await first.enqueue_delivery(new_delivery("d1", headers={"X-A": "b"}, body=b"\x00\xffraw"))
+    await first.close()
+    second = await SqliteStore.open(path)
+    try:
+        got = await second.get_delivery("d1")
+        assert got is not None and got.body == b"\x00\xffraw" and got.headers == {"X-A": "b"}
+    finally:
+        await second.close()
+    conn = raw(path)
+    try:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_a_later_migration_applies_on_top(tmp_path: Path) -> None:
+    conn = raw(tmp_path / "db")
+    try:
+        apply_migrations(conn)
+        extra = Migration(LATEST + 1, ("CREATE TABLE extra (x INTEGER)",))
+        from coral_server.store.migrations import MIGRATIONS
+
+        assert apply_migrations(conn, (*MIGRATIONS, extra)) == [LATEST + 1]
+        assert apply_migrations(conn, (*MIGRATIONS, extra)) == []
+    finally:
+        conn.close()
+
+
+def test_failed_migration_rolls_back_whole(tmp_path: Path) -> None:
+    conn = raw(tmp_path / "db")
+    try:
+        apply_migrations(conn)
+        from coral_server.store.migrations import MIGRATIONS
+
+        broken = Migration(LATEST + 1, ("CREATE TABLE half (x INTEGER)", "NOT SQL"))
+        with pytest.raises(sqlite3.OperationalError):
+            apply_migrations(conn, (*MIGRATIONS, broken))
+        assert current_version(conn) == LATEST
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "half" not in tables
+    finally:
+        conn.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "coral.db"
+    conn = raw(path)
+    apply_migrations(conn)
+    conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, 0)", (LATEST + 1,))
+    conn.close()
+    with pytest.raises(SchemaTooNew):
+        await SqliteStore.open(path)

@@ -1,0 +1,1 @@
+"""Tests of webhook signing, verification, secrets and the durable delivery queue."""
