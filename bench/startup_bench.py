@@ -1,0 +1,155 @@
+# ruff: noqa: ASYNC220, ASYNC230  (a benchmark driver: blocking calls are fine here)
+"""Time from session creation to "all agents connected", for local-process and Docker agents.
+
+Each row sits beside its floor, measured in the same run: the same number of bare clients (a plain
+`python` process, or a plain `docker run` of the same image) that import the MCP SDK and connect to
+external agents of a session. Run: python bench/startup_bench.py [--quick] [--no-docker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+IMAGE = "coral-agents:0.1.0"
+CONNECT = (
+    "import asyncio, os\n"
+    "from mcp import ClientSession\n"
+    "from mcp.client.streamable_http import streamable_http_client\n"
+    "async def main():\n"
+    "    async with streamable_http_client(os.environ['URL']) as (r, w), ClientSession(r, w) as s:\n"
+    "        await s.initialize()\n"
+    "        await asyncio.sleep(30)\n"
+    "asyncio.run(main())\n"
+)
+
+
+async def start_server(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
+    # The server's log goes to a file: an undrained pipe would block the server once full.
+    log_path = Path(data_dir) / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
+    level = os.environ.get("CORAL_SERVER_LOG_LEVEL", "WARNING")
+    cmd = [sys.executable, "-m", "coral_server", "--port", "0", "--data-dir", data_dir, "--log-level", level]
+    proc = subprocess.Popen([*cmd, "--docker-network", "host"], stderr=log)
+    for _ in range(600):
+        found = re.search(r"listening on (http://\S+)", log_path.read_text())
+        if found:
+            return proc, found.group(1)
+        if proc.poll() is not None:
+            raise RuntimeError("server exited: " + log_path.read_text())
+        await asyncio.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def body(names: list[str], runtime: str) -> dict[str, Any]:
+    return {
+        "agentGraphRequest": {
+            "agents": [
+                {"id": {"name": "echo", "version": "0.1.0"}, "name": n, "provider": {"runtime": runtime}}
+                for n in names
+            ],
+        },
+        "namespaceProvider": {"type": "create_if_not_exists", "namespaceRequest": {"name": "bench"}},
+    }
+
+
+async def time_until_connected(
+    http: aiohttp.ClientSession, base: str, n: int, runtime: str, floor: str
+) -> float:
+    """Seconds from the session request to every agent connected.
+
+    With `floor` set, the agents are external and `floor` ("python" or "docker") starts bare clients.
+    """
+    names = [f"a{i}" for i in range(n)]
+    clients: list[subprocess.Popen[bytes]] = []
+    started = time.perf_counter()
+    async with http.post(
+        base + "/api/v1/local/session", json=body(names, "external" if floor else runtime)
+    ) as r:
+        sid = (await r.json())["sessionId"]
+    if floor:
+        for name in names:
+            async with http.get(f"{base}/api/v1/local/session/bench/{sid}/agents/{name}/connection") as r:
+                url = (await r.json())["connectionUrl"]
+            if floor == "docker":
+                cmd = [
+                    "docker",
+                    "run",
+                    "--rm",
+                    "--pull=never",
+                    "--network",
+                    "host",
+                    "-e",
+                    f"URL={url}",
+                    IMAGE,
+                    "python",
+                    "-c",
+                    CONNECT,
+                ]
+            else:
+                cmd = [sys.executable, "-c", CONNECT]
+            env = {**os.environ, "URL": url}
+            clients.append(
+                subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+    try:
+        while True:
+            async with http.get(f"{base}/api/v1/local/session/bench/{sid}") as r:
+                state = await r.json()
+            if all(a["isConnected"] for a in state["agents"]):
+                return time.perf_counter() - started
+            if time.perf_counter() - started > 120:
+                raise RuntimeError(f"not connected after 120 s: {state['agents']}")
+            await asyncio.sleep(0.005)
+    finally:
+        async with http.delete(f"{base}/api/v1/local/session/bench/{sid}") as r:
+            await r.read()
+        for client in clients:
+            client.kill()
+            await asyncio.to_thread(client.wait)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-docker", action="store_true")
+    args = parser.parse_args()
+    sizes = [1, 5] if args.quick else [1, 5, 20]
+    if os.environ.get("SIZES"):
+        sizes = [int(x) for x in os.environ["SIZES"].split(",")]
+    repeats = 1 if args.quick else 3
+    kinds = [("executable", "python")] + ([] if args.no_docker else [("docker", "docker")])
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, base = await start_server(tmp)
+        try:
+            async with aiohttp.ClientSession() as http:
+                print(
+                    f"{'runtime':<11}{'agents':>7}{'coral s':>10}{'floor s':>10}{'ratio':>8}   target <= 1.2x"
+                )
+                for runtime, floor in kinds:
+                    for n in sizes:
+                        ours, bare = [], []
+                        for _ in range(repeats):
+                            bare.append(await time_until_connected(http, base, n, runtime, floor))
+                            ours.append(await time_until_connected(http, base, n, runtime, ""))
+                        o, b = statistics.median(ours), statistics.median(bare)
+                        verdict = "PASS" if o <= 1.2 * b else "MISS"
+                        print(f"{runtime:<11}{n:>7}{o:>10.3f}{b:>10.3f}{o / b:>8.2f}x  {verdict}")
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 30)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
