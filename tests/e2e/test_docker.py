@@ -149,3 +149,18 @@ async def test_restart_sweeps_orphans_of_the_same_instance(tmp_path: Path, engin
     finally:
         other.remove(force=True)
         await asyncio.sleep(0)
+
+
+async def test_memory_and_cpu_limits_apply(tmp_path: Path, engine: Any) -> None:
+    limits = {"docker_memory": "256m", "docker_cpus": 0.5}
+    async for coral in start_coral(
+        tmp_path, docker_network="host", instance_id=f"lim{os.getpid()}", **limits
+    ):
+        ns, sid = await coral.create_session(session_body([agent_spec("e", runtime="docker")], ttl=60000))
+        await coral.wait_for(ns, sid, lambda s: s["agents"][0]["isConnected"], timeout=60)
+        [container] = labelled(engine, session=sid)
+        host = container.attrs["HostConfig"]
+        assert host["Memory"] == 256 * 1024 * 1024
+        assert host["NanoCpus"] == 500_000_000
+        assert host["NetworkMode"] == "host" and host["Init"] is True
+        assert container.labels["coral.agent"] == "e" and container.labels["coral.namespace"] == ns
