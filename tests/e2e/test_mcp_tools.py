@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Coral, agent_spec, session_body
-from tests.e2e.mcp_client import McpAgent, connect
+from tests.e2e.mcp_client import HEADERS, INIT, McpAgent, connect
 
 
 def ext(name: str, **extra: Any) -> dict[str, Any]:
@@ -141,19 +141,6 @@ async def test_wrong_secret_is_refused(coral: Coral) -> None:
                 assert r.status == 401
         async with http.get(coral.base_url + "/mcp/v1/not-a-secret/sse") as r:
             assert r.status == 401
-
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
-HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 async def test_agent_cannot_use_another_agents_mcp_session(coral: Coral) -> None:

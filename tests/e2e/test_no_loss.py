@@ -9,19 +9,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import Coral, agent_spec, session_body
-from tests.e2e.mcp_client import connect
-
-HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
+from tests.e2e.mcp_client import HEADERS, INIT, connect
 
 
 def call(i: int, tool: str, **args: Any) -> dict[str, Any]:
