@@ -14,9 +14,10 @@ from coral_server.api import docs
 from coral_server.api import events as event_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import sessions as session_routes
+from coral_server.api import webhooks as webhook_routes
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import EVENTS, REGISTRY, SESSIONS, SETTINGS
+from coral_server.api.keys import EVENTS, REGISTRY, SESSIONS, SETTINGS, WEBHOOKS
 from coral_server.config import Settings
 from coral_server.events import EventBus
 from coral_server.mcp.endpoint import McpEndpoint
@@ -27,8 +28,11 @@ from coral_server.runtimes.external import ExternalRuntime
 from coral_server.runtimes.process import ProcessRuntime
 from coral_server.sessions import Sessions, SessionSettings
 from coral_server.sessions.model import now_ms
+from coral_server.sessions.report import EndReporter
+from coral_server.store.database import Database
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.secrets import load_or_create_secret
+from coral_server.webhooks.service import Webhooks
 from coral_server.webhooks.signing import WebhookSigner
 
 log = logging.getLogger("coral_server")
@@ -37,6 +41,7 @@ MCP = web.AppKey("mcp", McpEndpoint)
 SIGNER = web.AppKey("signer", WebhookSigner)
 FORWARDER = web.AppKey("forwarder", CustomToolForwarder)
 DOCKER = web.AppKey("docker", DockerEngine)
+DATABASE = web.AppKey("database", Database)
 
 
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
@@ -88,10 +93,20 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         timeout_s=settings.custom_tool_timeout_s,
     )
     app[FORWARDER] = forwarder
+    app[DATABASE] = Database(settings.data_dir / "coral.db")
+    app[WEBHOOKS] = Webhooks(
+        app[DATABASE],
+        signer,
+        timeout_s=settings.webhook_timeout_s,
+        max_attempts=settings.webhook_max_attempts,
+        max_delay_s=settings.webhook_retry_max_s,
+    )
+    sessions.closed_listeners.append(EndReporter(app[WEBHOOKS]))
     app[MCP] = McpEndpoint(sessions, settings.wait_cap_ms, forwarder)
     session_routes.add_routes(app)
     registry_routes.add_routes(app)
     event_routes.add_routes(app)
+    webhook_routes.add_routes(app)
     docs.add_routes(app)
     app[MCP].add_routes(app)
     app.cleanup_ctx.append(_services)
@@ -112,6 +127,8 @@ async def _close_event_streams(app: web.Application) -> None:
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
+    await app[DATABASE].open()
+    await app[WEBHOOKS].start()  # first: it resumes what an earlier run left undelivered
     endpoint = app[MCP]
     await endpoint.start()
     # Containers a crash of this same instance left behind go first (no-op without an engine).
@@ -123,10 +140,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app[SESSIONS].shutdown()
+        await app[SESSIONS].shutdown()  # their end reports are queued (stored) before the queue stops
         await endpoint.stop()
         await app[FORWARDER].close()
         app[DOCKER].close()
+        await app[WEBHOOKS].close()
+        await app[DATABASE].close()
 
 
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

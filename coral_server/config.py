@@ -41,6 +41,15 @@ class Settings(BaseModel):
     custom_tool_timeout_s: float = Field(
         default=30.0, gt=0, description="How long a custom tool call may take."
     )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long one webhook delivery attempt may take."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts per webhook before it is marked failed."
+    )
+    webhook_retry_max_s: float = Field(
+        default=300.0, gt=0, description="Longest pause between two attempts of a webhook (backoff cap)."
+    )
     instance_id: str | None = Field(
         default=None,
         description="Names this server's containers; default: generated once, kept in the data dir.",
@@ -117,6 +126,9 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("server", "instanceId"): "instance_id",
     ("network", "webhookSecrets"): "webhook_secrets",
     ("network", "customToolTimeoutSeconds"): "custom_tool_timeout_s",
+    ("webhooks", "timeoutSeconds"): "webhook_timeout_s",
+    ("webhooks", "maxAttempts"): "webhook_max_attempts",
+    ("webhooks", "maxRetryDelaySeconds"): "webhook_retry_max_s",
     ("docker", "socket"): "docker_host",
     ("docker", "network"): "docker_network",
     ("docker", "address"): "docker_address",
@@ -137,6 +149,9 @@ _ENV_KEYS = {
     "INSTANCE_ID": "instance_id",
     "WEBHOOK_SECRETS": "webhook_secrets",
     "CUSTOM_TOOL_TIMEOUT_S": "custom_tool_timeout_s",
+    "WEBHOOK_TIMEOUT_S": "webhook_timeout_s",
+    "WEBHOOK_MAX_ATTEMPTS": "webhook_max_attempts",
+    "WEBHOOK_RETRY_MAX_S": "webhook_retry_max_s",
     "DOCKER_NETWORK": "docker_network",
     "DOCKER_ADDRESS": "docker_address",
     "DOCKER_MEMORY": "docker_memory",
@@ -210,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-cap-ms", type=int, help="longest coral_wait_* block in ms (default 60000)")
     parser.add_argument("--stop-grace-s", type=float, help="SIGTERM to SIGKILL grace for agents (default 5)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
+    parser.add_argument("--webhook-timeout-s", type=float, help="timeout of one webhook attempt (default 10)")
+    parser.add_argument("--webhook-max-attempts", type=int, help="attempts per webhook (default 8)")
+    parser.add_argument(
+        "--webhook-retry-max-s", type=float, help="longest pause between webhook attempts (default 300)"
+    )
     parser.add_argument(
         "--instance-id", help="names this server's containers (default: kept in the data dir)"
     )

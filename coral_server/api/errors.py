@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from coral_server.registry import AgentNotInRegistry
 from coral_server.sessions import errors as se
+from coral_server.store import DeliveryFinished, DeliveryNotFound
 
 log = logging.getLogger("coral_server.api")
 
@@ -23,12 +24,15 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (se.AgentNotFound, 404),
     (se.ThreadNotFound, 404),
     (AgentNotInRegistry, 404),
+    (DeliveryNotFound, 404),
+    (DeliveryFinished, 409),
     (se.NamespaceExists, 409),
     (se.SessionClosed, 409),
     (se.NotExternal, 409),
     (se.SessionRequestInvalid, 400),
     (se.SessionError, 400),
 ]
+_MAPPED = tuple(kind for kind, _ in _STATUS)
 
 
 class BadRequest(Exception):
@@ -84,7 +88,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(400, str(exc), exc.problems)
     except se.SessionRequestInvalid as exc:
         return error_response(400, "invalid session request", [(p.path, p.message) for p in exc.problems])
-    except (se.SessionError, AgentNotInRegistry) as exc:
+    except _MAPPED as exc:
         for kind, status in _STATUS:
             if isinstance(exc, kind):
                 return error_response(status, str(exc))

@@ -8,8 +8,10 @@ from coral_server.config import Settings
 from coral_server.events import EventBus
 from coral_server.registry import Registry
 from coral_server.sessions import Sessions
+from coral_server.webhooks.service import Webhooks
 
 SETTINGS = web.AppKey("settings", Settings)
 SESSIONS = web.AppKey("sessions", Sessions)
 REGISTRY = web.AppKey("registry", Registry)
 EVENTS = web.AppKey("events", EventBus)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)

@@ -160,20 +160,36 @@ class PersistenceMode(_In):
             raise ValueError("persistenceMode needs 'mode' (or 'type')")
         return self
 
+    def kind(self) -> Literal["none", "hold_after_exit", "minimum_time"]:
+        if self.mode is not None:
+            return self.mode
+        names: dict[str, Literal["none", "hold_after_exit", "minimum_time"]] = {
+            "None": "none",
+            "HoldAfterExit": "hold_after_exit",
+            "MinimumTime": "minimum_time",
+        }
+        return names[self.type or "None"]
+
     def hold_ms(self) -> int:
-        kind = (
-            self.mode
-            or {"None": "none", "HoldAfterExit": "hold_after_exit", "MinimumTime": "minimum_time"}[
-                self.type or "None"
-            ]
-        )
-        if kind == "hold_after_exit":
+        """How long a closed session stays readable after it closes."""
+        if self.kind() == "hold_after_exit":
             return self.duration if self.duration is not None else (self.holdTime or 0)
+        return 0
+
+    def minimum_ms(self) -> int:
+        """How long after its creation a session stays readable, even once closed."""
+        if self.kind() == "minimum_time":
+            for value in (self.time, self.duration, self.holdTime):
+                if value is not None:
+                    return value
         return 0
 
 
 class SessionEndWebhook(_In):
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(
+        pattern=r"^https?://",
+        description="Receives a signed POST with the session-end report when the session ends.",
+    )
 
 
 class Webhooks(_In):
@@ -199,6 +215,8 @@ class CreateSessionRequest(_In):
     sessionRuntimeSettings: RuntimeSettings | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
 
+
+CloseReasonName = Literal["ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown"]
 
 # -- responses ----------------------------------------------------------------------------------
 
@@ -267,6 +285,10 @@ class SessionState(_Out):
     closing: bool
     agents: list[AgentState]
     threads: list[ThreadState]
+    closeReason: CloseReasonName | None = None
+    closeDetail: str | None = None
+    closedAt: int | None = Field(default=None, description="Unix ms")
+    annotations: dict[str, str] | None = None
 
 
 class LogLineOut(_Out):
@@ -303,6 +325,38 @@ class RegistryAgentDetail(_Out):
     restrictions: list[dict[str, Any]]
 
 
+class DeliveryAttemptOut(_Out):
+    number: int
+    at: int = Field(description="Unix ms")
+    status: int | None = Field(description="HTTP status; null when no answer came")
+    error: str | None = Field(description="Why it failed; null for a 2xx")
+    durationMs: float | None
+
+
+class DeliveryOut(_Out):
+    id: str = Field(description="Also the webhook-id header of every attempt")
+    kind: str
+    url: str
+    subject: str | None = Field(description='What it is about, e.g. "namespace/sessionId"')
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    maxAttempts: int
+    nextAttemptAt: int | None = Field(description="Unix ms; null once delivered or failed")
+    lastStatus: int | None
+    lastError: str | None
+    createdAt: int
+    deliveredAt: int | None
+
+
+class DeliveryDetail(DeliveryOut):
+    payload: Any = Field(description="The JSON body that is signed and sent")
+    attemptLog: list[DeliveryAttemptOut]
+
+
+class RetryDeliveryRequest(_In):
+    attempts: int = Field(default=1, ge=1, le=100, strict=True, description="How many more attempts.")
+
+
 class FieldProblem(_Out):
     field: str
     message: str
@@ -313,7 +367,10 @@ class ErrorBody(_Out):
     errors: list[FieldProblem] | None = None
 
 
-REQUEST_MODELS: dict[str, type[BaseModel]] = {"CreateSessionRequest": CreateSessionRequest}
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "CreateSessionRequest": CreateSessionRequest,
+    "RetryDeliveryRequest": RetryDeliveryRequest,
+}
 RESPONSE_MODELS: dict[str, type[BaseModel]] = {
     "CreateSessionResponse": CreateSessionResponse,
     "NamespaceSessions": NamespaceSessions,
@@ -323,5 +380,7 @@ RESPONSE_MODELS: dict[str, type[BaseModel]] = {
     "AgentConnection": AgentConnection,
     "RegistrySource": RegistrySource,
     "RegistryAgentDetail": RegistryAgentDetail,
+    "DeliveryOut": DeliveryOut,
+    "DeliveryDetail": DeliveryDetail,
     "ErrorBody": ErrorBody,
 }

@@ -51,6 +51,30 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, Any, str]] = [
     ),
     (
         "get",
+        "/api/v1/webhooks/deliveries",
+        "Outgoing webhook deliveries, newest first (filter by status, kind, namespace, sessionId)",
+        None,
+        [m.DeliveryOut],
+        "webhooks",
+    ),
+    (
+        "get",
+        "/api/v1/webhooks/deliveries/{id}",
+        "One delivery: its payload and every attempt",
+        None,
+        m.DeliveryDetail,
+        "webhooks",
+    ),
+    (
+        "post",
+        "/api/v1/webhooks/deliveries/{id}/retry",
+        "Give a failed delivery more attempts, the first at once (409 unless it failed)",
+        m.RetryDeliveryRequest,
+        m.DeliveryOut,
+        "webhooks",
+    ),
+    (
+        "get",
         "/api/v1/events/{namespace}/{sessionId}",
         "Live session events as Server-Sent Events (snapshot, then every change; Last-Event-ID resumes)",
         None,
@@ -83,7 +107,21 @@ _EVENT_QUERY = [
         "schema": {"type": "string"},
     },
 ]
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+_DELIVERY_QUERY = [
+    _query("status", "Only deliveries in this state.", {"enum": ["pending", "delivered", "failed"]}),
+    _query("kind", 'Only this kind, e.g. "session_end".', {"type": "string"}),
+    _query("namespace", "Only deliveries about sessions of this namespace.", {"type": "string"}),
+    _query("sessionId", "Only deliveries about this session (needs namespace).", {"type": "string"}),
+    _query("limit", "At most this many (default 100).", {"type": "integer", "minimum": 1, "maximum": 1000}),
+]
 QUERY_PARAMS: dict[str, list[dict[str, Any]]] = {
+    "/api/v1/webhooks/deliveries": _DELIVERY_QUERY,
     "/api/v1/events/{namespace}/{sessionId}": _EVENT_QUERY,
     "/ws/v1/events/{namespace}/{sessionId}": [
         *_EVENT_QUERY,

@@ -10,8 +10,14 @@ from pydantic import ValidationError
 
 from coral_server.api.errors import BadRequest, json_response, problems_of
 from coral_server.api.keys import SESSIONS
-from coral_server.api.models import AgentGraphRequest, AgentSpec, CreateSessionRequest, CustomTool
-from coral_server.sessions import AgentRequest, CustomToolSpec, SessionRequest
+from coral_server.api.models import (
+    AgentGraphRequest,
+    AgentSpec,
+    CreateSessionRequest,
+    CustomTool,
+    RuntimeSettings,
+)
+from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, SessionRequest
 from coral_server.sessions.errors import NotExternal
 
 MAX_LOG_LINES = 10_000
@@ -40,6 +46,7 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
             namespace = provider.namespaceRequest.name
             delete_on_exit = provider.namespaceRequest.deleteOnLastSessionExit
     settings = body.sessionRuntimeSettings or (body.execution.runtimeSettings if body.execution else None)
+    persistence = settings.persistenceMode if settings else None
     agents = [
         AgentRequest(
             name=a.name,
@@ -64,9 +71,17 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
         delete_namespace_on_last_exit=delete_on_exit,
         custom_tools={name: _custom_tool(name, tool) for name, tool in graph.customTools.items()},
         ttl_ms=settings.ttl if settings else None,
-        hold_after_exit_ms=settings.persistenceMode.hold_ms() if settings and settings.persistenceMode else 0,
+        hold_after_exit_ms=persistence.hold_ms() if persistence else 0,
+        minimum_time_ms=persistence.minimum_ms() if persistence else 0,
+        end_webhook=_end_webhook(settings),
         annotations=dict(body.annotations),
     )
+
+
+def _end_webhook(settings: RuntimeSettings | None) -> EndWebhook | None:
+    if settings is None or settings.webhooks is None or settings.webhooks.sessionEnd is None:
+        return None
+    return EndWebhook(url=settings.webhooks.sessionEnd.url, extended=settings.extendedEndReport)
 
 
 def _custom_tool(name: str, tool: CustomTool) -> CustomToolSpec:

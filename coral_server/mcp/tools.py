@@ -145,7 +145,7 @@ async def _wait_for_agent(c: Caller, a: WaitForAgentArgs) -> dict[str, Any]:
 
 
 async def _close_session(c: Caller, a: CloseSessionArgs) -> dict[str, Any]:
-    c.session.request_close(f"closed by agent {c.agent.name}: {a.reason}")
+    c.session.request_close("closed_by_agent", f"{c.agent.name}: {a.reason}")
     return {"message": "Successfully closed session"}
 
 

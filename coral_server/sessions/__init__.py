@@ -5,11 +5,12 @@ from coral_server.sessions.errors import SessionError
 from coral_server.sessions.model import Message, Thread
 from coral_server.sessions.service import Namespace, Sessions, SessionSettings
 from coral_server.sessions.session import Session
-from coral_server.sessions.spec import AgentRequest, CustomToolSpec, SessionRequest
+from coral_server.sessions.spec import AgentRequest, CustomToolSpec, EndWebhook, SessionRequest
 
 __all__ = [
     "AgentRequest",
     "CustomToolSpec",
+    "EndWebhook",
     "Message",
     "Namespace",
     "Session",

@@ -224,8 +224,11 @@ class Sessions:
             on_closed=self._retire,
             annotations=request.annotations,
             hold_ms=request.hold_after_exit_ms,
+            minimum_ms=request.minimum_time_ms,
             custom_tools=dict(request.custom_tools),
+            end_webhook=request.end_webhook,
         )
+        session.namespace_transient = ns.delete_on_last_exit
         ns.sessions[session_id] = session
         for agent in agents:
             self._by_secret[agent.secret] = (session, agent)
@@ -308,14 +311,16 @@ class Sessions:
 
     # -- teardown --------------------------------------------------------------------------------
 
-    async def close(self, namespace: str, session_id: str, reason: str = "deleted") -> None:
-        await self.get(namespace, session_id).close(reason)
+    async def close(self, namespace: str, session_id: str) -> None:
+        """Close a session on request (DELETE)."""
+        await self.get(namespace, session_id).close("deleted")
 
     async def _retire(self, session: Session) -> None:
         for agent in session.agents.values():
             self._by_secret.pop(agent.secret, None)
-        if session.hold_ms > 0:
-            task = asyncio.create_task(self._forget_later(session), name=f"{session.id}:hold")
+        keep_ms = session.forget_after_ms()
+        if keep_ms > 0:
+            task = asyncio.create_task(self._forget_later(session, keep_ms), name=f"{session.id}:hold")
             self._holds.add(task)
             task.add_done_callback(self._holds.discard)
         else:
@@ -327,9 +332,9 @@ class Sessions:
             except Exception:
                 log.exception("session.closed_listener_failed session=%s", session.id)
 
-    async def _forget_later(self, session: Session) -> None:
+    async def _forget_later(self, session: Session, keep_ms: int) -> None:
         try:
-            await asyncio.sleep(session.hold_ms / 1000)
+            await asyncio.sleep(keep_ms / 1000)
         finally:
             self._forget(session)
 
@@ -343,8 +348,12 @@ class Sessions:
     async def shutdown(self) -> None:
         """Close every session (server shutdown): no agent outlives the server."""
         await asyncio.gather(
-            *(s.close("server shutdown") for s in self.all_sessions()), return_exceptions=True
+            *(s.close("server_shutdown") for s in self.all_sessions()), return_exceptions=True
         )
+        holds = list(self._holds)
+        for task in holds:  # closed sessions kept for their hold time go with the server
+            task.cancel()
+        await asyncio.gather(*holds, return_exceptions=True)
 
 
 def resolve_executable(path: str, root: Path) -> str:

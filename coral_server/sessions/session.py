@@ -9,7 +9,7 @@ import logging
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from coral_server.events import EventBus
 from coral_server.runtimes import LaunchFailed, LaunchSpec, LogLine, Runtime
@@ -25,9 +25,12 @@ from coral_server.sessions.errors import (
 )
 from coral_server.sessions.mailbox import MessageFilter
 from coral_server.sessions.model import Message, Thread, new_id, now_ms
-from coral_server.sessions.spec import CustomToolSpec
+from coral_server.sessions.spec import CustomToolSpec, EndWebhook
 
 log = logging.getLogger("coral_server.sessions")
+
+# Why a session ended, as reported in state, events and the session-end webhook.
+CloseReason = Literal["ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown"]
 
 SpecBuilder = Callable[["Session", SessionAgent], LaunchSpec]
 ClosedCallback = Callable[["Session"], Awaitable[None]]
@@ -53,7 +56,9 @@ class Session:
         on_closed: ClosedCallback,
         annotations: dict[str, str] | None = None,
         hold_ms: int = 0,
+        minimum_ms: int = 0,
         custom_tools: dict[str, CustomToolSpec] | None = None,
+        end_webhook: EndWebhook | None = None,
     ) -> None:
         self.id = session_id
         self.namespace = namespace
@@ -62,10 +67,14 @@ class Session:
         self.threads: dict[str, Thread] = {}
         self.annotations = annotations or {}
         self.closing = False
-        self.close_reason: str | None = None
+        self.close_reason: CloseReason | None = None
+        self.close_detail: str | None = None
         self.closed_at: int | None = None
         self.ttl_ms = ttl_ms
-        self.hold_ms = hold_ms
+        self.hold_ms = hold_ms  # state stays readable this long after the session closes
+        self.minimum_ms = minimum_ms  # ... and at least this long after it was created
+        self.end_webhook = end_webhook
+        self.namespace_transient = True  # the namespace goes with its last session (set by Sessions)
         self.custom_tools = custom_tools or {}
         self.work_dir = work_dir
         self._runtimes = runtimes
@@ -100,9 +109,15 @@ class Session:
         if self.events is not None:
             self.events.publish(self.topic, type, data)
 
-    def _end_events(self, reason: str) -> None:
+    def _reason(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"reason": self.close_reason}
+        if self.close_detail is not None:
+            data["detail"] = self.close_detail
+        return data
+
+    def _end_events(self) -> None:
         if self.events is not None:
-            self.final_seq = self.events.publish(self.topic, "session_closed", {"reason": reason}).seq
+            self.final_seq = self.events.publish(self.topic, "session_closed", self._reason()).seq
             self.events.close_topic(self.topic)
             self.events = None  # nothing is published after session_closed
 
@@ -133,7 +148,7 @@ class Session:
 
     async def _expire(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        await self.close("ttl")
+        await self.close("ttl", f"time to live of {self.ttl_ms} ms ran out")
 
     async def _run_agent(self, agent: SessionAgent) -> None:
         runtime = self._runtimes[agent.runtime]
@@ -160,16 +175,16 @@ class Session:
         agent.mailbox.close()
         launched = [a for a in self.agents.values() if a.runtime != "external"]
         if launched and all(a.ended_at is not None for a in launched) and not self.closing:
-            await self.close("all agents exited")
+            await self.close("all_agents_exited")
 
-    async def close(self, reason: str) -> None:
+    async def close(self, reason: CloseReason, detail: str | None = None) -> None:
         """Stop every agent (SIGTERM, then SIGKILL after the grace period) and retire the session."""
         async with self._close_lock:
             if self.closing:
                 return
             self.closing = True
-            self.close_reason = reason
-            self._emit("session_closing", reason=reason)
+            self.close_reason, self.close_detail = reason, detail
+            self._emit("session_closing", **self._reason())
         log.info("session.closing session=%s namespace=%s reason=%s", self.id, self.namespace, reason)
         for agent in self.agents.values():
             agent.mailbox.close()
@@ -187,15 +202,20 @@ class Session:
                 self._emit_exited(agent)
         with contextlib.suppress(OSError):
             await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
-        self._end_events(reason)
         self.closed_at = now_ms()
+        self._end_events()
         self._closed.set()
         await self._on_closed(self)
 
-    def request_close(self, reason: str) -> None:
+    def request_close(self, reason: CloseReason, detail: str | None = None) -> None:
         """Close from inside a call that must return first (an agent ending its own session)."""
         if not self.closing:
-            self._spawn(self.close(reason), "close")
+            self._spawn(self.close(reason, detail), "close")
+
+    def forget_after_ms(self) -> int:
+        """How long after closing the closed session's state stays readable (persistence mode)."""
+        closed = self.closed_at if self.closed_at is not None else now_ms()
+        return max(self.hold_ms, self.timestamp + self.minimum_ms - closed, 0)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -357,7 +377,7 @@ class Session:
     # -- views -------------------------------------------------------------------------------------
 
     def to_http(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "id": self.id,
             "namespace": self.namespace,
             "timestamp": self.timestamp,
@@ -365,6 +385,15 @@ class Session:
             "agents": [a.to_http() for a in self.agents.values()],
             "threads": [t.to_http() for t in self.threads.values()],
         }
+        if self.close_reason is not None:
+            state["closeReason"] = self.close_reason
+            if self.close_detail is not None:
+                state["closeDetail"] = self.close_detail
+        if self.closed_at is not None:
+            state["closedAt"] = self.closed_at
+        if self.annotations:
+            state["annotations"] = dict(self.annotations)
+        return state
 
     def summary(self) -> dict[str, Any]:
         return {"sessionId": self.id, "closing": self.closing}

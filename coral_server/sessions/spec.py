@@ -18,6 +18,14 @@ class CustomToolSpec:
     output_schema: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EndWebhook:
+    """Where the session-end report goes; `extended` adds the full state in the reference's shape."""
+
+    url: str
+    extended: bool = False
+
+
 @dataclass(slots=True)
 class AgentRequest:
     name: str
@@ -43,6 +51,8 @@ class SessionRequest:
     custom_tools: dict[str, CustomToolSpec] = field(default_factory=dict)
     ttl_ms: int | None = None
     hold_after_exit_ms: int = 0
+    minimum_time_ms: int = 0
+    end_webhook: EndWebhook | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     # JSON path of the agents list in the request, for error messages.
     agents_path: str = "agentGraphRequest.agents"

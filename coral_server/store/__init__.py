@@ -2,6 +2,8 @@
 
 from coral_server.store.base import (
     Delivery,
+    DeliveryAttempt,
+    DeliveryFilter,
     DeliveryFinished,
     DeliveryNotFound,
     DeliveryStatus,
@@ -13,6 +15,8 @@ from coral_server.store.sqlite import SqliteStore
 
 __all__ = [
     "Delivery",
+    "DeliveryAttempt",
+    "DeliveryFilter",
     "DeliveryFinished",
     "DeliveryNotFound",
     "DeliveryStatus",

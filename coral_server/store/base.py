@@ -35,6 +35,7 @@ class NewDelivery:
     created_at: float
     signature_header: str = "X-Coral-Signature"
     headers: dict[str, str] = field(default_factory=dict)
+    subject: str | None = None  # what it is about, e.g. "namespace/sessionId" (a listing filter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,29 @@ class Delivery:
     last_status: int | None
     created_at: float
     delivered_at: float | None
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One recorded attempt of a delivery: HTTP status (None if no answer) and error (None if 2xx)."""
+
+    number: int
+    at: float
+    status: int | None
+    error: str | None
+    duration_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """Which deliveries a listing returns (every field optional), newest first."""
+
+    status: DeliveryStatus | None = None
+    kind: str | None = None
+    subject: str | None = None
+    subject_prefix: str | None = None  # e.g. "namespace/": every session of a namespace
+    limit: int = 100
 
 
 class Store(Protocol):
@@ -93,13 +117,23 @@ class Store(Protocol):
         error: str | None,
         next_attempt_at: float | None,
         at: float | None = None,
+        duration_ms: float | None = None,
     ) -> Delivery:
-        """Count one attempt: ok → delivered; not ok → pending until `next_attempt_at`, or failed
-        when that is None or the attempts are used up."""
+        """Count one attempt (and keep it in the delivery's history): ok → delivered; not ok →
+        pending until `next_attempt_at`, or failed when that is None or the attempts are used up."""
         ...
 
-    async def list_deliveries(self, status: DeliveryStatus | None = None, limit: int = 100) -> list[Delivery]:
-        """Deliveries, newest first, optionally of one status."""
+    async def list_deliveries(self, where: DeliveryFilter | None = None) -> list[Delivery]:
+        """Deliveries matching `where`, newest first."""
+        ...
+
+    async def delivery_attempts(self, id: str) -> list[DeliveryAttempt]:
+        """The recorded attempts of one delivery, oldest first (raises `DeliveryNotFound`)."""
+        ...
+
+    async def retry_delivery(self, id: str, at: float, extra_attempts: int) -> Delivery:
+        """Make a failed delivery pending again, due at `at`, with `extra_attempts` more attempts
+        (raises `DeliveryNotFound`; `DeliveryFinished` if it was delivered or is still pending)."""
         ...
 
     async def get_delivery(self, id: str) -> Delivery | None:

@@ -12,6 +12,8 @@ import orjson
 from coral_server.store.base import (
     DELIVERY_STATUSES,
     Delivery,
+    DeliveryAttempt,
+    DeliveryFilter,
     DeliveryFinished,
     DeliveryNotFound,
     DeliveryStatus,
@@ -20,7 +22,7 @@ from coral_server.store.base import (
 
 _COLUMNS = (
     "id, kind, url, headers, body, signature_header, status, attempts, max_attempts, "
-    "next_attempt_at, last_error, last_status, created_at, delivered_at"
+    "next_attempt_at, last_error, last_status, created_at, delivered_at, subject"
 )
 
 
@@ -40,6 +42,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         last_status=row["last_status"],
         created_at=row["created_at"],
         delivered_at=row["delivered_at"],
+        subject=row["subject"],
     )
 
 
@@ -53,7 +56,8 @@ def insert(conn: sqlite3.Connection, new: NewDelivery) -> Delivery:
         raise ValueError("max_attempts must be at least 1")
     conn.execute(
         "INSERT INTO webhook_deliveries (id, kind, url, headers, body, signature_header, status, attempts,"
-        " max_attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+        " max_attempts, next_attempt_at, created_at, subject)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
         (
             new.id,
             new.kind,
@@ -64,6 +68,7 @@ def insert(conn: sqlite3.Connection, new: NewDelivery) -> Delivery:
             new.max_attempts,
             new.next_attempt_at,
             new.created_at,
+            new.subject,
         ),
     )
     return _require(conn, new.id)
@@ -103,6 +108,7 @@ def record_attempt(
     error: str | None,
     next_attempt_at: float | None,
     at: float | None,
+    duration_ms: float | None = None,
 ) -> Delivery:
     current = _require(conn, id)
     if current.status != "pending":
@@ -120,23 +126,61 @@ def record_attempt(
         " last_status = ?, delivered_at = ? WHERE id = ?",
         (new_status, attempts, next_at, error, status, delivered_at, id),
     )
+    conn.execute(
+        "INSERT INTO webhook_attempts (delivery_id, number, at, status, error, duration_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (id, attempts, when, status, error, duration_ms),
+    )
     return _require(conn, id)
 
 
-def listing(conn: sqlite3.Connection, status: DeliveryStatus | None, limit: int) -> list[Delivery]:
-    if status is None:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM webhook_deliveries ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
-        ).fetchall()
-    else:
-        if status not in DELIVERY_STATUSES:
-            raise ValueError(f"unknown delivery status {status!r}")
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE status = ?"
-            " ORDER BY created_at DESC, id DESC LIMIT ?",
-            (status, limit),
-        ).fetchall()
+def listing(conn: sqlite3.Connection, where: DeliveryFilter) -> list[Delivery]:
+    if where.status is not None and where.status not in DELIVERY_STATUSES:
+        raise ValueError(f"unknown delivery status {where.status!r}")
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in (("status", where.status), ("kind", where.kind), ("subject", where.subject)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.subject_prefix is not None:
+        clauses.append("substr(subject, 1, ?) = ?")
+        params.extend((len(where.subject_prefix), where.subject_prefix))
+    condition = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM webhook_deliveries {condition}ORDER BY created_at DESC, id DESC LIMIT ?",
+        (*params, where.limit),
+    ).fetchall()
     return [_delivery(r) for r in rows]
+
+
+def attempts(conn: sqlite3.Connection, id: str) -> list[DeliveryAttempt]:
+    _require(conn, id)
+    rows = conn.execute(
+        "SELECT number, at, status, error, duration_ms FROM webhook_attempts WHERE delivery_id = ?"
+        " ORDER BY number",
+        (id,),
+    ).fetchall()
+    return [
+        DeliveryAttempt(
+            number=r["number"], at=r["at"], status=r["status"], error=r["error"], duration_ms=r["duration_ms"]
+        )
+        for r in rows
+    ]
+
+
+def retry(conn: sqlite3.Connection, id: str, at: float, extra_attempts: int) -> Delivery:
+    if extra_attempts < 1:
+        raise ValueError("extra_attempts must be at least 1")
+    current = _require(conn, id)
+    if current.status != "failed":
+        raise DeliveryFinished(f"delivery {id} is {current.status}; only a failed delivery can be retried")
+    conn.execute(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, max_attempts = ?"
+        " WHERE id = ?",
+        (at, current.attempts + extra_attempts, id),
+    )
+    return _require(conn, id)
 
 
 def next_due_at(conn: sqlite3.Connection) -> float | None:

@@ -42,6 +42,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at)",
         ),
     ),
+    Migration(
+        2,
+        (
+            # What a delivery is about (e.g. "namespace/sessionId"), for listing one session's webhooks.
+            "ALTER TABLE webhook_deliveries ADD COLUMN subject TEXT",
+            "CREATE INDEX webhook_deliveries_subject ON webhook_deliveries (subject, created_at)",
+            """CREATE TABLE webhook_attempts (
+                delivery_id TEXT NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+                number INTEGER NOT NULL,
+                at REAL NOT NULL,
+                status INTEGER,
+                error TEXT,
+                duration_ms REAL,
+                PRIMARY KEY (delivery_id, number)
+            )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

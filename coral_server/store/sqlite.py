@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from coral_server.store import deliveries_sql
-from coral_server.store.base import Delivery, DeliveryStatus, NewDelivery, StoreClosed
+from coral_server.store.base import Delivery, DeliveryAttempt, DeliveryFilter, NewDelivery, StoreClosed
 from coral_server.store.migrations import apply_migrations
 from coral_server.store.transaction import immediate
 
@@ -118,17 +118,33 @@ class SqliteStore:
         error: str | None,
         next_attempt_at: float | None,
         at: float | None = None,
+        duration_ms: float | None = None,
     ) -> Delivery:
         """Count one attempt and move the delivery to its next state (see `Store.record_attempt`)."""
         return await self._write(
             lambda c: deliveries_sql.record_attempt(
-                c, id, ok=ok, status=status, error=error, next_attempt_at=next_attempt_at, at=at
+                c,
+                id,
+                ok=ok,
+                status=status,
+                error=error,
+                next_attempt_at=next_attempt_at,
+                at=at,
+                duration_ms=duration_ms,
             )
         )
 
-    async def list_deliveries(self, status: DeliveryStatus | None = None, limit: int = 100) -> list[Delivery]:
-        """Deliveries, newest first, optionally of one status."""
-        return await self._read(lambda c: deliveries_sql.listing(c, status, limit))
+    async def list_deliveries(self, where: DeliveryFilter | None = None) -> list[Delivery]:
+        """Deliveries matching `where`, newest first."""
+        return await self._read(lambda c: deliveries_sql.listing(c, where or DeliveryFilter()))
+
+    async def delivery_attempts(self, id: str) -> list[DeliveryAttempt]:
+        """One delivery's attempts, oldest first."""
+        return await self._read(lambda c: deliveries_sql.attempts(c, id))
+
+    async def retry_delivery(self, id: str, at: float, extra_attempts: int) -> Delivery:
+        """Make a failed delivery pending again (see `Store.retry_delivery`)."""
+        return await self._write(lambda c: deliveries_sql.retry(c, id, at, extra_attempts))
 
     async def get_delivery(self, id: str) -> Delivery | None:
         """One delivery, or None."""

@@ -133,11 +133,13 @@ class DeliveryQueue:
         signature_header: str = CORAL_SIGNATURE_HEADER,
         max_attempts: int | None = None,
         headers: Mapping[str, str] | None = None,
+        subject: str | None = None,
     ) -> Delivery:
         """Persist a webhook (JSON via orjson; bytes are sent as they are) and wake the dispatcher.
 
         The returned delivery is durable; its id is the `webhook-id` of every attempt. `headers`
-        are extra, unsigned headers sent with each attempt.
+        are extra, unsigned headers sent with each attempt; `subject` (e.g. "namespace/sessionId")
+        lets listings find it.
         """
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         now = self._clock()
@@ -152,9 +154,17 @@ class DeliveryQueue:
                 created_at=now,
                 signature_header=signature_header,
                 headers=dict(headers or {}),
+                subject=subject,
             )
         )
         log.info("webhook.enqueued id=%s kind=%s target=%s", delivery.id, kind, _target(url))
+        self._wake.set()
+        return delivery
+
+    async def retry(self, id: str, extra_attempts: int = 1) -> Delivery:
+        """Give a failed delivery `extra_attempts` more attempts, the first one now."""
+        delivery = await self._store.retry_delivery(id, self._clock(), extra_attempts)
+        log.info("webhook.retry_requested id=%s extra_attempts=%d", id, extra_attempts)
         self._wake.set()
         return delivery
 
@@ -223,11 +233,13 @@ class DeliveryQueue:
         return status, None if 200 <= status < 300 else f"HTTP {status}"
 
     async def _attempt(self, delivery: Delivery) -> None:
+        started = time.perf_counter()
         try:
             status, error = await self._post(delivery)
         except Exception as exc:  # a bug or an unusable URL: count it, never loop on it silently
             log.exception("webhook.attempt_error id=%s", delivery.id)
             status, error = None, f"{type(exc).__name__}: {exc}"
+        duration_ms = (time.perf_counter() - started) * 1000
         ok = error is None
         attempts = delivery.attempts + 1
         next_at: float | None = None
@@ -237,7 +249,13 @@ class DeliveryQueue:
             )
         try:
             updated = await self._store.record_attempt(
-                delivery.id, ok=ok, status=status, error=error, next_attempt_at=next_at, at=self._clock()
+                delivery.id,
+                ok=ok,
+                status=status,
+                error=error,
+                next_attempt_at=next_at,
+                at=self._clock(),
+                duration_ms=duration_ms,
             )
         except Exception:
             log.exception("webhook.record_error id=%s", delivery.id)

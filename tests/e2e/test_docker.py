@@ -80,7 +80,7 @@ async def test_docker_echo_agents_converse_with_a_local_one(dcoral: Coral, engin
 
 async def test_ttl_removes_every_container(dcoral: Coral, engine: Any) -> None:
     agents = [agent_spec(f"e{i}", runtime="docker") for i in range(2)]
-    ns, sid = await dcoral.create_session(session_body(agents, ttl=4000))
+    ns, sid = await dcoral.create_session(session_body(agents, ttl=8000))
     await dcoral.wait_for(ns, sid, lambda s: all(a["isConnected"] for a in s["agents"]), timeout=60)
     assert len(labelled(engine, session=sid)) == 2
     await dcoral.wait_gone(ns, sid, timeout=30)

@@ -276,7 +276,7 @@ async def test_process_agent_log_and_exit_events(coral: Coral, tmp_path: Path) -
     assert exited["agent"] == "s" and exited["status"] == "exited" and exited["exitCode"] == 7
     assert kinds.index("agent_started") < kinds.index("agent_log") < kinds.index("agent_exited")
     assert kinds.index("agent_exited") < kinds.index("session_closing") < len(kinds) - 1
-    assert kinds[-1] == "session_closed" and events[-1]["reason"] == "all agents exited"
+    assert kinds[-1] == "session_closed" and events[-1]["reason"] == "all_agents_exited"
     # The session is held for reading: a late client gets its final state and the stream ends.
     async with ws_stream(coral, ns, sid) as ws:
         late = await read_to_end(ws)
@@ -351,7 +351,7 @@ async def test_shutdown_ends_open_streams_promptly(tmp_path: Path) -> None:
         # The server has shut down (start_coral's cleanup) without waiting out the open streams.
         assert loop.time() - started < 4
         tail = await reading
-        assert tail[-1]["type"] == "session_closed" and tail[-1]["reason"] == "server shutdown"
+        assert tail[-1]["type"] == "session_closed" and tail[-1]["reason"] == "server_shutdown"
         assert (await read_to_end(idle))[-1]["type"] == "session_closed"
         sse_tail = [e async for e in sse_events(sse)]
         assert sse_tail[-1]["type"] == "session_closed"

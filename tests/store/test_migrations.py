@@ -41,7 +41,8 @@ async def test_reopening_keeps_schema_and_data(tmp_path: Path) -> None:
         await second.close()
     conn = raw(path)
     try:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        versions = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(v,) for v in range(1, LATEST + 1)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
@@ -72,6 +73,25 @@ def test_failed_migration_rolls_back_whole(tmp_path: Path) -> None:
         assert current_version(conn) == LATEST
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "half" not in tables
+    finally:
+        conn.close()
+
+
+def test_version_1_database_is_upgraded_keeping_its_deliveries(tmp_path: Path) -> None:
+    from coral_server.store.migrations import MIGRATIONS
+
+    conn = raw(tmp_path / "db")
+    try:
+        apply_migrations(conn, MIGRATIONS[:1])
+        conn.execute(
+            "INSERT INTO webhook_deliveries (id, kind, url, headers, body, signature_header, status,"
+            " max_attempts, next_attempt_at, created_at) VALUES ('old', 'k', 'http://x', '{}', x'00',"
+            " 'X-Coral-Signature', 'pending', 3, 1.0, 1.0)"
+        )
+        assert apply_migrations(conn) == list(range(2, LATEST + 1))
+        row = conn.execute("SELECT id, subject FROM webhook_deliveries").fetchone()
+        assert tuple(row) == ("old", None)
+        assert conn.execute("SELECT COUNT(*) FROM webhook_attempts").fetchone()[0] == 0
     finally:
         conn.close()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_server.store import DeliveryFinished, DeliveryNotFound, SqliteStore, StoreClosed
+from coral_server.store import DeliveryFilter, DeliveryFinished, DeliveryNotFound, SqliteStore, StoreClosed
 
 from .conftest import new_delivery
 
@@ -29,7 +29,7 @@ async def test_concurrent_enqueues_from_many_tasks_all_persist(tmp_path: Path) -
     await store.close()
     reopened = await SqliteStore.open(path)
     try:
-        listed = await reopened.list_deliveries(limit=1000)
+        listed = await reopened.list_deliveries(DeliveryFilter(limit=1000))
         assert sorted(d.id for d in listed) == [f"d{i:03}" for i in range(200)]
     finally:
         await reopened.close()
@@ -140,11 +140,65 @@ async def test_list_by_status_newest_first(store: SqliteStore) -> None:
         await store.enqueue_delivery(new_delivery(f"d{i}", created=float(i)))
     await store.record_attempt("d1", ok=True, status=200, error=None, next_attempt_at=None)
     assert [d.id for d in await store.list_deliveries()] == ["d2", "d1", "d0"]
-    assert [d.id for d in await store.list_deliveries("pending")] == ["d2", "d0"]
-    assert [d.id for d in await store.list_deliveries("delivered")] == ["d1"]
-    assert [d.id for d in await store.list_deliveries(limit=1)] == ["d2"]
+    assert [d.id for d in await store.list_deliveries(DeliveryFilter(status="pending"))] == ["d2", "d0"]
+    assert [d.id for d in await store.list_deliveries(DeliveryFilter(status="delivered"))] == ["d1"]
+    assert [d.id for d in await store.list_deliveries(DeliveryFilter(limit=1))] == ["d2"]
     with pytest.raises(ValueError):
-        await store.list_deliveries("bogus")  # type: ignore[arg-type]
+        await store.list_deliveries(DeliveryFilter(status="bogus"))  # type: ignore[arg-type]
+
+
+async def test_list_by_kind_and_subject(store: SqliteStore) -> None:
+    await store.enqueue_delivery(new_delivery("a", created=1.0, subject="ns/s1"))
+    await store.enqueue_delivery(new_delivery("b", created=2.0, subject="ns/s2"))
+    await store.enqueue_delivery(new_delivery("c", created=3.0, subject="ns/s1", kind="other"))
+    assert (await store.get_delivery("a")).subject == "ns/s1"  # type: ignore[union-attr]
+    by_subject = await store.list_deliveries(DeliveryFilter(subject="ns/s1"))
+    assert [d.id for d in by_subject] == ["c", "a"]
+    both = await store.list_deliveries(DeliveryFilter(subject="ns/s1", kind="session.end"))
+    assert [d.id for d in both] == ["a"]
+    assert await store.list_deliveries(DeliveryFilter(subject="ns/none")) == []
+    await store.enqueue_delivery(new_delivery("d", created=4.0, subject="ns2/s1"))
+    await store.enqueue_delivery(new_delivery("e", created=5.0, subject="n/s9"))
+    in_ns = await store.list_deliveries(DeliveryFilter(subject_prefix="ns/"))
+    assert [d.id for d in in_ns] == ["c", "b", "a"]
+
+
+async def test_every_attempt_is_kept_in_order(store: SqliteStore) -> None:
+    await store.enqueue_delivery(new_delivery("d", due=1.0))
+    assert await store.delivery_attempts("d") == []
+    await store.record_attempt(
+        "d", ok=False, status=None, error="refused", next_attempt_at=2.0, at=1.5, duration_ms=3.0
+    )
+    await store.record_attempt("d", ok=True, status=204, error=None, next_attempt_at=None, at=2.5)
+    history = await store.delivery_attempts("d")
+    assert [(a.number, a.at, a.status, a.error, a.duration_ms) for a in history] == [
+        (1, 1.5, None, "refused", 3.0),
+        (2, 2.5, 204, None, None),
+    ]
+    with pytest.raises(DeliveryNotFound):
+        await store.delivery_attempts("nope")
+
+
+async def test_retry_makes_a_failed_delivery_pending_again(store: SqliteStore) -> None:
+    await store.enqueue_delivery(new_delivery("d", due=1.0))  # max_attempts 3
+    await store.record_attempt("d", ok=False, status=500, error="HTTP 500", next_attempt_at=None)
+    again = await store.retry_delivery("d", 9.0, 2)
+    assert (again.status, again.attempts, again.max_attempts, again.next_attempt_at) == ("pending", 1, 3, 9.0)
+    assert [d.id for d in await store.due_deliveries(9.0, 10)] == ["d"]
+    with pytest.raises(DeliveryFinished):  # only a failed one: this one is pending again
+        await store.retry_delivery("d", 5.0, 2)
+    await store.record_attempt("d", ok=True, status=200, error=None, next_attempt_at=None)
+    with pytest.raises(DeliveryFinished):
+        await store.retry_delivery("d", 5.0, 2)
+    with pytest.raises(DeliveryNotFound):
+        await store.retry_delivery("nope", 1.0, 1)
+
+
+async def test_retry_needs_at_least_one_attempt(store: SqliteStore) -> None:
+    await store.enqueue_delivery(new_delivery("d", due=1.0))
+    await store.record_attempt("d", ok=False, status=500, error="HTTP 500", next_attempt_at=None)
+    with pytest.raises(ValueError):
+        await store.retry_delivery("d", 1.0, 0)
 
 
 async def test_closed_store_refuses_work(tmp_path: Path) -> None:

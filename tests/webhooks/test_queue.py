@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from coral_server.store import SqliteStore
+from coral_server.store import DeliveryFilter, SqliteStore
 from coral_server.webhooks import WebhookSigner
 from coral_server.webhooks.queue import DeliveryQueue, retry_delay
 
@@ -91,7 +91,7 @@ async def test_500s_are_retried_then_failed_after_max_attempts(
     assert (failed.attempts, failed.last_status, failed.last_error) == (3, 500, "HTTP 500")
     assert failed.next_attempt_at is None
     assert len(receiver.requests) == 3
-    assert [d.id for d in await store.list_deliveries("failed")] == [sent.id]
+    assert [d.id for d in await store.list_deliveries(DeliveryFilter(status="failed"))] == [sent.id]
 
 
 async def test_same_webhook_id_on_every_retry(

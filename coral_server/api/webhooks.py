@@ -1,0 +1,123 @@
+"""HTTP routes of outgoing webhooks: list deliveries with their attempts, read one, retry a failed one."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from coral_server.api.errors import BadRequest, json_response, problems_of
+from coral_server.api.keys import WEBHOOKS
+from coral_server.api.models import RetryDeliveryRequest
+from coral_server.store import Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus
+from coral_server.store.base import DELIVERY_STATUSES
+
+PREFIX = "/api/v1/webhooks/deliveries"
+MAX_LIMIT = 1000
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+def delivery_out(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "kind": d.kind,
+        "url": d.url,
+        "subject": d.subject,
+        "status": d.status,
+        "attempts": d.attempts,
+        "maxAttempts": d.max_attempts,
+        "nextAttemptAt": _ms(d.next_attempt_at) if d.status == "pending" else None,
+        "lastStatus": d.last_status,
+        "lastError": d.last_error,
+        "createdAt": _ms(d.created_at),
+        "deliveredAt": _ms(d.delivered_at),
+    }
+
+
+def _attempt_out(a: DeliveryAttempt) -> dict[str, Any]:
+    return {
+        "number": a.number,
+        "at": _ms(a.at),
+        "status": a.status,
+        "error": a.error,
+        "durationMs": None if a.duration_ms is None else round(a.duration_ms, 3),
+    }
+
+
+def _filter(query: Any) -> DeliveryFilter:
+    problems: list[tuple[str, str]] = []
+    status = query.get("status")
+    if status is not None and status not in DELIVERY_STATUSES:
+        problems.append(("status", f"expected one of {', '.join(DELIVERY_STATUSES)}"))
+    limit = 100
+    raw_limit = query.get("limit")
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            problems.append(("limit", "expected an integer"))
+        else:
+            if not 1 <= limit <= MAX_LIMIT:
+                problems.append(("limit", f"must be between 1 and {MAX_LIMIT}"))
+    namespace, session_id = query.get("namespace"), query.get("sessionId")
+    if session_id is not None and namespace is None:
+        problems.append(("namespace", "sessionId needs its namespace"))
+    if problems:
+        raise BadRequest("invalid delivery filter", problems)
+    subject = prefix = None
+    if namespace is not None:
+        if session_id is not None:
+            subject = f"{namespace}/{session_id}"
+        else:
+            prefix = f"{namespace}/"
+    return DeliveryFilter(
+        status=cast(DeliveryStatus | None, status),
+        kind=query.get("kind"),
+        subject=subject,
+        subject_prefix=prefix,
+        limit=limit,
+    )
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    found = await request.app[WEBHOOKS].find(_filter(request.query))
+    return json_response([delivery_out(d) for d in found])
+
+
+def _payload(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    delivery, attempts = await request.app[WEBHOOKS].get(request.match_info["id"])
+    return json_response(
+        {
+            **delivery_out(delivery),
+            "payload": _payload(delivery.body),
+            "attemptLog": [_attempt_out(a) for a in attempts],
+        }
+    )
+
+
+async def retry_delivery(request: web.Request) -> web.Response:
+    raw = await request.read()
+    try:
+        body = RetryDeliveryRequest.model_validate_json(raw) if raw else RetryDeliveryRequest()
+    except ValidationError as exc:
+        raise BadRequest("invalid retry request", problems_of(exc)) from None
+    delivery = await request.app[WEBHOOKS].retry(request.match_info["id"], body.attempts)
+    return json_response(delivery_out(delivery), status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(PREFIX, list_deliveries)
+    app.router.add_get(PREFIX + "/{id}", get_delivery)
+    app.router.add_post(PREFIX + "/{id}/retry", retry_delivery)
