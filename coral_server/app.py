@@ -12,6 +12,7 @@ from aiohttp import web
 
 from coral_server.api import docs
 from coral_server.api import events as event_routes
+from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
@@ -107,6 +108,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     registry_routes.add_routes(app)
     event_routes.add_routes(app)
     webhook_routes.add_routes(app)
+    puppet_routes.add_routes(app)
     docs.add_routes(app)
     app[MCP].add_routes(app)
     app.cleanup_ctx.append(_services)

@@ -218,6 +218,32 @@ class CreateSessionRequest(_In):
 
 CloseReasonName = Literal["ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown"]
 
+# -- puppet: an app acting as one of a session's agents (bodies = the MCP tools' arguments) --------
+
+
+class PuppetCreateThread(_In):
+    threadName: str = Field(min_length=1, description="Name (topic) of the new thread.")
+    participantNames: list[str] = Field(
+        default_factory=list, description="Agents to add; the puppeted agent is added automatically."
+    )
+
+
+class PuppetCloseThread(_In):
+    threadId: str = Field(min_length=1)
+    summary: str = Field(default="", description="The thread's outcome.")
+
+
+class PuppetSendMessage(_In):
+    threadId: str = Field(min_length=1)
+    content: str = Field(description="The message text.")
+    mentions: list[str] = Field(default_factory=list, description="Participants to mention (woken up).")
+
+
+class PuppetParticipant(_In):
+    threadId: str = Field(min_length=1)
+    participantName: str = Field(min_length=1)
+
+
 # -- responses ----------------------------------------------------------------------------------
 
 
@@ -369,6 +395,10 @@ class ErrorBody(_Out):
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "CreateSessionRequest": CreateSessionRequest,
+    "PuppetCreateThread": PuppetCreateThread,
+    "PuppetCloseThread": PuppetCloseThread,
+    "PuppetSendMessage": PuppetSendMessage,
+    "PuppetParticipant": PuppetParticipant,
     "RetryDeliveryRequest": RetryDeliveryRequest,
 }
 RESPONSE_MODELS: dict[str, type[BaseModel]] = {
@@ -376,6 +406,9 @@ RESPONSE_MODELS: dict[str, type[BaseModel]] = {
     "NamespaceSessions": NamespaceSessions,
     "SessionSummary": SessionSummary,
     "SessionState": SessionState,
+    "ThreadState": ThreadState,
+    "MessageState": MessageState,
+    "AgentState": AgentState,
     "AgentLogs": AgentLogs,
     "AgentConnection": AgentConnection,
     "RegistrySource": RegistrySource,

@@ -17,6 +17,7 @@ REF = "#/components/schemas/{model}"
 # (method, path, summary, request model, response model or list[model], tag)
 _S = "/api/v1/session"
 _SID = "/api/v1/session/{namespace}/{sessionId}"
+_P = "/api/v1/puppet/{namespace}/{sessionId}/{agent}"
 OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, Any, str]] = [
     (
         "post",
@@ -49,6 +50,47 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, Any, str]] = [
         m.RegistryAgentDetail,
         "registry",
     ),
+    (
+        "post",
+        _P + "/thread",
+        "Act as an agent: create a thread",
+        m.PuppetCreateThread,
+        m.ThreadState,
+        "puppet",
+    ),
+    (
+        "delete",
+        _P + "/thread",
+        "Act as an agent: close a thread",
+        m.PuppetCloseThread,
+        m.ThreadState,
+        "puppet",
+    ),
+    (
+        "post",
+        _P + "/thread/message",
+        "Act as an agent: send a message (mentions wake their agents)",
+        m.PuppetSendMessage,
+        m.MessageState,
+        "puppet",
+    ),
+    (
+        "post",
+        _P + "/thread/participant",
+        "Act as an agent: add a participant",
+        m.PuppetParticipant,
+        m.ThreadState,
+        "puppet",
+    ),
+    (
+        "delete",
+        _P + "/thread/participant",
+        "Act as an agent: remove a participant",
+        m.PuppetParticipant,
+        m.ThreadState,
+        "puppet",
+    ),
+    ("delete", _P, "Stop the agent (its state shows it exited)", None, m.AgentState, "puppet"),
     (
         "get",
         "/api/v1/webhooks/deliveries",

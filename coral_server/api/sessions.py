@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from coral_server.api.body import read_json
 from coral_server.api.errors import BadRequest, json_response, problems_of
 from coral_server.api.keys import SESSIONS
 from coral_server.api.models import (
@@ -21,17 +21,6 @@ from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, Sess
 from coral_server.sessions.errors import NotExternal
 
 MAX_LOG_LINES = 10_000
-
-
-async def read_json(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        raise BadRequest("request body is empty; expected JSON", [("(body)", "empty body")])
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        problem = f"not valid JSON: {exc}"
-        raise BadRequest(f"request body is {problem}", [("(body)", problem)]) from None
 
 
 def to_domain(body: CreateSessionRequest) -> SessionRequest:

@@ -6,9 +6,9 @@ from typing import Any, cast
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
-from coral_server.api.errors import BadRequest, json_response, problems_of
+from coral_server.api.body import read_model
+from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import WEBHOOKS
 from coral_server.api.models import RetryDeliveryRequest
 from coral_server.store import Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus
@@ -108,11 +108,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 async def retry_delivery(request: web.Request) -> web.Response:
-    raw = await request.read()
-    try:
-        body = RetryDeliveryRequest.model_validate_json(raw) if raw else RetryDeliveryRequest()
-    except ValidationError as exc:
-        raise BadRequest("invalid retry request", problems_of(exc)) from None
+    body = await read_model(request, RetryDeliveryRequest, optional=True)
     delivery = await request.app[WEBHOOKS].retry(request.match_info["id"], body.attempts)
     return json_response(delivery_out(delivery), status=202)
 

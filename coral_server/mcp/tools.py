@@ -244,7 +244,13 @@ async def _call_custom(
             agent=caller.agent.name,
         )
     except CustomToolError as exc:
+        caller.session.custom_tool_called(
+            caller.agent.name, tool.name, exc.outcome, duration_ms=exc.duration_ms, status=exc.status
+        )
         return error_result(str(exc))
+    caller.session.custom_tool_called(
+        caller.agent.name, tool.name, "ok", duration_ms=outcome.duration_ms, status=outcome.status
+    )
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=outcome.text)],
         structured_content=outcome.structured,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class SessionAgent:
     started_at: int | None = None
     ended_at: int | None = None
     secret_values: set[str] = field(default_factory=set)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once its exit is recorded
 
     @property
     def waiting(self) -> bool:

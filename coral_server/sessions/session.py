@@ -170,6 +170,7 @@ class Session:
             agent.status = "exited"
             log.info("agent.exited session=%s agent=%s code=%s", self.id, agent.name, agent.exit_code)
         agent.ended_at = now_ms()
+        agent.ended.set()
         self._emit_exited(agent)
         self.mark_disconnected(agent)
         agent.mailbox.close()
@@ -206,6 +207,20 @@ class Session:
         self._end_events()
         self._closed.set()
         await self._on_closed(self)
+
+    async def stop_agent(self, agent: SessionAgent) -> None:
+        """Stop one agent (SIGTERM, then SIGKILL after the grace period); returns once it has ended.
+
+        Its state shows it exited; when it was the last running agent, the session closes as usual.
+        """
+        if agent.ended_at is not None or self.closing:
+            return
+        if agent.handle is not None:
+            await agent.handle.stop(self._stop_grace_s)
+            # Its watcher records the exit (status, code, event) right after; wait for that.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await agent.ended.wait()
 
     def request_close(self, reason: CloseReason, detail: str | None = None) -> None:
         """Close from inside a call that must return first (an agent ending its own session)."""
@@ -373,6 +388,20 @@ class Session:
         finally:
             if mailbox.waiting == 0:
                 self._emit("agent_waiting", agent=agent.name, waiting=False)
+
+    def custom_tool_called(
+        self, agent: str, tool: str, outcome: str, *, duration_ms: float, status: int | None
+    ) -> None:
+        """Publish a custom tool call's outcome: no arguments or answer, which may carry anything."""
+        data: dict[str, Any] = {
+            "agent": agent,
+            "tool": tool,
+            "outcome": outcome,
+            "durationMs": round(duration_ms, 3),
+        }
+        if status is not None:
+            data["status"] = status
+        self._emit("custom_tool_called", **data)
 
     # -- views -------------------------------------------------------------------------------------
 

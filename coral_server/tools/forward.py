@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
@@ -21,8 +21,21 @@ log = logging.getLogger("coral_server.tools")
 Sign = Callable[[bytes, str, str], dict[str, str]]
 
 
+Outcome = Literal["ok", "invalid_arguments", "http_error", "timeout", "unreachable", "invalid_answer"]
+
+
 class CustomToolError(Exception):
-    """A custom tool call that failed; the message says which way, for the agent to read."""
+    """A custom tool call that failed; the message says which way, for the agent to read.
+
+    `outcome` names the way without any of the call's data (events carry it; arguments may hold
+    anything), `status` is the app's HTTP status if it answered.
+    """
+
+    def __init__(self, message: str, outcome: Outcome, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.status = status
+        self.duration_ms = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +87,21 @@ class CustomToolForwarder:
         self, tool: CustomToolSpec, arguments: dict[str, Any], *, namespace: str, session_id: str, agent: str
     ) -> ToolOutcome:
         """Validate, POST, check the answer; raises CustomToolError saying what went wrong."""
+        started = time.perf_counter()
+        try:
+            return await self._call(tool, arguments, namespace=namespace, session_id=session_id, agent=agent)
+        except CustomToolError as exc:
+            exc.duration_ms = (time.perf_counter() - started) * 1000
+            raise
+
+    async def _call(
+        self, tool: CustomToolSpec, arguments: dict[str, Any], *, namespace: str, session_id: str, agent: str
+    ) -> ToolOutcome:
         problems = _problems(tool.input_schema, arguments)
         if problems:
             raise CustomToolError(
-                f"arguments do not match the input schema of {tool.name}: " + "; ".join(problems)
+                f"arguments do not match the input schema of {tool.name}: " + "; ".join(problems),
+                "invalid_arguments",
             )
         body = orjson.dumps(arguments)
         delivery_id = f"call_{session_id[:8]}_{time.time_ns()}"
@@ -96,16 +120,18 @@ class CustomToolForwarder:
                 status = response.status
         except TimeoutError:
             raise CustomToolError(
-                f"{tool.name}: the app did not answer within {self._timeout_s:g} s"
+                f"{tool.name}: the app did not answer within {self._timeout_s:g} s", "timeout"
             ) from None
         except aiohttp.ClientError as exc:
             raise CustomToolError(
-                f"{tool.name}: cannot reach the app ({type(exc).__name__}: {exc})"
+                f"{tool.name}: cannot reach the app ({type(exc).__name__}: {exc})", "unreachable"
             ) from None
         duration_ms = (time.perf_counter() - started) * 1000
         text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
-            raise CustomToolError(f"{tool.name}: the app answered HTTP {status}: {text[:500]}")
+            raise CustomToolError(
+                f"{tool.name}: the app answered HTTP {status}: {text[:500]}", "http_error", status=status
+            )
         structured: dict[str, Any] | None = None
         parsed: Any = None
         if text.strip():
@@ -114,13 +140,17 @@ class CustomToolForwarder:
             except orjson.JSONDecodeError:
                 if tool.output_schema is not None:
                     raise CustomToolError(
-                        f"{tool.name}: the app's answer is not JSON: {text[:200]}"
+                        f"{tool.name}: the app's answer is not JSON: {text[:200]}",
+                        "invalid_answer",
+                        status=status,
                     ) from None
         if tool.output_schema is not None:
             problems = _problems(tool.output_schema, parsed)
             if problems:
                 raise CustomToolError(
-                    f"{tool.name}: the app's answer does not match the output schema: " + "; ".join(problems)
+                    f"{tool.name}: the app's answer does not match the output schema: " + "; ".join(problems),
+                    "invalid_answer",
+                    status=status,
                 )
         if isinstance(parsed, dict):
             structured = parsed

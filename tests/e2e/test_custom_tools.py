@@ -14,6 +14,7 @@ from aiohttp import web
 from coral_server.webhooks.verify import verify_coral_signature, verify_webhook
 from tests.conftest import Coral, agent_spec, session_body, start_coral
 from tests.e2e.mcp_client import connect
+from tests.e2e.test_events import of_type, read_until, ws_stream
 
 SECRET = "test-webhook-secret"
 
@@ -153,3 +154,26 @@ async def test_flat_reference_spelling_and_bad_schema(wcoral: Coral, receiver: R
     assert status == 400
     assert out["errors"][0]["field"] == "agentGraphRequest.customTools.submit_report.schema.inputSchema"
     assert "not a valid JSON Schema" in out["errors"][0]["message"]
+
+
+async def test_calls_are_published_as_events_without_their_data(wcoral: Coral, receiver: Receiver) -> None:
+    ns, sid = await wcoral.create_session(tool_body(receiver.url))
+    async with (
+        ws_stream(wcoral, ns, sid) as ws,
+        connect(await wcoral.connection_url(ns, sid, "writer")) as writer,
+    ):
+        await writer.ok("submit_report", title="ok-title", content="s3cret-content")
+        receiver.mode = "500"
+        await writer.call("submit_report", title="t", content="c")
+        await writer.call("submit_report", title="missing content")
+        events = await read_until(ws, of_type("custom_tool_called", outcome="invalid_arguments"))
+    calls = [e for e in events if e["type"] == "custom_tool_called"]
+    assert [(e["agent"], e["tool"], e["outcome"], e.get("status")) for e in calls] == [
+        ("writer", "submit_report", "ok", 200),
+        ("writer", "submit_report", "http_error", 500),
+        ("writer", "submit_report", "invalid_arguments", None),
+    ]
+    assert all(e["durationMs"] >= 0 for e in calls)
+    assert calls[0]["durationMs"] > 0
+    text = json.dumps(events)
+    assert "s3cret-content" not in text and "ok-title" not in text and "database on fire" not in text
