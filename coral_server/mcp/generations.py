@@ -7,8 +7,10 @@
   results too (`{"result": "error"}`: the 1.0 template crashes on `isError`); resources
   `coral://agent/instruction`, `coral://messages` (XML), `coral://agents` and their first spellings
   (`Instruction.resource`, `Message.resource`, `Agent.resource`).
-- devmode (before 1.0): the 1.0 tools without the `coral_` prefix; results are text (waits return
-  `ResolvedMessage` XML); resource `Message.resource`.
+- devmode (agents that build their URL from `CORAL_SSE_URL`): written before 1.0 they call the 1.0
+  tools without the `coral_` prefix and read text results (waits return `ResolvedMessage` XML);
+  updated for 1.0 they call the 1.0 tools. Both read the same variable, so they get both: the 1.0
+  surface plus the unprefixed tools. Only they see a doubled list; today's agents never do.
 
 Every generation runs on the same session model; only the spelling differs. Which generation an
 agent gets is decided in `coral_server.registry.generations` (its manifest's edition, and the route).
@@ -17,7 +19,7 @@ agent gets is decided in `coral_server.registry.generations` (its manifest's edi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mcp.types as types
@@ -41,10 +43,10 @@ from coral_server.mcp.surface import (
     Args,
     Caller,
     ResourceDef,
+    Spelling,
     Surface,
     ToolDef,
     error_result,
-    json_result,
     json_text_result,
     text_result,
 )
@@ -91,12 +93,12 @@ class ListAgentsArgs(Args):
     includeDetails: bool = Field(default=True, description="Include each agent's description and state.")
 
 
-# -- result spellings ------------------------------------------------------------------------------
+# -- results -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class _Spelling:
-    """How one older generation writes the result of each tool."""
+class _Results:
+    """What one older generation answers to each tool."""
 
     thread_created: Callable[[Session, Thread], Any]
     participant_added: Callable[[str, str], Any]
@@ -123,7 +125,7 @@ def _v1_agents(agents: list[SessionAgent], details: bool) -> dict[str, Any]:
     }
 
 
-V1_RESULTS = _Spelling(
+V1_RESULTS = _Results(
     thread_created=lambda s, t: {"result": "create_thread_success", "thread": v1_thread(s, t)},
     participant_added=lambda tid, name: {"result": "add_participant_success"},
     participant_removed=lambda tid, name: {"result": "remove_participant_success"},
@@ -161,7 +163,7 @@ def _devmode_agents(agents: list[SessionAgent], details: bool) -> str:
     return f"Registered Agents ({len(agents)}):\n{listing}"
 
 
-DEVMODE_RESULTS = _Spelling(
+DEVMODE_RESULTS = _Results(
     thread_created=_devmode_thread,
     participant_added=lambda tid, name: f"Participant added successfully to thread {tid}",
     participant_removed=lambda tid, name: f"Participant removed successfully from thread {tid}",
@@ -178,7 +180,9 @@ DEVMODE_RESULTS = _Spelling(
 # -- the older tools: the session's operations under older names and spellings ---------------------
 
 
-def _legacy_tools(prefix: str, spell: _Spelling, *, close_session: bool) -> tuple[ToolDef, ...]:
+def _legacy_tools(
+    prefix: str, spell: _Results, spelling: Spelling, *, close_session: bool
+) -> tuple[ToolDef, ...]:
     async def list_agents(c: Caller, a: ListAgentsArgs) -> Any:
         return spell.agents(linked_agents(c.session, c.agent), a.includeDetails)
 
@@ -252,7 +256,7 @@ def _legacy_tools(prefix: str, spell: _Spelling, *, close_session: bool) -> tupl
                 plugin="close_session_tool",
             )
         )
-    return tuple(tools)
+    return tuple(replace(tool, spelling=spelling) for tool in tools)
 
 
 # -- resources -------------------------------------------------------------------------------------
@@ -279,7 +283,6 @@ V1_RESOURCES: tuple[ResourceDef, ...] = (
     _messages("Message.resource"),
     _agents("Agent.resource"),
 )
-DEVMODE_RESOURCES: tuple[ResourceDef, ...] = (_messages("Message.resource"),)
 
 
 # -- the surfaces ----------------------------------------------------------------------------------
@@ -297,26 +300,15 @@ def _devmode_failure(message: str) -> types.CallToolResult:
     return text_result(f"Error: {message}")
 
 
+V1_SPELLING = Spelling(json_text_result, _v1_failure, _v1_input_failure)
+DEVMODE_SPELLING = Spelling(text_result, _devmode_failure, _devmode_failure)
+V1_TOOLS = _legacy_tools("coral_", V1_RESULTS, V1_SPELLING, close_session=True)
+DEVMODE_TOOLS = _legacy_tools("", DEVMODE_RESULTS, DEVMODE_SPELLING, close_session=False)
+
 SURFACES: dict[Generation, Surface] = {
-    Generation.CURRENT: Surface(
-        Generation.CURRENT, TOOLS, RESOURCES, json_result, error_result, error_result
-    ),
-    Generation.V1: Surface(
-        Generation.V1,
-        _legacy_tools("coral_", V1_RESULTS, close_session=True),
-        V1_RESOURCES,
-        json_text_result,
-        _v1_failure,
-        _v1_input_failure,
-    ),
-    Generation.DEVMODE: Surface(
-        Generation.DEVMODE,
-        _legacy_tools("", DEVMODE_RESULTS, close_session=False),
-        DEVMODE_RESOURCES,
-        text_result,
-        _devmode_failure,
-        _devmode_failure,
-    ),
+    Generation.CURRENT: Surface(Generation.CURRENT, TOOLS, RESOURCES, error_result),
+    Generation.V1: Surface(Generation.V1, V1_TOOLS, V1_RESOURCES, _v1_failure),
+    Generation.DEVMODE: Surface(Generation.DEVMODE, V1_TOOLS + DEVMODE_TOOLS, V1_RESOURCES, _devmode_failure),
 }
 
 

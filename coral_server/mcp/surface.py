@@ -25,6 +25,48 @@ class Args(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Spelling:
+    """How a generation writes a tool's result, its refusals and its argument errors."""
+
+    success: Callable[[Any], types.CallToolResult]
+    failure: Callable[[str], types.CallToolResult]  # a rule or the session said no
+    input_failure: Callable[[str], types.CallToolResult]  # the arguments did not fit
+
+
+# -- result spellings ------------------------------------------------------------------------------
+
+
+def json_result(payload: dict[str, Any], *, error: bool = False) -> types.CallToolResult:
+    """JSON as text and as structured content (today's spelling)."""
+    text = orjson.dumps(payload).decode()
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=payload, is_error=error
+    )
+
+
+def error_result(message: str) -> types.CallToolResult:
+    """Today's tool error: the message as text, `{"error": ...}` as structured content."""
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=message)],
+        structured_content={"error": message},
+        is_error=True,
+    )
+
+
+def text_result(text: str) -> types.CallToolResult:
+    """Plain text and nothing else (never an error: older agents crash on `isError`)."""
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=False)
+
+
+def json_text_result(payload: dict[str, Any]) -> types.CallToolResult:
+    """JSON as text only, never flagged as an error (the 1.0 spelling)."""
+    return text_result(orjson.dumps(payload).decode())
+
+
+TODAY = Spelling(json_result, error_result, error_result)
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """The identity behind a tool call, fixed by the agent's secret in the MCP URL, and its surface."""
 
@@ -60,13 +102,14 @@ Renderer = Callable[[Session, SessionAgent], str]
 
 @dataclass(frozen=True, slots=True)
 class ToolDef:
-    """One tool: its name, its arguments and a handler that returns the generation's result."""
+    """One tool: its name, its arguments, a handler, and how its results are written."""
 
     name: str
     description: str
     args: type[Args]
     handler: Handler
     plugin: str | None = None
+    spelling: Spelling = TODAY
 
     def to_mcp(self) -> types.Tool:
         return types.Tool(name=self.name, description=self.description, input_schema=_input_schema(self.args))
@@ -90,14 +133,13 @@ class ResourceDef:
 
 @dataclass(frozen=True, slots=True)
 class Surface:
-    """Everything one generation of agents sees: tools, resources, and how results are written."""
+    """Everything one generation of agents sees: tools and resources."""
 
     generation: Generation
     tools: tuple[ToolDef, ...]
     resources: tuple[ResourceDef, ...]
-    success: Callable[[Any], types.CallToolResult]
-    failure: Callable[[str], types.CallToolResult]  # a rule or the session said no
-    input_failure: Callable[[str], types.CallToolResult]  # the arguments did not fit
+    # Unknown tools and failed custom tools, in the generation's spelling.
+    failure: Callable[[str], types.CallToolResult]
 
     def tools_for(self, agent: SessionAgent) -> list[ToolDef]:
         """The tools this agent sees: the collaboration tools plus those its plugins grant."""
@@ -113,36 +155,6 @@ def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
     return schema
-
-
-# -- result spellings ------------------------------------------------------------------------------
-
-
-def json_result(payload: dict[str, Any], *, error: bool = False) -> types.CallToolResult:
-    """JSON as text and as structured content (today's spelling)."""
-    text = orjson.dumps(payload).decode()
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], structured_content=payload, is_error=error
-    )
-
-
-def error_result(message: str) -> types.CallToolResult:
-    """Today's tool error: the message as text, `{"error": ...}` as structured content."""
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=message)],
-        structured_content={"error": message},
-        is_error=True,
-    )
-
-
-def text_result(text: str) -> types.CallToolResult:
-    """Plain text and nothing else (never an error: older agents crash on `isError`)."""
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=False)
-
-
-def json_text_result(payload: dict[str, Any]) -> types.CallToolResult:
-    """JSON as text only, never flagged as an error (the 1.0 spelling)."""
-    return text_result(orjson.dumps(payload).decode())
 
 
 # -- dispatch --------------------------------------------------------------------------------------
@@ -206,16 +218,17 @@ async def call_tool(caller: Caller, name: str, arguments: dict[str, Any] | None)
             return surface.failure(f"Tool {name} not found")
         await caller.session.ready(caller.agent)
         return await _call_custom(caller, custom, arguments or {})
+    spelling = tool.spelling
     try:
         args = tool.args.model_validate(arguments or {})
     except ValidationError as exc:
-        return surface.input_failure(_describe(exc))
+        return spelling.input_failure(_describe(exc))
     await caller.session.ready(caller.agent)
     try:
         payload = await tool.handler(caller, args)
     except SessionError as exc:
-        return surface.failure(str(exc))
-    return surface.success(payload)
+        return spelling.failure(str(exc))
+    return spelling.success(payload)
 
 
 def list_resources(caller: Caller) -> list[types.Resource]:

@@ -3,7 +3,8 @@
 A manifest's ``edition`` says which generation its agent was written for: none, 1 or 2 is the
 1.0 generation (coral-server 1.0, late 2025), 3 and later is today's. The 1.0 manifest format was
 also that of the older devmode generation (before 1.0), so those agents are told apart by the URL
-they connect through: ``CORAL_SSE_URL`` (which only they read) leads to a path of its own.
+they connect through: the 1.0 template reads ``CORAL_CONNECTION_URL``, devmode agents (and the
+agents updated from them for 1.0) read ``CORAL_SSE_URL``, which leads to a path of its own.
 
 This module owns the launch side of the mapping (transport default, MCP URLs, environment);
 ``coral_server.mcp.generations`` owns the MCP side (tools, arguments, results, resources).
@@ -44,7 +45,7 @@ class Generation(StrEnum):
 
     CURRENT = "current"
     V1 = "1.0"  # coral_wait_for_mentions, participantIds, coral://messages; SSE only
-    DEVMODE = "devmode"  # before 1.0: the same tools without the coral_ prefix, CORAL_SSE_URL
+    DEVMODE = "devmode"  # CORAL_SSE_URL readers: the 1.0 tools, also without the coral_ prefix
 
 
 McpRoute = Literal["mcp", "sse", "devmode"]
@@ -69,7 +70,7 @@ def route_generation(agent: Generation, route: McpRoute) -> Generation:
     """The surface served on one route to an agent of generation ``agent``.
 
     Today's agents see today's surface everywhere; a 1.0-format agent that connects through the
-    devmode route (``CORAL_SSE_URL``) gets the devmode surface.
+    devmode route (``CORAL_SSE_URL``) gets the devmode surface (1.0's plus the unprefixed names).
     """
     if agent is Generation.CURRENT:
         return Generation.CURRENT

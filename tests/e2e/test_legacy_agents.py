@@ -40,7 +40,8 @@ V1 = {
     "coral_send_message",
     "coral_wait_for_mentions",
 }
-DEVMODE = {name.removeprefix("coral_") for name in V1}
+UNPREFIXED = {name.removeprefix("coral_") for name in V1}
+DEVMODE = V1 | UNPREFIXED  # what CORAL_SSE_URL readers get: 1.0 agents grown from devmode ones read it too
 
 
 def current_agent() -> dict[str, Any]:
@@ -133,9 +134,16 @@ class V1Model:
 
 
 @pytest.mark.parametrize(
-    ("manifest", "route"), [("legacy-v1", "path_end=sse query=agentId"), ("legacy-v1-http", "path_end=mcp")]
+    ("manifest", "route", "offered"),
+    [
+        ("legacy-v1", "path_end=sse query=agentId", V1),  # CORAL_CONNECTION_URL, SSE
+        ("legacy-v1-http", "path_end=mcp query=", V1),  # CORAL_CONNECTION_URL, streamable HTTP
+        ("legacy-v1-sse-url", "path_end=sse query=agentId", DEVMODE),  # CORAL_SSE_URL + ?agentId=
+    ],
 )
-async def test_v1_agent_converses_with_a_current_agent(coral: Coral, manifest: str, route: str) -> None:
+async def test_v1_agent_converses_with_a_current_agent(
+    coral: Coral, manifest: str, route: str, offered: set[str]
+) -> None:
     model = V1Model()
     async with FakeOpenAI(model.script()) as fake:
         v1 = agent_spec(
@@ -164,17 +172,17 @@ async def test_v1_agent_converses_with_a_current_agent(coral: Coral, manifest: s
         stderr = await stderr_of(coral, ns, sid, "v1")
         assert agent["exitCode"] == 0, stderr
         assert not fake.errors, fake.errors
-        assert f"orchestrated: runtime=executable claims=0 {route}" in "\n".join(stderr)
+        assert f"orchestrated: runtime=executable claims=0 {route}" in stderr
 
-        # the model saw the 1.0 tools only, and the defaults of the options the request left out
+        # the model saw the 1.0 tools, and the defaults of the options the request left out
         first = fake.requests[0]
-        assert set(first.tool_names) == V1
+        assert set(first.tool_names) == offered
         assert (first.json["model"], first.json["temperature"]) == ("gpt-4.1-mini", 0.2)
         # the resources were read before every call: the instruction, then the threads as XML
         system = [r.messages[0]["content"] for r in fake.requests]
         assert all("coral_wait_for_mentions" in s and "Be polite." in s for s in system)
         assert "<threads" in system[0] and "greetings" not in system[0]
-        assert "hello from 1.0" in system[3] and "hi 1.0" not in system[3]
+        assert "hello from 1.0" in system[3]
         assert "hi 1.0" in system[4]
 
         state = await coral.state(ns, sid)
