@@ -181,38 +181,38 @@ DEVMODE_RESULTS = _Results(
 
 
 def _legacy_tools(
-    prefix: str, spell: _Results, spelling: Spelling, *, close_session: bool
+    prefix: str, results: _Results, spelling: Spelling, *, close_session: bool
 ) -> tuple[ToolDef, ...]:
     async def list_agents(c: Caller, a: ListAgentsArgs) -> Any:
-        return spell.agents(linked_agents(c.session, c.agent), a.includeDetails)
+        return results.agents(linked_agents(c.session, c.agent), a.includeDetails)
 
     async def create_thread(c: Caller, a: CreateThreadIdsArgs) -> Any:
         thread = c.session.create_thread(c.agent, a.threadName, a.participantIds)
-        return spell.thread_created(c.session, thread)
+        return results.thread_created(c.session, thread)
 
     async def add_participant(c: Caller, a: ParticipantIdArgs) -> Any:
         c.session.add_participant(c.agent, a.threadId, a.participantId)
-        return spell.participant_added(a.threadId, a.participantId)
+        return results.participant_added(a.threadId, a.participantId)
 
     async def remove_participant(c: Caller, a: ParticipantIdArgs) -> Any:
         c.session.remove_participant(c.agent, a.threadId, a.participantId)
-        return spell.participant_removed(a.threadId, a.participantId)
+        return results.participant_removed(a.threadId, a.participantId)
 
     async def close_thread(c: Caller, a: CloseThreadArgs) -> Any:
         c.session.close_thread(c.agent, a.threadId, a.summary)
-        return spell.thread_closed(a.threadId, a.summary)
+        return results.thread_closed(a.threadId, a.summary)
 
     async def send_message(c: Caller, a: SendMessageMentionsArgs) -> Any:
         message = c.session.send_message(c.agent, a.threadId, a.content, a.mentions)
-        return spell.message_sent(c.session, message)
+        return results.message_sent(c.session, message)
 
     async def wait_for_mentions(c: Caller, a: WaitForMentionsArgs) -> Any:
         me = c.agent.name
-        return spell.mentions(c.session, await c.take_all(lambda m: me in m.mentions, a.timeoutMs))
+        return results.mentions(c.session, await c.take_all(lambda m: me in m.mentions, a.timeoutMs))
 
     async def close_session_(c: Caller, a: CloseSessionArgs) -> Any:
         c.session.request_close(f"closed by agent {c.agent.name}: {a.reason}")
-        return spell.session_closed()
+        return results.session_closed()
 
     tools = [
         ToolDef(f"{prefix}list_agents", "List the agents you can talk to.", ListAgentsArgs, list_agents),

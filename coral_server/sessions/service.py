@@ -250,7 +250,8 @@ class Sessions:
     def connection_url(self, agent: SessionAgent) -> str:
         return connection_url(self._launch_target(agent))
 
-    def _launch_target(self, agent: SessionAgent, session: Session | None = None) -> LaunchTarget:
+    def _launch_target(self, agent: SessionAgent, session_id: str = "") -> LaunchTarget:
+        """Who `agent` is and where its MCP endpoint is (the URL needs no session id)."""
         transport: RuntimeTransport = "streamable_http"
         if agent.runtime == "executable" and agent.manifest.executable is not None:
             transport = agent.manifest.executable.transport
@@ -261,7 +262,7 @@ class Sessions:
             api_url=self._api_url(agent),
             secret=agent.secret,
             agent_name=agent.name,
-            session_id=session.id if session is not None else "",
+            session_id=session_id,
             runtime=agent.runtime,
             transport=transport,
             system_prompt=agent.system_prompt,
@@ -286,7 +287,7 @@ class Sessions:
             # containers get only what is theirs.
             env.update({k: v for k, v in os.environ.items() if not k.startswith(_SERVER_ENV_PREFIX)})
         env.update(opt_env.env)
-        env.update(launch_env(self._launch_target(agent, session)))
+        env.update(launch_env(self._launch_target(agent, session.id)))
         env["PYTHONUNBUFFERED"] = "1"
         command: list[str] = []
         image: str | None = None
