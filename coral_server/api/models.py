@@ -299,6 +299,9 @@ class AgentState(_Out):
     description: str
     links: list[str]
     runtime: str
+    generation: Literal["current", "1.0"] = Field(
+        description="The agent surface it is served: its manifest's generation (external agents: current)."
+    )
     status: Literal["pending", "running", "exited", "failed"]
     exitCode: int | None = None
     error: str | None = None

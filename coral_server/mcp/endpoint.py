@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -16,14 +17,18 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from coral_server.mcp.bridge import Message, call_asgi
 from coral_server.mcp.delivery import Delivery
+from coral_server.mcp.generations import surface_for
 from coral_server.mcp.server import CALLER_KEY, build_server
-from coral_server.mcp.tools import Caller
+from coral_server.mcp.surface import Caller
+from coral_server.registry import DESCRIPTION_QUERY, ROUTE_TAILS, McpRoute, route_generation
 from coral_server.sessions import Session, SessionAgent, Sessions
 from coral_server.tools import CustomToolForwarder
 
 log = logging.getLogger("coral_server.mcp")
 
 SESSION_HEADER = "mcp-session-id"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _user(session: Session, agent: SessionAgent) -> AuthenticatedUser:
@@ -76,13 +81,28 @@ class McpEndpoint:
                 await self._runner
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_route("POST", "/mcp/v1/{secret}/mcp", self.streamable)
-        app.router.add_route("GET", "/mcp/v1/{secret}/mcp", self.streamable)
-        app.router.add_route("DELETE", "/mcp/v1/{secret}/mcp", self.streamable)
-        app.router.add_route("GET", "/mcp/v1/{secret}/sse", self.sse_stream)
-        app.router.add_route("GET", "/mcp/v1/{secret}/sse/", self.sse_stream)
-        app.router.add_route("POST", "/mcp/v1/{secret}/sse/messages/", self.sse_message)
-        app.router.add_route("POST", "/mcp/v1/{secret}/sse/messages", self.sse_message)
+        streamable = f"/mcp/v1/{{secret}}/{ROUTE_TAILS['mcp']}"
+        for method in ("POST", "GET", "DELETE"):
+            app.router.add_route(method, streamable, self.streamable)
+        # SSE, with or without the trailing slash: today's and 1.0's route, and the devmode one
+        # that CORAL_SSE_URL leads to (see coral_server.registry.generations).
+        sse_routes: tuple[McpRoute, ...] = ("sse", "devmode")
+        for route in sse_routes:
+            stream, message = self._sse_handlers(route)
+            path = f"/mcp/v1/{{secret}}/{ROUTE_TAILS[route]}"
+            app.router.add_route("GET", path, stream)
+            app.router.add_route("GET", f"{path}/", stream)
+            app.router.add_route("POST", f"{path}/messages/", message)
+            app.router.add_route("POST", f"{path}/messages", message)
+
+    def _sse_handlers(self, route: McpRoute) -> tuple[Handler, Handler]:
+        async def stream(request: web.Request) -> web.StreamResponse:
+            return await self.sse_stream(request, route)
+
+        async def message(request: web.Request) -> web.StreamResponse:
+            return await self.sse_message(request, route)
+
+        return stream, message
 
     # -- routes -----------------------------------------------------------------------------------
 
@@ -94,8 +114,11 @@ class McpEndpoint:
             )
         return found
 
-    def _extra(self, session: Session, agent: SessionAgent, delivery: Delivery) -> dict[str, Any]:
-        caller = Caller(session, agent, self.wait_cap_ms, delivery, self.forwarder)
+    def _extra(
+        self, session: Session, agent: SessionAgent, delivery: Delivery, route: McpRoute
+    ) -> dict[str, Any]:
+        surface = surface_for(route_generation(agent.generation, route))
+        caller = Caller(session, agent, self.wait_cap_ms, delivery, surface, self.forwarder)
         return {CALLER_KEY: caller, "user": _user(session, agent)}
 
     async def streamable(self, request: web.Request) -> web.StreamResponse:
@@ -108,7 +131,7 @@ class McpEndpoint:
                 request,
                 self.manager.handle_request,
                 body=body,
-                extra=self._extra(session, agent, delivery),
+                extra=self._extra(session, agent, delivery, "mcp"),
                 on_sent=delivery.confirm,
                 on_client_gone=delivery.abandon,
             )
@@ -130,9 +153,11 @@ class McpEndpoint:
                 session.mark_disconnected(agent)
         return response
 
-    async def sse_stream(self, request: web.Request) -> web.StreamResponse:
+    async def sse_stream(self, request: web.Request, route: McpRoute = "sse") -> web.StreamResponse:
         session, agent = self._identify(request)
-        root = f"/mcp/v1/{agent.secret}/sse"
+        root = f"/mcp/v1/{agent.secret}/{ROUTE_TAILS[route]}"
+        # Other query parameters (1.0's ?agentId=...) are ignored: the secret says who this is.
+        session.describe(agent, request.query.get(DESCRIPTION_QUERY, ""))
         task = asyncio.current_task()
         assert task is not None
         self._sse_tasks[agent.secret].add(task)
@@ -144,18 +169,18 @@ class McpEndpoint:
                 await server.run(read, write, server.create_initialization_options())
 
         try:
-            extra = self._extra(session, agent, Delivery())
+            extra = self._extra(session, agent, Delivery(), route)
             return await call_asgi(request, app, body=b"", root_path=root, extra=extra)
         finally:
             self._sse_tasks[agent.secret].discard(task)
             if not self._sse_tasks[agent.secret] and not self._mcp_sessions[agent.secret]:
                 session.mark_disconnected(agent)
 
-    async def sse_message(self, request: web.Request) -> web.StreamResponse:
+    async def sse_message(self, request: web.Request, route: McpRoute = "sse") -> web.StreamResponse:
         session, agent = self._identify(request)
         body = await request.read()
         # Over SSE the answer travels on the stream; its end cancels the SDK's pending handlers.
-        extra = self._extra(session, agent, Delivery())
+        extra = self._extra(session, agent, Delivery(), route)
         return await call_asgi(request, self.sse.handle_post_message, body=body, extra=extra)
 
     # -- teardown ---------------------------------------------------------------------------------

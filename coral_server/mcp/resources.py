@@ -1,4 +1,4 @@
-"""MCP resources that tell an agent how to collaborate and what its session looks like."""
+"""Today's MCP resources: how to collaborate (`coral://instruction`) and the session (`coral://state`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from coral_server.mcp.surface import ResourceDef
 from coral_server.sessions import Session, SessionAgent
 from coral_server.sessions.model import iso, now_ms
 
@@ -91,3 +92,13 @@ def state_text(session: Session, agent: SessionAgent) -> str:
     else:
         parts.append("You are not in any thread yet.")
     return "\n\n".join(parts)
+
+
+def instruction_text(session: Session, agent: SessionAgent) -> str:
+    return INSTRUCTION
+
+
+RESOURCES: tuple[ResourceDef, ...] = (
+    ResourceDef(INSTRUCTION_URI, "instruction", "How to use the Coral tools", instruction_text),
+    ResourceDef(STATE_URI, "state", "You, the agents you are linked to, and your threads", state_text),
+)

@@ -9,25 +9,16 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
 from coral_server import __version__
-from coral_server.mcp.resources import INSTRUCTION, INSTRUCTION_URI, STATE_URI, state_text
-from coral_server.mcp.tools import Caller, call_tool, error_result, list_tools
+from coral_server.mcp.surface import (
+    Caller,
+    call_tool,
+    error_result,
+    list_resources,
+    list_tools,
+    read_resource,
+)
 
 CALLER_KEY = "coral.caller"
-
-_RESOURCES = [
-    types.Resource(
-        uri=INSTRUCTION_URI,
-        name="instruction",
-        description="How to use the Coral tools",
-        mime_type="text/markdown",
-    ),
-    types.Resource(
-        uri=STATE_URI,
-        name="state",
-        description="You, the agents you are linked to, and your threads",
-        mime_type="text/markdown",
-    ),
-]
 
 
 class UnknownCaller(Exception):
@@ -61,23 +52,16 @@ async def _call_tool(
 async def _list_resources(
     ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
 ) -> types.ListResourcesResult:
-    return types.ListResourcesResult(resources=_RESOURCES)
+    return types.ListResourcesResult(resources=list_resources(caller_of(ctx)))
 
 
 async def _read_resource(
     ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
 ) -> types.ReadResourceResult:
-    caller = caller_of(ctx)
-    uri = str(params.uri)
-    if uri == INSTRUCTION_URI:
-        text = INSTRUCTION
-    elif uri == STATE_URI:
-        text = state_text(caller.session, caller.agent)
-    else:
-        raise ValueError(f"unknown resource {uri}")
-    return types.ReadResourceResult(
-        contents=[types.TextResourceContents(uri=uri, mime_type="text/markdown", text=text)]
-    )
+    try:
+        return read_resource(caller_of(ctx), str(params.uri))
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def build_server() -> Server[Any]:

@@ -8,6 +8,16 @@ from coral_server.registry.errors import (
     OptionsInvalid,
     RegistryError,
 )
+from coral_server.registry.generations import (
+    DESCRIPTION_QUERY,
+    ROUTE_TAILS,
+    Generation,
+    LaunchTarget,
+    McpRoute,
+    connection_url,
+    launch_env,
+    route_generation,
+)
 from coral_server.registry.manifest import (
     MANIFEST_FILENAME,
     AgentManifest,
@@ -31,15 +41,20 @@ from coral_server.registry.options import (
 )
 
 __all__ = [
+    "DESCRIPTION_QUERY",
     "LATEST",
     "MANIFEST_FILENAME",
+    "ROUTE_TAILS",
     "SECRET_MASK",
     "AgentManifest",
     "AgentNotInRegistry",
     "DockerRuntime",
     "ExecutableRuntime",
     "FieldError",
+    "Generation",
+    "LaunchTarget",
     "ManifestInvalid",
+    "McpRoute",
     "OptionEnvironment",
     "OptionSpec",
     "OptionTransport",
@@ -48,8 +63,10 @@ __all__ = [
     "RegistryError",
     "ResolvedOption",
     "RuntimeTransport",
+    "connection_url",
     "encode_env_value",
     "encode_file_value",
+    "launch_env",
     "load_manifest",
     "manifest_json",
     "materialize",
@@ -57,5 +74,6 @@ __all__ = [
     "public_value",
     "public_values",
     "resolve_options",
+    "route_generation",
     "version_key",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from coral_server.registry.errors import ManifestInvalid
+from coral_server.registry.generations import Generation, Transport, default_transport, manifest_generation
 from coral_server.registry.values import (
     SCALAR_TYPES,
     canonical_type,
@@ -36,7 +37,7 @@ AGENT_NAME_MAX = 32
 OPTION_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z_$0-9]*$")
 SUPPORTED_EDITIONS = range(1, 5)
 
-RuntimeTransport = Literal["streamable_http", "sse"]
+RuntimeTransport = Transport
 OptionTransport = Literal["env", "fs"]
 
 
@@ -113,6 +114,11 @@ class AgentManifest:
     def identifier(self) -> str:
         return f"{self.name}@{self.version}"
 
+    @property
+    def generation(self) -> Generation:
+        """The generation of the reference server this manifest was written for."""
+        return manifest_generation(self.edition)
+
 
 class _Bad(Exception):
     """Internal: a reason the manifest is invalid (wrapped into ManifestInvalid with the path)."""
@@ -177,7 +183,7 @@ def _parse(data: Mapping[str, object], path: Path) -> AgentManifest:
     capabilities = _string_list(agent.get("capabilities", data.get("capabilities")), "capabilities")
     keywords = _string_list(agent.get("keywords", data.get("keywords")), "keywords")
 
-    executable, docker = _runtimes(data.get("runtimes"))
+    executable, docker = _runtimes(data.get("runtimes"), default_transport(edition))
     options = _options(data.get("options"), root)
     return AgentManifest(
         name=name,
@@ -238,9 +244,9 @@ def _string_list(value: object, where: str) -> list[str]:
 # -- runtimes --------------------------------------------------------------------------------------
 
 
-def _transport(value: object, where: str) -> RuntimeTransport:
+def _transport(value: object, where: str, default: RuntimeTransport) -> RuntimeTransport:
     if value is None:
-        return "streamable_http"
+        return default
     if isinstance(value, str):
         normal = value.strip().lower().replace("-", "_")
         if normal == "streamable_http":
@@ -250,7 +256,10 @@ def _transport(value: object, where: str) -> RuntimeTransport:
     raise _Bad(f"{where} transport {value!r} is invalid (expected 'streamable_http' or 'sse')")
 
 
-def _runtimes(value: object) -> tuple[ExecutableRuntime | None, DockerRuntime | None]:
+def _runtimes(
+    value: object, default: RuntimeTransport
+) -> tuple[ExecutableRuntime | None, DockerRuntime | None]:
+    """The runtimes; one that names no transport gets ``default`` (its generation's)."""
     if value is None:
         raise _Bad("no runtime: add [runtimes.executable] or [runtimes.docker]")
     if not isinstance(value, Mapping):
@@ -275,7 +284,7 @@ def _runtimes(value: object) -> tuple[ExecutableRuntime | None, DockerRuntime | 
             path, arguments = command_list[0], command_list[1:] + arguments
         if not isinstance(path, str) or not path:
             raise _Bad(f"{where} path must be a non-empty string")
-        executable = ExecutableRuntime(path, arguments, _transport(exe.get("transport"), where))
+        executable = ExecutableRuntime(path, arguments, _transport(exe.get("transport"), where, default))
 
     dock = value.get("docker")
     if dock is not None:
@@ -287,7 +296,7 @@ def _runtimes(value: object) -> tuple[ExecutableRuntime | None, DockerRuntime | 
             raise _Bad(f"{where} needs a non-empty string 'image'")
         raw_command = dock.get("command")
         command_opt = None if raw_command is None else _string_list(raw_command, f"{where} command")
-        docker = DockerRuntime(image, command_opt, _transport(dock.get("transport"), where))
+        docker = DockerRuntime(image, command_opt, _transport(dock.get("transport"), where, default))
 
     if executable is None and docker is None:
         raise _Bad("no runtime: add [runtimes.executable] or [runtimes.docker]")

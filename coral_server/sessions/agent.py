@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from coral_server.registry import AgentManifest, ResolvedOption
+from coral_server.registry import AgentManifest, Generation, ResolvedOption
 from coral_server.runtimes import AgentHandle, AgentLog
 from coral_server.sessions.mailbox import Mailbox
 
@@ -30,6 +30,8 @@ class SessionAgent:
     custom_tool_access: list[str] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
+    # The surface it was written for: its manifest's, except for external agents (today's).
+    generation: Generation = Generation.CURRENT
     links: set[str] = field(default_factory=set)
     mailbox: Mailbox = field(default_factory=Mailbox)
     log: AgentLog = field(default_factory=AgentLog)
@@ -59,6 +61,7 @@ class SessionAgent:
             "description": self.description,
             "links": sorted(self.links),
             "runtime": self.runtime,
+            "generation": self.generation.value,
             "status": self.status,
         }
         if self.exit_code is not None:

@@ -16,8 +16,13 @@ from coral_server.events import EventBus
 from coral_server.registry import (
     AgentManifest,
     AgentNotInRegistry,
+    Generation,
+    LaunchTarget,
     OptionsInvalid,
     Registry,
+    RuntimeTransport,
+    connection_url,
+    launch_env,
     materialize,
     resolve_options,
 )
@@ -198,6 +203,8 @@ class Sessions:
             custom_tool_access=list(req.custom_tool_access),
             plugins=list(req.plugins),
             annotations=dict(req.annotations),
+            # An external agent is whatever the app runs: it gets today's surface.
+            generation=Generation.CURRENT if req.runtime == "external" else manifest.generation,
         )
         agent.log.max_bytes = self.settings.log_buffer_bytes
         return agent
@@ -244,13 +251,25 @@ class Sessions:
         return session
 
     def connection_url(self, agent: SessionAgent) -> str:
-        transport = "streamable_http"
+        return connection_url(self._launch_target(agent))
+
+    def _launch_target(self, agent: SessionAgent, session_id: str = "") -> LaunchTarget:
+        """Who `agent` is and where its MCP endpoint is (the URL needs no session id)."""
+        transport: RuntimeTransport = "streamable_http"
         if agent.runtime == "executable" and agent.manifest.executable is not None:
             transport = agent.manifest.executable.transport
         elif agent.runtime == "docker" and agent.manifest.docker is not None:
             transport = agent.manifest.docker.transport
-        tail = "sse/" if transport == "sse" else "mcp"
-        return f"{self._api_url(agent)}/mcp/v1/{agent.secret}/{tail}"
+        return LaunchTarget(
+            generation=agent.generation,
+            api_url=self._api_url(agent),
+            secret=agent.secret,
+            agent_name=agent.name,
+            session_id=session_id,
+            runtime=agent.runtime,
+            transport=transport,
+            system_prompt=agent.system_prompt,
+        )
 
     def _api_url(self, agent: SessionAgent) -> str:
         if agent.runtime == "docker" and self.settings.docker_api_url:
@@ -271,19 +290,8 @@ class Sessions:
             # containers get only what is theirs.
             env.update({k: v for k, v in os.environ.items() if not k.startswith(_SERVER_ENV_PREFIX)})
         env.update(opt_env.env)
-        env.update(
-            {
-                "CORAL_CONNECTION_URL": self.connection_url(agent),
-                "CORAL_AGENT_ID": agent.name,
-                "CORAL_AGENT_SECRET": agent.secret,
-                "CORAL_SESSION_ID": session.id,
-                "CORAL_API_URL": self._api_url(agent),
-                "CORAL_RUNTIME_ID": agent.runtime,
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        if agent.system_prompt:
-            env["CORAL_PROMPT_SYSTEM"] = agent.system_prompt
+        env.update(launch_env(self._launch_target(agent, session.id)))
+        env["PYTHONUNBUFFERED"] = "1"
         command: list[str] = []
         image: str | None = None
         if agent.runtime == "executable":

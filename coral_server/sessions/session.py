@@ -252,6 +252,11 @@ class Session:
             self._emit("agent_disconnected", agent=agent.name)
             log.info("agent.disconnected session=%s agent=%s", self.id, agent.name)
 
+    def describe(self, agent: SessionAgent, description: str) -> None:
+        """An agent that describes itself when it connects (devmode agents do) fills an empty description."""
+        if not agent.description and description.strip():
+            agent.description = description.strip()
+
     async def ready(self, agent: SessionAgent) -> None:
         """Hold `agent` until the blocking agents it is linked to have connected (bounded)."""
         blockers = [self.agents[n] for n in agent.links if self.agents[n].blocking]

@@ -11,6 +11,7 @@ from coral_server.registry import (
     AgentManifest,
     DockerRuntime,
     ExecutableRuntime,
+    Generation,
     ManifestInvalid,
     OptionSpec,
     load_manifest,
@@ -92,6 +93,7 @@ def test_current_format_edition_4(write_file: WriteFile, tmp_path: Path) -> None
     assert m.name == "web-researcher"
     assert m.version == "1.2.3"
     assert m.edition == 4
+    assert m.generation is Generation.CURRENT
     assert m.description == "Searches the web"
     assert m.summary == "Web search agent"
     assert m.capabilities == ["resources", "tool_refreshing"]
@@ -144,8 +146,10 @@ def test_legacy_manifest_without_edition(write_file: WriteFile) -> None:
     )
     m = load_manifest(path)
     assert m.edition is None
+    assert m.generation is Generation.V1
     assert m.description is None and m.summary is None
-    assert m.executable == ExecutableRuntime("python", ["main.py", "--verbose"], "streamable_http")
+    # 1.0 agents speak SSE only: a runtime naming no transport gets SSE
+    assert m.executable == ExecutableRuntime("python", ["main.py", "--verbose"], "sse")
     assert m.docker is None
     assert m.options["RATIO"].type == "f64"
     assert m.options["RATIO"].default == 2.0 and isinstance(m.options["RATIO"].default, float)
@@ -170,6 +174,7 @@ def test_older_editions_are_tolerated(make_agent: MakeAgent, write_file: WriteFi
     )
     m = load_manifest(path)
     assert m.edition == edition
+    assert m.generation is (Generation.CURRENT if edition >= 3 else Generation.V1)
     assert m.docker == DockerRuntime("img", None, "streamable_http")
 
 
