@@ -103,7 +103,9 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         max_delay_s=settings.webhook_retry_max_s,
     )
     sessions.closed_listeners.append(EndReporter(app[WEBHOOKS]))
-    app[MCP] = McpEndpoint(sessions, settings.wait_cap_ms, forwarder)
+    app[MCP] = McpEndpoint(
+        sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"
+    )
     session_routes.add_routes(app)
     registry_routes.add_routes(app)
     event_routes.add_routes(app)

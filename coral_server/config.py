@@ -41,6 +41,10 @@ class Settings(BaseModel):
     custom_tool_timeout_s: float = Field(
         default=30.0, gt=0, description="How long a custom tool call may take."
     )
+    mcp_transport: Literal["native", "sdk"] = Field(
+        default="native",
+        description="native: handshake-era streamable HTTP served directly (faster); sdk: always the SDK's.",
+    )
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="How long one webhook delivery attempt may take."
     )
@@ -126,6 +130,7 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("server", "instanceId"): "instance_id",
     ("network", "webhookSecrets"): "webhook_secrets",
     ("network", "customToolTimeoutSeconds"): "custom_tool_timeout_s",
+    ("network", "mcpTransport"): "mcp_transport",
     ("webhooks", "timeoutSeconds"): "webhook_timeout_s",
     ("webhooks", "maxAttempts"): "webhook_max_attempts",
     ("webhooks", "maxRetryDelaySeconds"): "webhook_retry_max_s",
@@ -149,6 +154,7 @@ _ENV_KEYS = {
     "INSTANCE_ID": "instance_id",
     "WEBHOOK_SECRETS": "webhook_secrets",
     "CUSTOM_TOOL_TIMEOUT_S": "custom_tool_timeout_s",
+    "MCP_TRANSPORT": "mcp_transport",
     "WEBHOOK_TIMEOUT_S": "webhook_timeout_s",
     "WEBHOOK_MAX_ATTEMPTS": "webhook_max_attempts",
     "WEBHOOK_RETRY_MAX_S": "webhook_retry_max_s",
@@ -225,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-cap-ms", type=int, help="longest coral_wait_* block in ms (default 60000)")
     parser.add_argument("--stop-grace-s", type=float, help="SIGTERM to SIGKILL grace for agents (default 5)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
+    parser.add_argument(
+        "--mcp-transport",
+        choices=["native", "sdk"],
+        help="streamable HTTP for handshake-era agents: native (default, faster) or the SDK's",
+    )
     parser.add_argument("--webhook-timeout-s", type=float, help="timeout of one webhook attempt (default 10)")
     parser.add_argument("--webhook-max-attempts", type=int, help="attempts per webhook (default 8)")
     parser.add_argument(

@@ -18,6 +18,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from coral_server.mcp.bridge import Message, call_asgi
 from coral_server.mcp.delivery import Delivery
 from coral_server.mcp.generations import surface_for
+from coral_server.mcp.native import NativeTransport
 from coral_server.mcp.server import CALLER_KEY, build_server
 from coral_server.mcp.surface import Caller
 from coral_server.registry import DESCRIPTION_QUERY, ROUTE_TAILS, McpRoute, route_generation
@@ -47,6 +48,7 @@ class McpEndpoint:
         wait_cap_ms: int,
         forwarder: CustomToolForwarder | None = None,
         idle_timeout_s: float = 600.0,
+        native: bool = True,
     ) -> None:
         self.sessions = sessions
         self.wait_cap_ms = wait_cap_ms
@@ -56,6 +58,8 @@ class McpEndpoint:
             self.server, json_response=True, session_idle_timeout=idle_timeout_s, max_sessions=None
         )
         self.sse = SseServerTransport("/messages/")
+        # Handshake-era JSON connections are served without the SDK's transport (see native.py).
+        self.native = NativeTransport(self.server) if native else None
         self._mcp_sessions: dict[str, set[str]] = defaultdict(set)
         self._sse_tasks: dict[str, set[asyncio.Task[Any]]] = defaultdict(set)
         self._runner: asyncio.Task[None] | None = None
@@ -114,17 +118,25 @@ class McpEndpoint:
             )
         return found
 
+    def _caller(self, session: Session, agent: SessionAgent, delivery: Delivery, route: McpRoute) -> Caller:
+        surface = surface_for(route_generation(agent.generation, route))
+        return Caller(session, agent, self.wait_cap_ms, delivery, surface, self.forwarder)
+
     def _extra(
         self, session: Session, agent: SessionAgent, delivery: Delivery, route: McpRoute
     ) -> dict[str, Any]:
-        surface = surface_for(route_generation(agent.generation, route))
-        caller = Caller(session, agent, self.wait_cap_ms, delivery, surface, self.forwarder)
-        return {CALLER_KEY: caller, "user": _user(session, agent)}
+        return {CALLER_KEY: self._caller(session, agent, delivery, route), "user": _user(session, agent)}
 
     async def streamable(self, request: web.Request) -> web.StreamResponse:
         session, agent = self._identify(request)
         body = await request.read()
         await session.mark_connected(agent)
+        if self.native is not None and self.native.claims(request, body):
+            response = await self.native.handle(
+                request, body, agent.secret, lambda d: self._caller(session, agent, d, "mcp")
+            )
+            self._track(request, response, session, agent)
+            return response
         delivery = Delivery()
         call = asyncio.ensure_future(
             call_asgi(
@@ -143,6 +155,13 @@ class McpEndpoint:
         except asyncio.CancelledError:
             delivery.abandon()
             raise
+        self._track(request, response, session, agent)
+        return response
+
+    def _track(
+        self, request: web.Request, response: web.StreamResponse, session: Session, agent: SessionAgent
+    ) -> None:
+        """Remember the agent's MCP sessions: it is connected while it has one (or an SSE stream)."""
         sid = response.headers.get(SESSION_HEADER)
         if sid and not session.closing:
             self._mcp_sessions[agent.secret].add(sid)
@@ -151,7 +170,6 @@ class McpEndpoint:
             self._mcp_sessions[agent.secret].discard(ended)
             if not self._mcp_sessions[agent.secret] and not self._sse_tasks[agent.secret]:
                 session.mark_disconnected(agent)
-        return response
 
     async def sse_stream(self, request: web.Request, route: McpRoute = "sse") -> web.StreamResponse:
         session, agent = self._identify(request)
@@ -190,7 +208,12 @@ class McpEndpoint:
             for task in self._sse_tasks.pop(agent.secret, set()):
                 task.cancel()
             for sid in self._mcp_sessions.pop(agent.secret, set()):
-                await self._terminate(sid, _user(session, agent))
+                if self.native is not None and self.native.owns(sid):
+                    self.native.end(sid)
+                else:
+                    await self._terminate(sid, _user(session, agent))
+            if self.native is not None:
+                self.native.end_agent(agent.secret)
 
     async def _terminate(self, sid: str, user: AuthenticatedUser) -> None:
         """End one streamable MCP session as if its client had sent DELETE."""
