@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -46,8 +47,12 @@ class ToolOutcome:
     status: int
 
 
-def _problems(schema: dict[str, Any], value: Any) -> list[str]:
-    validator = validator_for(schema)(schema)
+def _build_validator(schema_json: bytes) -> Any:
+    schema = orjson.loads(schema_json)
+    return validator_for(schema)(schema)
+
+
+def _problems(validator: Any, value: Any) -> list[str]:
     found = []
     for err in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(root)"
@@ -69,6 +74,11 @@ class CustomToolForwarder:
         self._sign = sign
         self._timeout_s = timeout_s
         self._http: aiohttp.ClientSession | None = None
+        # Building a validator costs far more than using one: keep the recent ones, by schema text.
+        self._validators = functools.lru_cache(maxsize=512)(_build_validator)
+
+    def _check(self, schema: dict[str, Any], value: Any) -> list[str]:
+        return _problems(self._validators(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)), value)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -97,7 +107,7 @@ class CustomToolForwarder:
     async def _call(
         self, tool: CustomToolSpec, arguments: dict[str, Any], *, namespace: str, session_id: str, agent: str
     ) -> ToolOutcome:
-        problems = _problems(tool.input_schema, arguments)
+        problems = self._check(tool.input_schema, arguments)
         if problems:
             raise CustomToolError(
                 f"arguments do not match the input schema of {tool.name}: " + "; ".join(problems),
@@ -145,7 +155,7 @@ class CustomToolForwarder:
                         status=status,
                     ) from None
         if tool.output_schema is not None:
-            problems = _problems(tool.output_schema, parsed)
+            problems = self._check(tool.output_schema, parsed)
             if problems:
                 raise CustomToolError(
                     f"{tool.name}: the app's answer does not match the output schema: " + "; ".join(problems),
