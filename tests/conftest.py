@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,24 @@ from coral_server.app import build_app, serve
 from coral_server.config import BUNDLED_REGISTRY, Settings
 
 FIXTURE_REGISTRY = Path(__file__).parent / "fixtures" / "registry"
+AGENT_IMAGE = "coral-agents:0.1.0"
+
+
+def docker_engine() -> Any:
+    """A docker SDK client of an engine that has the agents' image; else skip (fail if required)."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        client.images.get(AGENT_IMAGE)
+        return client
+    except Exception as exc:
+        if os.environ.get("CORAL_TEST_DOCKER") == "1":
+            raise AssertionError(
+                f"CORAL_TEST_DOCKER=1 but the engine or {AGENT_IMAGE} is unusable: {exc}"
+            ) from exc
+        pytest.skip(f"no Docker engine with {AGENT_IMAGE}: {exc}")
 
 
 class Coral:

@@ -7,7 +7,8 @@
 #   - Python 3.11 (Debian's) and a venv /opt/venv holding `mcp` and its dependencies; the venv's
 #     `python` comes first on PATH;
 #   - coral_server/__init__.py, coral_server/agent/ and agents/ (without agents/docker/) copied to
-#     /opt/coral, with PYTHONPATH=/opt/coral. Run an agent as `python /opt/coral/agents/echo/agent.py`.
+#     /opt/coral and compiled to bytecode there, with PYTHONPATH=/opt/coral. Run an agent as
+#     `python /opt/coral/agents/echo/agent.py`.
 #
 # Nothing is ever pulled. The base image (coral-pybase:bookworm, or $CORAL_PYBASE) is made here, and
 # only when it is missing:

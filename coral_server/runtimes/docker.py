@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -15,6 +15,7 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.utils.socket import STDERR, frames_iter
 
 from coral_server.runtimes.base import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, LogLine
 
@@ -22,6 +23,13 @@ logger = logging.getLogger("coral_server.runtimes.docker")
 
 Clock = Callable[[], int]
 LABEL_PREFIX = "coral."
+# Short engine calls (create, start, stop, remove) run on the engine's pool; a container's output and
+# exit are watched by a thread of its own, so a large session never starves the pool. Stops of a big
+# session run in parallel up to this many.
+POOL_THREADS = 64
+# HTTP connections to the engine kept for reuse: a burst of launches or stops returns this many at
+# once; beyond it urllib3 discards connections, warning for each.
+HTTP_POOL = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +43,12 @@ class DockerSettings:
 
 
 class DockerEngine:
-    """A lazily connected docker SDK client whose blocking calls run on a dedicated thread pool.
-
-    Log followers and `wait` calls block for a container's lifetime, so they must not share the
-    loop's default executor (a few threads on a small machine).
-    """
+    """A lazily connected docker SDK client whose blocking calls run on a dedicated thread pool."""
 
     def __init__(self, settings: DockerSettings) -> None:
         self.settings = settings
         self._client: Any = None
-        self._pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="coral-docker")
+        self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="coral-docker")
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -55,9 +59,9 @@ class DockerEngine:
 
             def connect() -> Any:
                 if self.settings.base_url:
-                    client = docker.DockerClient(base_url=self.settings.base_url)
+                    client = docker.DockerClient(base_url=self.settings.base_url, max_pool_size=HTTP_POOL)
                 else:
-                    client = docker.from_env()
+                    client = docker.from_env(max_pool_size=HTTP_POOL)
                 client.ping()
                 return client
 
@@ -97,44 +101,87 @@ class DockerEngine:
                 self._client.close()
 
 
-def _follow(
-    container: Any, stream: str, log: AgentLog, clock: Clock, loop: asyncio.AbstractEventLoop
-) -> None:
-    """Copy one output stream of a container into the agent log (runs in a thread)."""
-    pending = b""
+def _attach(api: Any, container_id: str) -> Any:
+    """The container's stdout and stderr as one multiplexed socket (made before start: nothing missed).
+
+    Containers run without a TTY, so the engine frames each chunk with its stream; the socket ends
+    once the container's output is closed, i.e. when it exits, with everything it printed.
+    """
+    return api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
+
+
+def _copy_output(sock: Any, log: AgentLog, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+    pending = {"stdout": b"", "stderr": b""}
+
+    def emit(stream: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        loop.call_soon_threadsafe(log.append, LogLine(stream, text, clock()))
+
     try:
-        chunks: Iterator[bytes] = container.logs(
-            stream=True, follow=True, stdout=stream == "stdout", stderr=stream == "stderr"
-        )
-        for chunk in chunks:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                text = raw.decode("utf-8", "replace").rstrip("\r")
-                loop.call_soon_threadsafe(log.append, LogLine(stream, text, clock()))
-    except (DockerException, OSError, ValueError):
-        pass
-    if pending:
-        text = pending.decode("utf-8", "replace")
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(log.append, LogLine(stream, text, clock()))
+        for kind, data in frames_iter(sock, tty=False):
+            stream = "stderr" if kind == STDERR else "stdout"
+            *lines, pending[stream] = (pending[stream] + data).split(b"\n")
+            for line in lines:
+                emit(stream, line)
+    finally:
+        for stream, rest in pending.items():
+            if rest:
+                emit(stream, rest)
+
+
+def _watch(
+    api: Any,
+    container_id: str,
+    sock: Any,
+    log: AgentLog,
+    clock: Clock,
+    loop: asyncio.AbstractEventLoop,
+    exited: asyncio.Future[int],
+) -> None:
+    """A container's watcher thread: copy its output while it runs, then report its exit code.
+
+    Whatever goes wrong with the output, the exit must still be reported: a session waits for it.
+    """
+    try:
+        _copy_output(sock, log, clock, loop)
+    except Exception as exc:  # the stream broke (engine gone, connection reset...): keep the exit
+        logger.debug("docker.output_ended container=%s error=%r", container_id[:12], exc)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+    # The output ends when the container does (or if the stream broke: then this waits for the exit).
+    try:
+        code = int(api.wait(container_id).get("StatusCode", -1))
+    except Exception as exc:  # removed behind our back, or the engine is gone
+        logger.debug("docker.wait_failed container=%s error=%r", container_id[:12], exc)
+        code = -1
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(_settle, exited, code)
+
+
+def _settle(exited: asyncio.Future[int], code: int) -> None:
+    if not exited.done():
+        exited.set_result(code)
 
 
 class DockerHandle:
     """A started container: its exit status, its logs, and how to stop and remove it."""
 
-    def __init__(self, engine: DockerEngine, container: Any, log: AgentLog, clock: Clock) -> None:
+    def __init__(
+        self, engine: DockerEngine, api: Any, container_id: str, sock: Any, log: AgentLog, clock: Clock
+    ) -> None:
         self._engine = engine
-        self._container = container
+        self._api = api
+        self._id = container_id
         loop = asyncio.get_running_loop()
-        self._followers = [
-            threading.Thread(
-                target=_follow, args=(container, s, log, clock, loop), daemon=True, name=f"logs-{s}"
-            )
-            for s in ("stdout", "stderr")
-        ]
-        for follower in self._followers:
-            follower.start()
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._watcher = threading.Thread(
+            target=_watch,
+            args=(api, container_id, sock, log, clock, loop, self._exited),
+            daemon=True,
+            name=f"coral-docker-{container_id[:12]}",
+        )
+        self._watcher.start()
         self._exit: asyncio.Future[int] | None = None
 
     @property
@@ -143,19 +190,12 @@ class DockerHandle:
 
     @property
     def container_id(self) -> str:
-        return str(self._container.id)
+        return self._id
 
     async def _wait_exit(self) -> int:
-        try:
-            result = await self._engine.run(self._container.wait)
-            code = int(result.get("StatusCode", -1))
-        except (NotFound, APIError):
-            code = -1
-        # Let the followers drain what the container printed before it died.
-        for follower in self._followers:
-            await self._engine.run(follower.join, 2)
+        code = await self._exited  # set once the watcher has copied every line the container printed
         with contextlib.suppress(NotFound, APIError):
-            await self._engine.run(self._container.remove, force=True)
+            await self._engine.run(self._api.remove_container, self._id, force=True)
         return code
 
     async def wait(self) -> int:
@@ -165,76 +205,104 @@ class DockerHandle:
 
     async def stop(self, grace: float) -> int:
         with contextlib.suppress(NotFound, APIError):
-            await self._engine.run(self._container.stop, timeout=max(0, int(grace + 0.999)))
+            await self._engine.run(self._api.stop, self._id, timeout=max(0, int(grace + 0.999)))
         return await self.wait()
 
 
 class DockerRuntime:
-    """`provider.runtime = "docker"`: the agent runs in a container and connects back over MCP."""
+    """`provider.runtime = "docker"`: the agent runs in a container and connects back over MCP.
+
+    A launch is two engine calls, create and start. The image is not inspected first: create is the
+    authority on whether it exists (the engine answers 404 and never pulls), so a missing image is
+    noticed on every launch, and only then is the pull policy applied.
+    """
 
     name = "docker"
 
     def __init__(self, engine: DockerEngine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
+        self._image_locks: dict[str, asyncio.Lock] = {}
 
-    async def _ensure_image(self, client: Any, image: str) -> None:
-        try:
-            await self._engine.run(client.images.get, image)
-            return
-        except ImageNotFound:
+    async def _provide_image(self, client: Any, image: str, cause: APIError) -> None:
+        """Create said 404: fail clearly, or pull the image once when the policy allows."""
+        # One pull per image, however many agents of a session asked for it at once.
+        async with self._image_locks.setdefault(image, asyncio.Lock()):
+            try:
+                await self._engine.run(client.images.get, image)
+            except ImageNotFound:
+                pass
+            else:
+                if self._engine.settings.pull == "if-missing":
+                    return  # pulled meanwhile by another launch
+                # The image exists, so the 404 was about something else (a network, a volume...).
+                raise LaunchFailed(f"container could not be created: {cause.explanation or cause}")
             if self._engine.settings.pull != "if-missing":
                 raise LaunchFailed(
                     f"image {image!r} is not present and the pull policy is 'never' "
                     "(build it first, e.g. agents/docker/build-image.sh)"
-                ) from None
-        try:
-            await self._engine.run(client.images.pull, image)
-        except DockerException as exc:
-            raise LaunchFailed(f"image {image!r} could not be pulled: {exc}") from exc
+                )
+            try:
+                await self._engine.run(client.images.pull, image)
+            except DockerException as exc:
+                raise LaunchFailed(f"image {image!r} could not be pulled: {exc}") from exc
 
-    async def launch(self, spec: LaunchSpec, log: AgentLog) -> AgentHandle:
-        if not spec.image:
-            raise LaunchFailed("the agent's manifest has no [runtimes.docker] image")
+    def _create_args(self, api: Any, spec: LaunchSpec) -> dict[str, Any]:
         settings = self._engine.settings
-        client = await self._engine.client()
-        await self._ensure_image(client, spec.image)
         env = dict(spec.env)
-        volumes: dict[str, dict[str, str]] = {}
+        binds: dict[str, dict[str, str]] = {}
         for path in spec.files:
             inside = str(PurePosixPath("/tmp") / path.name)
-            volumes[str(path)] = {"bind": inside, "mode": "ro"}
+            binds[str(path)] = {"bind": inside, "mode": "ro"}
             env = {k: v.replace(str(path), inside) for k, v in env.items()}
-        options: dict[str, Any] = {
+        host: dict[str, Any] = {"binds": binds, "init": True}
+        if settings.network == "host":
+            host["network_mode"] = "host"
+        else:
+            host["extra_hosts"] = {"host.docker.internal": "host-gateway"}
+        if settings.memory:
+            host["mem_limit"] = settings.memory
+        if settings.cpus:
+            host["nano_cpus"] = int(settings.cpus * 1e9)
+        return {
             "name": f"coral-{spec.agent_name}-{secrets.token_hex(4)}",
             "command": spec.command or None,
             "environment": env,
             "labels": self._engine.labels(spec),
-            "volumes": volumes,
-            "init": True,
-            "detach": True,
+            "host_config": api.create_host_config(**host),
         }
-        if settings.network == "host":
-            options["network_mode"] = "host"
-        else:
-            options["extra_hosts"] = {"host.docker.internal": "host-gateway"}
-        if settings.memory:
-            options["mem_limit"] = settings.memory
-        if settings.cpus:
-            options["nano_cpus"] = int(settings.cpus * 1e9)
+
+    async def _create(self, api: Any, spec: LaunchSpec) -> str:
+        created = await self._engine.run(api.create_container, spec.image, **self._create_args(api, spec))
+        return str(created["Id"])
+
+    async def launch(self, spec: LaunchSpec, log: AgentLog) -> AgentHandle:
+        if not spec.image:
+            raise LaunchFailed("the agent's manifest has no [runtimes.docker] image")
+        client = await self._engine.client()
+        api = client.api
         try:
-            container = await self._engine.run(client.containers.create, spec.image, **options)
+            try:
+                container_id = await self._create(api, spec)
+            except ImageNotFound as missing:
+                await self._provide_image(client, spec.image, missing)
+                container_id = await self._create(api, spec)
         except ImageNotFound as exc:
             raise LaunchFailed(f"image {spec.image!r} not found: {exc.explanation}") from exc
         except APIError as exc:
             raise LaunchFailed(f"container could not be created: {exc.explanation or exc}") from exc
+        sock: Any = None
         try:
-            await self._engine.run(container.start)
+            sock = await self._engine.run(_attach, api, container_id)
+            await self._engine.run(api.start, container_id)
         except APIError as exc:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
             with contextlib.suppress(NotFound, APIError):
-                await self._engine.run(container.remove, force=True)
+                await self._engine.run(api.remove_container, container_id, force=True)
             raise LaunchFailed(f"container could not start: {exc.explanation or exc}") from exc
         logger.info(
-            "docker.started agent=%s container=%s image=%s", spec.agent_name, container.short_id, spec.image
+            "docker.started agent=%s container=%s image=%s", spec.agent_name, container_id[:12], spec.image
         )
-        return DockerHandle(self._engine, container, log, self._clock)
+        return DockerHandle(self._engine, api, container_id, sock, log, self._clock)

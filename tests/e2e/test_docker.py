@@ -10,29 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Coral, agent_spec, session_body, start_coral
+from tests.conftest import AGENT_IMAGE, Coral, agent_spec, docker_engine, session_body, start_coral
 from tests.e2e.mcp_client import connect
 
-IMAGE = "coral-agents:0.1.0"
-
-
-def _engine() -> Any:
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        client.images.get(IMAGE)
-        return client
-    except Exception as exc:
-        if os.environ.get("CORAL_TEST_DOCKER") == "1":
-            raise AssertionError(f"CORAL_TEST_DOCKER=1 but the engine or {IMAGE} is unusable: {exc}") from exc
-        pytest.skip(f"no Docker engine with {IMAGE}: {exc}")
+IMAGE = AGENT_IMAGE
 
 
 @pytest.fixture
 def engine() -> Any:
-    return _engine()
+    return docker_engine()
 
 
 @pytest.fixture
@@ -99,6 +85,8 @@ async def test_exit_code_last_lines_and_fs_options(dcoral: Coral, engine: Any) -
     assert agent["exitCode"] == 3
     assert "probe failing on purpose" in agent["lastLogLines"]
     _, logs = await dcoral.request("GET", f"/api/v1/session/{ns}/{sid}/agents/probe/logs")
+    streams = {ln["text"]: ln["stream"] for ln in logs["lines"]}
+    assert streams["probe up"] == "stdout" and streams["probe failing on purpose"] == "stderr"
     out = dict(ln["text"].split("=", 1) for ln in logs["lines"] if "=" in ln["text"])
     assert out["CONFIG_CONTENT"] == "from-the-request"
     assert out["CONFIG_PATH"].startswith("/tmp/")  # the file is mounted read-only inside the container

@@ -75,6 +75,14 @@ def test_python_mcp_and_agent_library_import_offline() -> None:
     assert out.stdout.split() == ["/opt/venv/bin/python", "True"]
 
 
+def test_agent_library_bytecode_is_precompiled() -> None:
+    # -B: Python writes no bytecode, so a .pyc found after the import was built into the image.
+    code = "import os, coral_server.agent.client as c; print(os.path.exists(c.__cached__))"
+    out = run_in_image("python", "-B", "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"], f"no bytecode for the agent library ({REBUILD})"
+
+
 def test_echo_agent_without_environment_exits_2() -> None:
     out = run_in_image("python", "/opt/coral/agents/echo/agent.py")
     assert out.returncode == 2, (out.stdout, out.stderr)
