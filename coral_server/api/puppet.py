@@ -44,6 +44,7 @@ async def send_message(request: web.Request) -> web.Response:
     session, agent = _actor(request)
     body = await read_model(request, PuppetSendMessage)
     message = session.send_message(agent, body.threadId, body.content, body.mentions)
+    await session.hand_over(message)
     return json_response(message.to_http())
 
 

@@ -26,25 +26,30 @@ class Delivery:
         self._abandoned = False
 
     async def wait(self, mailbox: Mailbox, take: Awaitable[Message | None]) -> Message | None:
-        """Run a mailbox take that `abandon()` can cancel; remember what it returned."""
+        """Run a mailbox take that `abandon()` can cancel; remember what it returned.
+
+        The handler awaits the take's task itself: once a message arrives, the take finishes in one
+        loop step and the handler resumes in the next (`WAKE_STEPS` in the mailbox module).
+        """
         task = asyncio.ensure_future(take)
         self._tasks.add(task)
         try:
-            await asyncio.wait({task})
+            message = await task
         except asyncio.CancelledError:
-            # The handler itself was cancelled (e.g. its SSE stream ended): stop the take, and give
-            # back a message it may already hold.
-            task.cancel()
-            if task.done() and not task.cancelled() and task.exception() is None:
+            current = asyncio.current_task()
+            if self._abandoned and task.cancelled() and (current is None or not current.cancelling()):
+                return None  # abandon() stopped the take; the handler itself goes on
+            # The handler itself was cancelled (e.g. its SSE stream ended): the take was cancelled
+            # with it, unless it had finished already: then give back the message it holds.
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled() and task.exception() is None:
                 found = task.result()
                 if found is not None:
                     mailbox.put_front(found)
             raise
         finally:
             self._tasks.discard(task)
-        if task.cancelled():
-            return None
-        message = task.result()
         if message is not None:
             if self._abandoned:
                 mailbox.put_front(message)

@@ -204,6 +204,7 @@ def _legacy_tools(
 
     async def send_message(c: Caller, a: SendMessageMentionsArgs) -> Any:
         message = c.session.send_message(c.agent, a.threadId, a.content, a.mentions)
+        await c.session.hand_over(message)
         return results.message_sent(c.session, message)
 
     async def wait_for_mentions(c: Caller, a: WaitForMentionsArgs) -> Any:

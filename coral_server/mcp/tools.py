@@ -76,6 +76,7 @@ async def _remove_participant(c: Caller, a: ParticipantArgs) -> dict[str, Any]:
 
 async def _send_message(c: Caller, a: SendMessageArgs) -> dict[str, Any]:
     message = c.session.send_message(c.agent, a.threadId, a.content, a.mentions)
+    await c.session.hand_over(message)
     return {"status": "Message sent successfully", "message": message.to_mcp()}
 
 

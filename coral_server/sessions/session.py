@@ -23,7 +23,7 @@ from coral_server.sessions.errors import (
     ThreadClosed,
     ThreadNotFound,
 )
-from coral_server.sessions.mailbox import MessageFilter
+from coral_server.sessions.mailbox import WAKE_STEPS, MessageFilter
 from coral_server.sessions.model import Message, Thread, new_id, now_ms
 from coral_server.sessions.spec import CustomToolSpec, EndWebhook
 
@@ -377,6 +377,22 @@ class Session:
             if name != sender.name:
                 self.agents[name].mailbox.put(message)
         return message
+
+    async def hand_over(self, message: Message) -> None:
+        """Let the waits a message woke answer before its sender's own reply is written.
+
+        A woken wait resumes its request handler `WAKE_STEPS` loop steps after the message was put
+        in its mailbox. Writing the sender's reply first would wake the sender's client, which on a
+        busy machine takes the CPU before the receiver's answer goes out; so the sender yields as
+        many steps, and only when some recipient was blocked in a wait.
+        """
+        thread = self.threads.get(message.thread_id)
+        if thread is None:
+            return
+        agents = self.agents
+        if any(agents[n].mailbox.waiting for n in thread.participants if n != message.sender and n in agents):
+            for _ in range(WAKE_STEPS):
+                await asyncio.sleep(0)
 
     async def wait(self, agent: SessionAgent, accept: MessageFilter, timeout_s: float) -> Message | None:
         """Block until a queued message passes `accept`, the timeout, or the session closing."""

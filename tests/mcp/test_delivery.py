@@ -54,3 +54,28 @@ async def test_cancelling_the_handler_stops_the_take() -> None:
     box.put(msg(4))
     await asyncio.sleep(0.01)
     assert len(box) == 1 and box.waiting == 0
+
+
+async def test_handler_cancelled_after_its_take_finished_gives_the_message_back() -> None:
+    box, delivery = Mailbox(), Delivery()
+    handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    await asyncio.sleep(0.01)
+    box.put(msg(5))
+    await asyncio.sleep(0)  # the take finished with the message; the handler has not resumed yet
+    handler.cancel()
+    await asyncio.gather(handler, return_exceptions=True)
+    assert handler.cancelled()
+    assert [m.id for m in [box.take_now(lambda m: True)] if m] == ["5"]
+    assert box.waiting == 0
+
+
+async def test_abandon_while_the_handler_is_cancelled_still_raises() -> None:
+    # The handler's own cancellation wins over an abandon: it must not turn into a normal return.
+    box, delivery = Mailbox(), Delivery()
+    handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    await asyncio.sleep(0.01)
+    delivery.abandon()
+    handler.cancel()
+    await asyncio.gather(handler, return_exceptions=True)
+    assert handler.cancelled()
+    assert box.waiting == 0
