@@ -27,6 +27,7 @@ from coral_server.runtimes import Runtime
 from coral_server.runtimes.docker import DockerEngine, DockerRuntime, DockerSettings
 from coral_server.runtimes.external import ExternalRuntime
 from coral_server.runtimes.process import ProcessRuntime
+from coral_server.runtimes.zygote import Zygote
 from coral_server.sessions import Sessions, SessionSettings
 from coral_server.sessions.model import now_ms
 from coral_server.sessions.report import EndReporter
@@ -43,6 +44,7 @@ SIGNER = web.AppKey("signer", WebhookSigner)
 FORWARDER = web.AppKey("forwarder", CustomToolForwarder)
 DOCKER = web.AppKey("docker", DockerEngine)
 DATABASE = web.AppKey("database", Database)
+ZYGOTE = web.AppKey("zygote", Zygote)
 
 
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
@@ -65,8 +67,12 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         )
     )
     app[DOCKER] = engine
+    # Started on the first Python agent's launch, so a server that runs none never pays its import.
+    zygote = Zygote() if settings.python_agents == "preload" else None
+    if zygote is not None:
+        app[ZYGOTE] = zygote
     runtimes: dict[str, Runtime] = {
-        "executable": ProcessRuntime(now_ms),
+        "executable": ProcessRuntime(now_ms, zygote),
         "docker": DockerRuntime(engine, now_ms),
         "external": ExternalRuntime(),
     }
@@ -145,6 +151,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[SESSIONS].shutdown()  # their end reports are queued (stored) before the queue stops
+        if ZYGOTE in app:
+            await app[ZYGOTE].close()  # after the sessions: it reports their agents' exits
         await endpoint.stop()
         await app[FORWARDER].close()
         app[DOCKER].close()

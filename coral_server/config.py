@@ -45,6 +45,11 @@ class Settings(BaseModel):
         default="native",
         description="native: handshake-era streamable HTTP served directly (faster); sdk: always the SDK's.",
     )
+    python_agents: Literal["preload", "exec"] = Field(
+        default="preload",
+        description="preload: Python agents fork from an interpreter that imported the MCP SDK; "
+        "exec: each starts anew.",
+    )
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="How long one webhook delivery attempt may take."
     )
@@ -131,6 +136,7 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("network", "webhookSecrets"): "webhook_secrets",
     ("network", "customToolTimeoutSeconds"): "custom_tool_timeout_s",
     ("network", "mcpTransport"): "mcp_transport",
+    ("session", "pythonAgents"): "python_agents",
     ("webhooks", "timeoutSeconds"): "webhook_timeout_s",
     ("webhooks", "maxAttempts"): "webhook_max_attempts",
     ("webhooks", "maxRetryDelaySeconds"): "webhook_retry_max_s",
@@ -155,6 +161,7 @@ _ENV_KEYS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
     "CUSTOM_TOOL_TIMEOUT_S": "custom_tool_timeout_s",
     "MCP_TRANSPORT": "mcp_transport",
+    "PYTHON_AGENTS": "python_agents",
     "WEBHOOK_TIMEOUT_S": "webhook_timeout_s",
     "WEBHOOK_MAX_ATTEMPTS": "webhook_max_attempts",
     "WEBHOOK_RETRY_MAX_S": "webhook_retry_max_s",
@@ -235,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mcp-transport",
         choices=["native", "sdk"],
         help="streamable HTTP for handshake-era agents: native (default, faster) or the SDK's",
+    )
+    parser.add_argument(
+        "--python-agents",
+        choices=["preload", "exec"],
+        help="Python agents: fork from a zygote with the MCP SDK imported (preload, default) or exec",
     )
     parser.add_argument("--webhook-timeout-s", type=float, help="timeout of one webhook attempt (default 10)")
     parser.add_argument("--webhook-max-attempts", type=int, help="attempts per webhook (default 8)")

@@ -278,3 +278,14 @@ def test_empty_auth_key_is_config_error(tmp_path: Path, argv: list[str], toml_te
 
 def test_env_auth_keys_are_trimmed() -> None:
     assert load_settings([], {"CORAL_SERVER_AUTH_KEYS": "k1, k2"}).auth_keys == ("k1", "k2")
+
+
+def test_python_agents_from_each_layer(tmp_path: Path) -> None:
+    assert load_settings([], {}).python_agents == "preload"
+    path = toml(tmp_path, '[session]\npythonAgents = "exec"\n')
+    assert load_settings(["--config", str(path)], {}).python_agents == "exec"
+    assert load_settings([], {"CORAL_SERVER_PYTHON_AGENTS": "exec"}).python_agents == "exec"
+    env = {"CORAL_SERVER_PYTHON_AGENTS": "exec"}
+    assert load_settings(["--python-agents", "preload"], env).python_agents == "preload"
+    with pytest.raises(ConfigError, match=r"python_agents|pythonAgents|PYTHON_AGENTS"):
+        load_settings([], {"CORAL_SERVER_PYTHON_AGENTS": "fork"})

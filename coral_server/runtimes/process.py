@@ -1,31 +1,54 @@
-"""Local-process runtime: each agent is a child process in its own process group."""
+"""Local-process runtime: each agent is a process in its own process group.
+
+Python agents (the server's own interpreter running a `.py` script) are forked from the zygote,
+which has the MCP SDK imported already (see `zygote.py`); everything else is started directly.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 
 from coral_server.runtimes.base import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, LogLine
+from coral_server.runtimes.zygote import Zygote, ZygoteUnavailable
+
+logger = logging.getLogger("coral_server.runtimes.process")
+READ_LIMIT = 1024 * 1024  # the longest line read whole from an agent's output
 
 Clock = Callable[[], int]
 
 
 class ProcessHandle:
-    """A child process and the tasks that copy its output into the agent's log."""
+    """An agent's process (its own process group) and the tasks copying its output into the log."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log: AgentLog, clock: Clock) -> None:
-        self._proc = proc
+    def __init__(
+        self,
+        pid: int,
+        exited: Awaitable[int],
+        stdout: asyncio.StreamReader | None,
+        stderr: asyncio.StreamReader | None,
+        log: AgentLog,
+        clock: Clock,
+    ) -> None:
+        self._pid = pid
+        self._exited = asyncio.ensure_future(exited)
         self._readers = [
-            asyncio.create_task(self._pump(proc.stdout, "stdout", log, clock)),
-            asyncio.create_task(self._pump(proc.stderr, "stderr", log, clock)),
+            asyncio.create_task(self._pump(stdout, "stdout", log, clock)),
+            asyncio.create_task(self._pump(stderr, "stderr", log, clock)),
         ]
+
+    @classmethod
+    def of(cls, proc: asyncio.subprocess.Process, log: AgentLog, clock: Clock) -> ProcessHandle:
+        return cls(proc.pid, proc.wait(), proc.stdout, proc.stderr, log, clock)
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid
+        return self._pid
 
     @staticmethod
     async def _pump(stream: asyncio.StreamReader | None, name: str, log: AgentLog, clock: Clock) -> None:
@@ -41,7 +64,7 @@ class ProcessHandle:
             log.append(LogLine(name, raw.decode("utf-8", "replace").rstrip("\n"), clock()))
 
     async def wait(self) -> int:
-        code = await self._proc.wait()
+        code = await asyncio.shield(self._exited)
         # Output still buffered in the pipes belongs in the log before anyone reads the exit.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
@@ -52,14 +75,14 @@ class ProcessHandle:
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
+            os.killpg(self._pid, sig)
 
     async def stop(self, grace: float) -> int:
-        if self._proc.returncode is None:
+        if not self._exited.done():
             self._signal_group(signal.SIGTERM)
             try:
                 async with asyncio.timeout(grace):
-                    await self._proc.wait()
+                    await asyncio.shield(self._exited)
             except TimeoutError:
                 self._signal_group(signal.SIGKILL)
         else:
@@ -71,14 +94,24 @@ class ProcessHandle:
 
 
 class ProcessRuntime:
-    """Starts agents as local child processes (`provider.runtime = "executable"`)."""
+    """Starts agents as local processes (`provider.runtime = "executable"`).
+
+    With a zygote, Python agents are forked from it; if it cannot serve a launch, they start the
+    usual way.
+    """
 
     name = "executable"
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, zygote: Zygote | None = None) -> None:
         self._clock = clock
+        self._zygote = zygote
 
     async def launch(self, spec: LaunchSpec, log: AgentLog) -> AgentHandle:
+        if self._zygote is not None and preloadable(spec):
+            try:
+                return await self._fork(self._zygote, spec, log)
+            except ZygoteUnavailable as exc:
+                logger.warning("zygote.unavailable agent=%s error=%s", spec.agent_name, exc)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *spec.command,
@@ -88,8 +121,50 @@ class ProcessRuntime:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                limit=1024 * 1024,
+                limit=READ_LIMIT,
             )
         except OSError as exc:
             raise LaunchFailed(f"cannot start {spec.command[0]!r}: {exc.strerror or exc}") from exc
-        return ProcessHandle(proc, log, self._clock)
+        return ProcessHandle.of(proc, log, self._clock)
+
+    async def _fork(self, zygote: Zygote, spec: LaunchSpec, log: AgentLog) -> AgentHandle:
+        readers: list[asyncio.StreamReader] = []
+        ends: list[int] = []
+        try:
+            for _ in range(2):
+                read_end, write_end = os.pipe()
+                ends.append(write_end)
+                readers.append(await _reader(read_end))
+            pid = await zygote.spawn(spec.command, str(spec.cwd), spec.env, ends[0], ends[1])
+        except BaseException:
+            for reader in readers:
+                reader.feed_eof()
+            raise
+        finally:
+            for end in ends:
+                os.close(end)
+        return ProcessHandle(pid, zygote.wait(pid), readers[0], readers[1], log, self._clock)
+
+
+def preloadable(spec: LaunchSpec) -> bool:
+    """The server's own interpreter running a script file, with no interpreter options."""
+    command = spec.command
+    return (
+        len(command) >= 2
+        and command[0] == sys.executable
+        and command[1].endswith(".py")
+        and (spec.cwd / command[1]).is_file()
+    )
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    """An asyncio stream over the read end of a pipe (the transport closes it at EOF)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_LIMIT, loop=loop)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    return reader
