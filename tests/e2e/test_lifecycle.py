@@ -6,6 +6,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Coral, agent_spec, session_body, start_coral
 
 
@@ -146,3 +148,24 @@ async def test_server_shutdown_stops_every_agent(tmp_path: Path) -> None:
         await coral.create_session(session_body([sleeper("z", pid_file)]))
         pids = await wait_pids(pid_file)
     await wait_dead(pids, timeout=5)
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().split(") ", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("mode", ["preload", "exec"])
+async def test_python_agents_preloaded_or_started_anew(tmp_path: Path, mode: str) -> None:
+    async for coral in start_coral(tmp_path, python_agents=mode):
+        pid_file = tmp_path / "p.pid"
+        ns, sid = await coral.create_session(session_body([sleeper("p", pid_file, IGNORE_TERM=False)]))
+        leader = (await wait_pids(pid_file))[0]
+        parent = parent_of(leader)
+        with open(f"/proc/{parent}/cmdline", "rb") as f:
+            forked = b"coral_server.runtimes.zygote" in f.read()
+        # preload: forked by the zygote (not by this process, the server); exec: the server's child.
+        assert (forked, parent == os.getpid()) == ((True, False) if mode == "preload" else (False, True))
+        status, _ = await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}")
+        assert status == 200
+        await wait_dead([leader], timeout=5)
