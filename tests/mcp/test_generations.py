@@ -16,6 +16,7 @@ from coral_server.mcp.generations import SURFACES, surface_for
 from coral_server.mcp.surface import Caller, call_tool, list_resources, list_tools, read_resource
 from coral_server.registry import AgentManifest, Generation
 from coral_server.sessions import Session, SessionAgent
+from tests.mcp.sessions import unlaunched_session
 
 TODAY = [
     "coral_create_thread",
@@ -40,35 +41,20 @@ V1 = [
 MakeCaller = Callable[..., Caller]
 
 
-async def _closed(session: Session) -> None:
-    return None
-
-
-def _unlaunched(session: Session, agent: SessionAgent) -> Any:
-    raise AssertionError("these tests launch nothing")
-
-
 @pytest.fixture
 def session(tmp_path: Path) -> Session:
     """Agents `a` (today's), `b` (1.0) and `c` (not linked to `a`), all linked as a-b, b-c."""
-    manifest = AgentManifest("x", "1", None, None, None, tmp_path, tmp_path / "coral-agent.toml")
-    agents = [
-        SessionAgent("a", manifest, "external", "Agent A", "sa"),
-        SessionAgent("b", manifest, "executable", "Agent B", "sb", generation=Generation.V1),
-        SessionAgent("c", manifest, "executable", "", "sc", generation=Generation.V1),
-    ]
-    agents[0].links, agents[1].links, agents[2].links = {"b"}, {"a", "c"}, {"b"}
-    return Session(
-        session_id="sid",
-        namespace="ns",
-        agents=agents,
-        runtimes={},
-        build_spec=_unlaunched,
-        work_dir=tmp_path / "work",
-        ttl_ms=None,
-        stop_grace_s=0.1,
-        on_closed=_closed,
-    )
+
+    def make(manifest: AgentManifest) -> list[SessionAgent]:
+        agents = [
+            SessionAgent("a", manifest, "external", "Agent A", "sa"),
+            SessionAgent("b", manifest, "executable", "Agent B", "sb", generation=Generation.V1),
+            SessionAgent("c", manifest, "executable", "", "sc", generation=Generation.V1),
+        ]
+        agents[0].links, agents[1].links, agents[2].links = {"b"}, {"a", "c"}, {"b"}
+        return agents
+
+    return unlaunched_session(tmp_path, make)
 
 
 @pytest.fixture

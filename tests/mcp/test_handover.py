@@ -14,33 +14,20 @@ from coral_server.mcp.generations import surface_for
 from coral_server.mcp.surface import Caller, call_tool
 from coral_server.registry import AgentManifest, Generation
 from coral_server.sessions import Session, SessionAgent
-
-
-async def _closed(session: Session) -> None:
-    return None
-
-
-def _unlaunched(session: Session, agent: SessionAgent) -> Any:
-    raise AssertionError("these tests launch nothing")
+from tests.mcp.sessions import unlaunched_session
 
 
 @pytest.fixture
 def session(tmp_path: Path) -> Session:
-    manifest = AgentManifest("x", "1", None, None, None, tmp_path, tmp_path / "coral-agent.toml")
-    agents = [SessionAgent(n, manifest, "external", "", f"s{n}") for n in ("a", "b", "c")]
-    for agent in agents:
-        agent.links = {n for n in ("a", "b", "c") if n != agent.name}
-    return Session(
-        session_id="sid",
-        namespace="ns",
-        agents=agents,
-        runtimes={},
-        build_spec=_unlaunched,
-        work_dir=tmp_path / "work",
-        ttl_ms=None,
-        stop_grace_s=0.1,
-        on_closed=_closed,
-    )
+    """Agents a, b and c, all linked."""
+
+    def make(manifest: AgentManifest) -> list[SessionAgent]:
+        agents = [SessionAgent(n, manifest, "external", "", f"s{n}") for n in ("a", "b", "c")]
+        for agent in agents:
+            agent.links = {n for n in ("a", "b", "c") if n != agent.name}
+        return agents
+
+    return unlaunched_session(tmp_path, make)
 
 
 def caller(session: Session, name: str) -> Caller:
