@@ -136,11 +136,8 @@ class ProcessRuntime:
                 ends.append(write_end)
                 readers.append(await _reader(read_end))
             pid = await zygote.spawn(spec.command, str(spec.cwd), spec.env, ends[0], ends[1])
-        except BaseException:
-            for reader in readers:
-                reader.feed_eof()
-            raise
         finally:
+            # Ours are only the read ends: on failure, closing these ends the readers' pipes too.
             for end in ends:
                 os.close(end)
         return ProcessHandle(pid, zygote.wait(pid), readers[0], readers[1], log, self._clock)

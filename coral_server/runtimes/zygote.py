@@ -286,15 +286,17 @@ def _reply(sock: socket.socket, message: dict[str, Any]) -> None:
 
 
 def _reap(sock: socket.socket, children: set[int]) -> None:
-    for pid in list(children):
+    """Report every child that has ended (the zygote has no other children)."""
+    while children:
         try:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            done, status = pid, 255 << 8
-        if done:
-            children.discard(pid)
-            with contextlib.suppress(OSError):
-                _reply(sock, {"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        with contextlib.suppress(OSError):
+            _reply(sock, {"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
 
 
 def _child(request: dict[str, Any], fds: list[int], inherited: list[int]) -> NoReturn:

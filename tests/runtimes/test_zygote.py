@@ -49,9 +49,13 @@ def texts(log: AgentLog, stream: str) -> list[str]:
     return [ln.text for ln in log.lines if ln.stream == stream]
 
 
-async def wait_for_line(log: AgentLog, text: str) -> None:
+async def wait_for_line(log: AgentLog, text: str | None = None) -> str:
+    """The first line (or the first that is `text`), once the agent has written it."""
     async with asyncio.timeout(20):
-        while not any(ln.text == text for ln in log.lines):
+        while True:
+            found = [ln.text for ln in log.lines if text is None or ln.text == text]
+            if found:
+                return found[0]
             await asyncio.sleep(0.01)
 
 
@@ -145,10 +149,7 @@ async def test_stop_ends_the_whole_group(tmp_path: Path, zygote: Zygote) -> None
     )
     log = AgentLog()
     handle = await ProcessRuntime(now, zygote).launch(script(tmp_path, body), log)
-    async with asyncio.timeout(20):
-        while not texts(log, "stdout"):
-            await asyncio.sleep(0.01)
-    grandchild = int(texts(log, "stdout")[0].split()[1])
+    grandchild = int((await wait_for_line(log)).split()[1])
     assert alive(grandchild)
     assert await handle.stop(grace=5) == -signal.SIGTERM
     async with asyncio.timeout(5):
@@ -174,10 +175,7 @@ async def test_a_dead_zygote_is_replaced_and_its_children_still_watched(
     log = AgentLog()
     body = "import os, time; print(os.getppid(), flush=True); time.sleep(60)\n"
     first = await runtime.launch(script(tmp_path, body), log)
-    async with asyncio.timeout(20):
-        while not log.lines:
-            await asyncio.sleep(0.01)
-    old = int(log.lines[0].text)
+    old = int(await wait_for_line(log))
     os.kill(old, signal.SIGKILL)  # the zygote dies; its child runs on
     await asyncio.sleep(0.2)
     assert first.pid is not None and alive(first.pid)
@@ -185,10 +183,7 @@ async def test_a_dead_zygote_is_replaced_and_its_children_still_watched(
     assert await first.stop(grace=5) == -1
     again = AgentLog()
     second = await runtime.launch(script(tmp_path, body, "again.py"), again)
-    async with asyncio.timeout(20):
-        while not again.lines:
-            await asyncio.sleep(0.01)
-    assert int(again.lines[0].text) != old
+    assert int(await wait_for_line(again)) != old
     await second.stop(grace=5)
 
 
