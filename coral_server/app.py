@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 from aiohttp import web
 
@@ -19,6 +19,7 @@ from coral_server.api import webhooks as webhook_routes
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
 from coral_server.api.keys import EVENTS, REGISTRY, SESSIONS, SETTINGS, WEBHOOKS
+from coral_server.clock import SystemClock
 from coral_server.config import Settings
 from coral_server.events import EventBus
 from coral_server.mcp.endpoint import McpEndpoint
@@ -29,9 +30,10 @@ from coral_server.runtimes.external import ExternalRuntime
 from coral_server.runtimes.process import ProcessRuntime
 from coral_server.runtimes.zygote import Zygote
 from coral_server.sessions import Sessions, SessionSettings
-from coral_server.sessions.model import now_ms
+from coral_server.sessions.launch import AgentLauncher
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
+from coral_server.supervision import Supervisor
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.secrets import load_or_create_secret
 from coral_server.webhooks.service import Webhooks
@@ -41,6 +43,8 @@ log = logging.getLogger("coral_server")
 
 MCP = web.AppKey("mcp", McpEndpoint)
 SIGNER = web.AppKey("signer", WebhookSigner)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+LAUNCHER = web.AppKey("launcher", AgentLauncher)
 FORWARDER = web.AppKey("forwarder", CustomToolForwarder)
 DOCKER = web.AppKey("docker", DockerEngine)
 DATABASE = web.AppKey("database", Database)
@@ -71,24 +75,36 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     zygote = Zygote() if settings.python_agents == "preload" else None
     if zygote is not None:
         app[ZYGOTE] = zygote
+    clock = SystemClock()
     runtimes: dict[str, Runtime] = {
-        "executable": ProcessRuntime(now_ms, zygote),
-        "docker": DockerRuntime(engine, now_ms),
+        "executable": ProcessRuntime(clock.now_ms, zygote),
+        "docker": DockerRuntime(engine, clock.now_ms),
         "external": ExternalRuntime(),
     }
     app[EVENTS] = EventBus()
+    app[DATABASE] = Database(settings.data_dir / "coral.db")
+    database = app[DATABASE]
+    app[SUPERVISOR] = Supervisor(
+        runtimes,
+        clock,
+        work_root=settings.data_dir.resolve(),
+        stop_grace_s=settings.stop_grace_s,
+        instance=settings.resolve_instance_id(),
+        store=lambda: getattr(database.store, "processes", None) if database.is_open else None,
+    )
+    app[LAUNCHER] = AgentLauncher(
+        settings.agent_api_url(settings.port),
+        settings.docker_api_url(settings.port),
+        # Executables inherit the server's environment, but never our own settings (keys...).
+        {k: v for k, v in os.environ.items() if not k.startswith("CORAL_SERVER_")},
+    )
     sessions = Sessions(
         app[REGISTRY],
-        runtimes,
-        SessionSettings(
-            api_url=settings.agent_api_url(settings.port),
-            docker_api_url=settings.docker_api_url(settings.port),
-            data_dir=settings.data_dir.resolve(),
-            stop_grace_s=settings.stop_grace_s,
-            wait_cap_ms=settings.wait_cap_ms,
-            log_buffer_bytes=settings.log_buffer_bytes,
-        ),
+        app[SUPERVISOR],
+        app[LAUNCHER],
+        SessionSettings(wait_cap_ms=settings.wait_cap_ms, log_buffer_bytes=settings.log_buffer_bytes),
         events=app[EVENTS],
+        clock=clock,
     )
     app[SESSIONS] = sessions
     secrets, source = load_or_create_secret(settings.data_dir, settings.webhook_secrets)
@@ -100,7 +116,6 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         timeout_s=settings.custom_tool_timeout_s,
     )
     app[FORWARDER] = forwarder
-    app[DATABASE] = Database(settings.data_dir / "coral.db")
     app[WEBHOOKS] = Webhooks(
         app[DATABASE],
         signer,
@@ -108,7 +123,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         max_attempts=settings.webhook_max_attempts,
         max_delay_s=settings.webhook_retry_max_s,
     )
-    sessions.closed_listeners.append(EndReporter(app[WEBHOOKS]))
+    sessions.on_closed.append(EndReporter(app[WEBHOOKS]))
     app[MCP] = McpEndpoint(
         sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"
     )
@@ -170,12 +185,8 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     bound = sock.getsockname()[1]
     site = web.SockSite(runner, sock)
     await site.start()
-    sessions = app[SESSIONS]
+    launcher = app[LAUNCHER]
     settings = app[SETTINGS]
-    sessions.settings = replace(
-        sessions.settings,
-        api_url=settings.agent_api_url(bound),
-        docker_api_url=settings.docker_api_url(bound),
-    )
-    log.info("server.listening host=%s port=%s agents_reach=%s", host, bound, sessions.settings.api_url)
+    launcher.listening(settings.agent_api_url(bound), settings.docker_api_url(bound))
+    log.info("server.listening host=%s port=%s agents_reach=%s", host, bound, launcher.api_url)
     return runner, bound

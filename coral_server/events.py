@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_BUFFER_SIZE = 10_000
+# The server-wide feed: lifecycle events of every session (session_created/closed, agent_started/
+# exited, each with namespace and sessionId) and of every run. It never closes. A session's own
+# topic is "namespace/id", so no session topic can be this one.
+SERVER_TOPIC = "server"
 RESERVED_KEYS = frozenset({"seq", "type", "timestamp"})
 
 

@@ -65,7 +65,7 @@ class McpEndpoint:
         self._runner: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._stop = asyncio.Event()
-        sessions.closed_listeners.append(self._on_session_closed)
+        sessions.on_closed.append(self._on_session_closed)
 
     # -- lifecycle: the manager's task group must be entered and exited in one task ------------------
 

@@ -1,5 +1,13 @@
-"""Agent runtimes: local processes, external agents (and Docker, next), behind one interface."""
+"""Agent runtimes: local processes, Docker containers, external agents, behind one interface."""
 
-from coral_server.runtimes.base import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, LogLine, Runtime
+from coral_server.runtimes.base import (
+    AgentHandle,
+    AgentLog,
+    LaunchFailed,
+    LaunchSpec,
+    LogLine,
+    Owner,
+    Runtime,
+)
 
-__all__ = ["AgentHandle", "AgentLog", "LaunchFailed", "LaunchSpec", "LogLine", "Runtime"]
+__all__ = ["AgentHandle", "AgentLog", "LaunchFailed", "LaunchSpec", "LogLine", "Owner", "Runtime"]

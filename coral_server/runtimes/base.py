@@ -1,4 +1,4 @@
-"""The `Runtime` interface: how a session launches, watches and stops one agent."""
+"""The `Runtime` interface: how a process or container is launched, watched and stopped for its owner."""
 
 from __future__ import annotations
 
@@ -10,17 +10,32 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
-class LaunchSpec:
-    """Everything a runtime needs to start one agent instance."""
+class Owner:
+    """Who a launched process or container belongs to: a session (its agents) or a run (its CLI)."""
 
-    agent_name: str
-    session_id: str
-    namespace: str
+    kind: str  # "session" | "run"
+    id: str
+    namespace: str = ""  # a session's namespace; empty for runs
+
+    def labels(self) -> dict[str, str]:
+        """What identifies the owner on a container (without the label prefix)."""
+        if self.kind == "session":
+            return {"namespace": self.namespace, "session": self.id}
+        return {"owner": self.kind, self.kind: self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything a runtime needs to start one process or container for its owner."""
+
+    owner: Owner
+    name: str  # the agent's name within its owner (or e.g. "cli" for a run's coding agent)
     command: list[str]
     cwd: Path
     env: dict[str, str]
     image: str | None = None
     files: tuple[Path, ...] = ()
+    pty: bool = False  # run the process on a pseudo-terminal (interactive CLIs); local processes only
 
 
 @dataclass(slots=True)
@@ -60,7 +75,14 @@ class AgentHandle(Protocol):
     """A running agent instance, as its runtime reports it."""
 
     @property
-    def pid(self) -> int | None: ...
+    def pid(self) -> int | None:
+        """Its process group leader's pid (local processes), else None."""
+        ...
+
+    @property
+    def container_id(self) -> str | None:
+        """Its container's id (Docker), else None."""
+        ...
 
     async def wait(self) -> int:
         """Wait until the agent exits; return its exit code."""
@@ -72,7 +94,7 @@ class AgentHandle(Protocol):
 
 
 class Runtime(Protocol):
-    """Launches agents. Implementations: local processes (`process.py`); Docker comes next."""
+    """Launches agents: local processes (`process.py`), containers (`docker.py`), external agents."""
 
     name: str
 

@@ -72,12 +72,10 @@ class DockerEngine:
         return self._client
 
     def labels(self, spec: LaunchSpec) -> dict[str, str]:
-        return {
-            LABEL_PREFIX + "instance": self.settings.instance,
-            LABEL_PREFIX + "namespace": spec.namespace,
-            LABEL_PREFIX + "session": spec.session_id,
-            LABEL_PREFIX + "agent": spec.agent_name,
-        }
+        labels = {LABEL_PREFIX + "instance": self.settings.instance}
+        labels.update({LABEL_PREFIX + k: v for k, v in spec.owner.labels().items()})
+        labels[LABEL_PREFIX + "agent"] = spec.name
+        return labels
 
     async def sweep(self) -> int:
         """Remove containers a previous run of this instance left behind; returns how many."""
@@ -265,7 +263,7 @@ class DockerRuntime:
         if settings.cpus:
             host["nano_cpus"] = int(settings.cpus * 1e9)
         return {
-            "name": f"coral-{spec.agent_name}-{secrets.token_hex(4)}",
+            "name": f"coral-{spec.name}-{secrets.token_hex(4)}",
             "command": spec.command or None,
             "environment": env,
             "labels": self._engine.labels(spec),
@@ -302,7 +300,5 @@ class DockerRuntime:
             with contextlib.suppress(NotFound, APIError):
                 await self._engine.run(api.remove_container, container_id, force=True)
             raise LaunchFailed(f"container could not start: {exc.explanation or exc}") from exc
-        logger.info(
-            "docker.started agent=%s container=%s image=%s", spec.agent_name, container_id[:12], spec.image
-        )
+        logger.info("docker.started agent=%s container=%s image=%s", spec.name, container_id[:12], spec.image)
         return DockerHandle(self._engine, api, container_id, sock, log, self._clock)

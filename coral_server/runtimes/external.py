@@ -17,6 +17,10 @@ class ExternalHandle:
     def pid(self) -> int | None:
         return None
 
+    @property
+    def container_id(self) -> str | None:
+        return None
+
     async def wait(self) -> int:
         await self._stopped.wait()
         return 0

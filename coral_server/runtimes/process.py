@@ -10,9 +10,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 
 from coral_server.runtimes.base import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, LogLine
 from coral_server.runtimes.zygote import Zygote, ZygoteUnavailable
@@ -49,6 +52,10 @@ class ProcessHandle:
     @property
     def pid(self) -> int | None:
         return self._pid
+
+    @property
+    def container_id(self) -> str | None:
+        return None
 
     @staticmethod
     async def _pump(stream: asyncio.StreamReader | None, name: str, log: AgentLog, clock: Clock) -> None:
@@ -107,11 +114,15 @@ class ProcessRuntime:
         self._zygote = zygote
 
     async def launch(self, spec: LaunchSpec, log: AgentLog) -> AgentHandle:
+        if not spec.command:
+            raise LaunchFailed("no command to run")
+        executable = resolve_executable(spec.command[0], spec.cwd, spec.env.get("PATH"))
+        spec = replace(spec, command=[executable, *spec.command[1:]])
         if self._zygote is not None and preloadable(spec):
             try:
                 return await self._fork(self._zygote, spec, log)
             except ZygoteUnavailable as exc:
-                logger.warning("zygote.unavailable agent=%s error=%s", spec.agent_name, exc)
+                logger.warning("zygote.unavailable agent=%s error=%s", spec.name, exc)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *spec.command,
@@ -141,6 +152,23 @@ class ProcessRuntime:
             for end in ends:
                 os.close(end)
         return ProcessHandle(pid, zygote.wait(pid), readers[0], readers[1], log, self._clock)
+
+
+def resolve_executable(path: str, root: Path, search: str | None = None) -> str:
+    """`python`/`python3` mean the server's own interpreter; else absolute, relative to the working
+    directory (an agent's manifest folder), or found on `search` (the agent's PATH)."""
+    if path in ("python", "python3"):
+        return sys.executable
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return path
+    local = root / candidate
+    if local.exists():
+        return str(local.resolve())
+    found = shutil.which(path, path=search)
+    if found is None:
+        raise LaunchFailed(f"executable {path!r} not found (manifest folder {root}, or PATH)")
+    return found
 
 
 def preloadable(spec: LaunchSpec) -> bool:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from coral_server.registry import AgentManifest, Generation, ResolvedOption
-from coral_server.runtimes import AgentHandle, AgentLog
+from coral_server.runtimes import AgentLog
 from coral_server.sessions.mailbox import Mailbox
+from coral_server.supervision import Unit
 
 
 def new_agent_secret() -> str:
@@ -35,19 +35,35 @@ class SessionAgent:
     links: set[str] = field(default_factory=set)
     mailbox: Mailbox = field(default_factory=Mailbox)
     log: AgentLog = field(default_factory=AgentLog)
-    handle: AgentHandle | None = None
-    status: str = "pending"  # pending | running | exited | failed
     connected: bool = False
-    exit_code: int | None = None
-    error: str | None = None
-    started_at: int | None = None
-    ended_at: int | None = None
     secret_values: set[str] = field(default_factory=set)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once its exit is recorded
+    unit: Unit | None = None  # its process or container, once the session has started it
 
     @property
     def waiting(self) -> bool:
         return self.mailbox.waiting > 0
+
+    # What its supervised unit knows (pending until the session starts it).
+    @property
+    def status(self) -> str:
+        """pending | running | exited | failed"""
+        return "pending" if self.unit is None else self.unit.status
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.unit is None else self.unit.exit_code
+
+    @property
+    def error(self) -> str | None:
+        return None if self.unit is None else self.unit.error
+
+    @property
+    def started_at(self) -> int | None:
+        return None if self.unit is None else self.unit.started_at
+
+    @property
+    def ended_at(self) -> int | None:
+        return None if self.unit is None else self.unit.ended_at
 
     def identifier(self) -> dict[str, Any]:
         return {"name": self.manifest.name, "version": self.manifest.version, "source": "local"}

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coral_server.clock import Clock, SystemClock
 from coral_server.events import EventBus
 from coral_server.registry import (
     AgentManifest,
     AgentNotInRegistry,
     Generation,
-    LaunchTarget,
     OptionsInvalid,
     Registry,
-    RuntimeTransport,
-    connection_url,
-    launch_env,
-    materialize,
     resolve_options,
 )
-from coral_server.runtimes import LaunchFailed, LaunchSpec, Runtime
+from coral_server.runtimes import LaunchSpec, Owner
 from coral_server.sessions.agent import SessionAgent, new_agent_secret
 from coral_server.sessions.errors import (
     NamespaceNotFound,
@@ -34,25 +27,20 @@ from coral_server.sessions.errors import (
     SessionNotFound,
     SessionRequestInvalid,
 )
-from coral_server.sessions.model import now_ms
+from coral_server.sessions.launch import AgentLauncher
 from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, SessionRequest
+from coral_server.supervision import Supervisor
 
 log = logging.getLogger("coral_server.sessions")
 
 KNOWN_PLUGINS = frozenset({"close_session_tool"})
-# Our own configuration variables never reach agents (they may hold the server's keys).
-_SERVER_ENV_PREFIX = "CORAL_SERVER_"
 
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     """What the session domain needs from the server configuration."""
 
-    api_url: str  # how local agents reach the server, e.g. http://127.0.0.1:5555
-    data_dir: Path
-    docker_api_url: str | None = None  # how containers reach it (default: api_url)
-    stop_grace_s: float = 5.0
     wait_cap_ms: int = 60_000
     log_buffer_bytes: int = 256 * 1024
 
@@ -69,23 +57,31 @@ SessionListener = Callable[[Session], Awaitable[None]]
 
 
 class Sessions:
-    """Every live session, grouped in namespaces; the single entry point of the session domain."""
+    """Every live session, grouped in namespaces; the single entry point of the session domain.
+
+    `on_closed` hooks are awaited as each session closes, before shutdown goes on (the end report is
+    stored through one); everything else follows the server-wide feed (`events.SERVER_TOPIC`).
+    """
 
     def __init__(
         self,
         registry: Registry,
-        runtimes: dict[str, Runtime],
-        settings: SessionSettings,
+        supervisor: Supervisor,
+        launcher: AgentLauncher,
+        settings: SessionSettings | None = None,
         events: EventBus | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.registry = registry
         # Where every session publishes its changes (topic: Session.topic).
         self.events = events if events is not None else EventBus()
-        self.runtimes = runtimes
-        self.settings = settings
+        self.supervisor = supervisor
+        self.launcher = launcher
+        self.settings = settings if settings is not None else SessionSettings()
+        self.clock = clock if clock is not None else SystemClock()
         self.namespaces: dict[str, Namespace] = {}
         self._by_secret: dict[str, tuple[Session, SessionAgent]] = {}
-        self.closed_listeners: list[SessionListener] = []
+        self.on_closed: list[SessionListener] = []
         # Closed sessions kept readable for their hold time (persistence mode hold_after_exit).
         self._holds: set[asyncio.Task[None]] = set()
 
@@ -160,11 +156,12 @@ class Sessions:
             manifest = self.registry.get(req.registry_name, req.registry_version)
         except AgentNotInRegistry as exc:
             problems.append(RequestProblem(f"{path}.id", str(exc)))
-        if req.runtime not in self.runtimes:
+        runtimes = self.supervisor.runtimes
+        if req.runtime not in runtimes:
             problems.append(
                 RequestProblem(
                     f"{path}.provider.runtime",
-                    f"unknown runtime {req.runtime!r}; available: {', '.join(sorted(self.runtimes))}",
+                    f"unknown runtime {req.runtime!r}; available: {', '.join(sorted(runtimes))}",
                 )
             )
         elif manifest is not None and (
@@ -216,19 +213,20 @@ class Sessions:
         if ns is None:
             if not request.create_namespace:
                 raise NamespaceNotFound(request.namespace)
-            ns = Namespace(request.namespace, request.delete_namespace_on_last_exit, timestamp=now_ms())
+            ns = Namespace(
+                request.namespace, request.delete_namespace_on_last_exit, timestamp=self.clock.now_ms()
+            )
             self.namespaces[ns.name] = ns
         session_id = str(uuid.uuid4())
         session = Session(
             session_id=session_id,
             namespace=ns.name,
             agents=agents,
-            runtimes=self.runtimes,
+            crew=self.supervisor.crew(Owner("session", session_id, ns.name)),
             build_spec=self._launch_spec,
-            work_dir=self.settings.data_dir / "sessions" / session_id,
             ttl_ms=request.ttl_ms,
-            stop_grace_s=self.settings.stop_grace_s,
             on_closed=self._retire,
+            clock=self.clock,
             annotations=request.annotations,
             hold_ms=request.hold_after_exit_ms,
             minimum_ms=request.minimum_time_ms,
@@ -251,71 +249,10 @@ class Sessions:
         return session
 
     def connection_url(self, agent: SessionAgent) -> str:
-        return connection_url(self._launch_target(agent))
+        return self.launcher.connection_url(agent)
 
-    def _launch_target(self, agent: SessionAgent, session_id: str = "") -> LaunchTarget:
-        """Who `agent` is and where its MCP endpoint is (the URL needs no session id)."""
-        transport: RuntimeTransport = "streamable_http"
-        if agent.runtime == "executable" and agent.manifest.executable is not None:
-            transport = agent.manifest.executable.transport
-        elif agent.runtime == "docker" and agent.manifest.docker is not None:
-            transport = agent.manifest.docker.transport
-        return LaunchTarget(
-            generation=agent.generation,
-            api_url=self._api_url(agent),
-            secret=agent.secret,
-            agent_name=agent.name,
-            session_id=session_id,
-            runtime=agent.runtime,
-            transport=transport,
-            system_prompt=agent.system_prompt,
-        )
-
-    def _api_url(self, agent: SessionAgent) -> str:
-        if agent.runtime == "docker" and self.settings.docker_api_url:
-            return self.settings.docker_api_url
-        return self.settings.api_url
-
-    def _launch_spec(self, session: Session, agent: SessionAgent) -> LaunchSpec:
-        manifest = agent.manifest
-        files_dir = session.work_dir / agent.name
-        opt_env = materialize(agent.options, files_dir)
-        agent.secret_values = set(opt_env.secret_values)
-        secrets = [s for s in agent.secret_values if s]
-        if secrets:
-            agent.log.redact = lambda text: _redact(text, secrets)
-        env: dict[str, str] = {}
-        if agent.runtime == "executable":
-            # Executables inherit the server's environment (PATH, HOME, ...), as the reference does;
-            # containers get only what is theirs.
-            env.update({k: v for k, v in os.environ.items() if not k.startswith(_SERVER_ENV_PREFIX)})
-        env.update(opt_env.env)
-        env.update(launch_env(self._launch_target(agent, session.id)))
-        env["PYTHONUNBUFFERED"] = "1"
-        command: list[str] = []
-        image: str | None = None
-        if agent.runtime == "executable":
-            if manifest.executable is None:
-                raise LaunchFailed(f"agent {manifest.name!r} has no executable runtime")
-            command = [
-                resolve_executable(manifest.executable.path, manifest.root),
-                *manifest.executable.arguments,
-            ]
-        elif agent.runtime == "docker" and manifest.docker is not None:
-            command = list(manifest.docker.command or [])
-            image = manifest.docker.image
-            if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
-                image = f"{image}:{manifest.version}"  # an untagged image means the agent's version
-        return LaunchSpec(
-            agent_name=agent.name,
-            session_id=session.id,
-            namespace=session.namespace,
-            command=command,
-            cwd=manifest.root,
-            env=env,
-            image=image,
-            files=tuple(opt_env.files),
-        )
+    def _launch_spec(self, session: Session, agent: SessionAgent, files_dir: Path) -> LaunchSpec:
+        return self.launcher.spec(session.crew.owner, agent, files_dir)
 
     # -- teardown --------------------------------------------------------------------------------
 
@@ -334,7 +271,7 @@ class Sessions:
         else:
             self._forget(session)
         log.info("session.closed session=%s reason=%s", session.id, session.close_reason)
-        for listener in self.closed_listeners:
+        for listener in self.on_closed:
             try:
                 await listener(session)
             except Exception:
@@ -342,7 +279,7 @@ class Sessions:
 
     async def _forget_later(self, session: Session, keep_ms: int) -> None:
         try:
-            await asyncio.sleep(keep_ms / 1000)
+            await self.clock.sleep(keep_ms / 1000)
         finally:
             self._forget(session)
 
@@ -362,25 +299,3 @@ class Sessions:
         for task in holds:  # closed sessions kept for their hold time go with the server
             task.cancel()
         await asyncio.gather(*holds, return_exceptions=True)
-
-
-def resolve_executable(path: str, root: Path) -> str:
-    """`python`/`python3` mean the server's own interpreter; else absolute, manifest-relative, PATH."""
-    if path in ("python", "python3"):
-        return sys.executable
-    candidate = Path(path)
-    if candidate.is_absolute():
-        return path
-    local = root / candidate
-    if local.exists():
-        return str(local.resolve())
-    found = shutil.which(path)
-    if found is None:
-        raise LaunchFailed(f"executable {path!r} not found (manifest folder {root}, or PATH)")
-    return found
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text

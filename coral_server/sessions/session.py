@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from coral_server.events import EventBus
-from coral_server.runtimes import LaunchFailed, LaunchSpec, LogLine, Runtime
+from coral_server.clock import Clock, SystemClock
+from coral_server.events import SERVER_TOPIC, EventBus
+from coral_server.runtimes import LaunchSpec, LogLine
 from coral_server.sessions.agent import SessionAgent
 from coral_server.sessions.errors import (
     AgentNotFound,
@@ -24,15 +24,19 @@ from coral_server.sessions.errors import (
     ThreadNotFound,
 )
 from coral_server.sessions.mailbox import WAKE_STEPS, MessageFilter
-from coral_server.sessions.model import Message, Thread, new_id, now_ms
+from coral_server.sessions.model import Message, Thread, new_id
 from coral_server.sessions.spec import CustomToolSpec, EndWebhook
+from coral_server.supervision import Crew, Unit
 
 log = logging.getLogger("coral_server.sessions")
 
 # Why a session ended, as reported in state, events and the session-end webhook.
-CloseReason = Literal["ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown"]
+CloseReason = Literal[
+    "ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown", "server_restart"
+]
 
-SpecBuilder = Callable[["Session", SessionAgent], LaunchSpec]
+# Builds an agent's launch spec in its work directory (option files go there).
+SpecBuilder = Callable[["Session", SessionAgent, Path], LaunchSpec]
 ClosedCallback = Callable[["Session"], Awaitable[None]]
 
 # How long an agent's first tool call waits for the blocking agents it is linked to.
@@ -40,7 +44,7 @@ BLOCKING_WAIT_S = 60.0
 
 
 class Session:
-    """Owns its agents (and their watcher tasks), its threads and its TTL timer."""
+    """Owns its agents, threads and mailboxes; its crew runs the agents' processes and its TTL."""
 
     def __init__(
         self,
@@ -48,12 +52,11 @@ class Session:
         session_id: str,
         namespace: str,
         agents: Iterable[SessionAgent],
-        runtimes: dict[str, Runtime],
+        crew: Crew,
         build_spec: SpecBuilder,
-        work_dir: Path,
         ttl_ms: int | None,
-        stop_grace_s: float,
         on_closed: ClosedCallback,
+        clock: Clock | None = None,
         annotations: dict[str, str] | None = None,
         hold_ms: int = 0,
         minimum_ms: int = 0,
@@ -62,7 +65,8 @@ class Session:
     ) -> None:
         self.id = session_id
         self.namespace = namespace
-        self.timestamp = now_ms()
+        self.clock = clock if clock is not None else SystemClock()
+        self.timestamp = self.clock.now_ms()
         self.agents: dict[str, SessionAgent] = {a.name: a for a in agents}
         self.threads: dict[str, Thread] = {}
         self.annotations = annotations or {}
@@ -76,12 +80,9 @@ class Session:
         self.end_webhook = end_webhook
         self.namespace_transient = True  # the namespace goes with its last session (set by Sessions)
         self.custom_tools = custom_tools or {}
-        self.work_dir = work_dir
-        self._runtimes = runtimes
+        self.crew = crew
         self._build_spec = build_spec
-        self._stop_grace_s = stop_grace_s
         self._on_closed = on_closed
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._connected = asyncio.Condition()
         self._closed = asyncio.Event()
         self._close_lock = asyncio.Lock()
@@ -94,11 +95,9 @@ class Session:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(f"{self.id}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    @property
+    def work_dir(self) -> Path:
+        return self.crew.work_dir
 
     @property
     def topic(self) -> str:
@@ -109,6 +108,13 @@ class Session:
         if self.events is not None:
             self.events.publish(self.topic, type, data)
 
+    def _announce(self, type: str, **data: Any) -> None:
+        """A lifecycle event on the server-wide feed (what dashboards and event triggers follow)."""
+        if self.events is not None:
+            self.events.publish(
+                SERVER_TOPIC, type, {"namespace": self.namespace, "sessionId": self.id, **data}
+            )
+
     def _reason(self) -> dict[str, Any]:
         data: dict[str, Any] = {"reason": self.close_reason}
         if self.close_detail is not None:
@@ -117,6 +123,7 @@ class Session:
 
     def _end_events(self) -> None:
         if self.events is not None:
+            self._announce("session_closed", **self._reason())
             self.final_seq = self.events.publish(self.topic, "session_closed", self._reason()).seq
             self.events.close_topic(self.topic)
             self.events = None  # nothing is published after session_closed
@@ -132,45 +139,33 @@ class Session:
         if agent.error is not None:
             data["error"] = agent.error
         self._emit("agent_exited", **data)
+        self._announce("agent_exited", **data)
 
     def start(self) -> None:
         """Launch every agent concurrently and arm the TTL timer."""
-        self._emit(
-            "session_created",
-            namespace=self.namespace,
-            sessionId=self.id,
-            agents=[a.name for a in self.agents.values()],
-        )
+        names = [a.name for a in self.agents.values()]
+        self._emit("session_created", namespace=self.namespace, sessionId=self.id, agents=names)
+        self._announce("session_created", agents=names)
         for agent in self.agents.values():
-            self._spawn(self._run_agent(agent), f"agent:{agent.name}")
+            agent.unit = self.crew.launch(
+                agent.name,
+                agent.runtime,
+                functools.partial(self._build_spec, self, agent),
+                agent.log,
+                on_running=functools.partial(self._agent_running, agent),
+                on_ended=functools.partial(self._agent_ended, agent),
+            )
         if self.ttl_ms is not None:
-            self._spawn(self._expire(self.ttl_ms / 1000), "ttl")
+            self.crew.deadline(self.ttl_ms / 1000, self._expire)
 
-    async def _expire(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def _expire(self) -> None:
         await self.close("ttl", f"time to live of {self.ttl_ms} ms ran out")
 
-    async def _run_agent(self, agent: SessionAgent) -> None:
-        runtime = self._runtimes[agent.runtime]
-        agent.started_at = now_ms()
-        try:
-            spec = self._build_spec(self, agent)
-            agent.handle = await runtime.launch(spec, agent.log)
-        except OSError as exc:
-            agent.status, agent.error = "failed", f"cannot prepare the agent: {exc}"
-            log.warning("agent.launch_failed session=%s agent=%s error=%s", self.id, agent.name, exc)
-        except LaunchFailed as exc:
-            agent.status, agent.error = "failed", str(exc)
-            log.warning("agent.launch_failed session=%s agent=%s error=%s", self.id, agent.name, exc)
-        else:
-            agent.status = "running"
-            self._emit("agent_started", agent=agent.name, runtime=agent.runtime)
-            log.info("agent.started session=%s agent=%s pid=%s", self.id, agent.name, agent.handle.pid)
-            agent.exit_code = await agent.handle.wait()
-            agent.status = "exited"
-            log.info("agent.exited session=%s agent=%s code=%s", self.id, agent.name, agent.exit_code)
-        agent.ended_at = now_ms()
-        agent.ended.set()
+    def _agent_running(self, agent: SessionAgent, unit: Unit) -> None:
+        self._emit("agent_started", agent=agent.name, runtime=agent.runtime)
+        self._announce("agent_started", agent=agent.name, runtime=agent.runtime)
+
+    async def _agent_ended(self, agent: SessionAgent, unit: Unit) -> None:
         self._emit_exited(agent)
         self.mark_disconnected(agent)
         agent.mailbox.close()
@@ -189,21 +184,15 @@ class Session:
         log.info("session.closing session=%s namespace=%s reason=%s", self.id, self.namespace, reason)
         for agent in self.agents.values():
             agent.mailbox.close()
-        handles = [a.handle for a in self.agents.values() if a.handle is not None]
-        await asyncio.gather(*(h.stop(self._stop_grace_s) for h in handles), return_exceptions=True)
-        me = asyncio.current_task()
-        others = [t for t in self._tasks if t is not me]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await self.crew.stop_all()
+        await self.crew.cancel_tasks()
         for agent in self.agents.values():
             self.mark_disconnected(agent)
-            if agent.status in ("pending", "running"):
-                agent.status = "exited"
+            if agent.unit is not None and agent.unit.status in ("pending", "running"):
+                agent.unit.status = "exited"
                 self._emit_exited(agent)
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
-        self.closed_at = now_ms()
+        await self.crew.close()
+        self.closed_at = self.clock.now_ms()
         self._end_events()
         self._closed.set()
         await self._on_closed(self)
@@ -213,23 +202,18 @@ class Session:
 
         Its state shows it exited; when it was the last running agent, the session closes as usual.
         """
-        if agent.ended_at is not None or self.closing:
+        if agent.ended_at is not None or self.closing or agent.unit is None:
             return
-        if agent.handle is not None:
-            await agent.handle.stop(self._stop_grace_s)
-            # Its watcher records the exit (status, code, event) right after; wait for that.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await agent.ended.wait()
+        await self.crew.stop(agent.unit)
 
     def request_close(self, reason: CloseReason, detail: str | None = None) -> None:
         """Close from inside a call that must return first (an agent ending its own session)."""
         if not self.closing:
-            self._spawn(self.close(reason, detail), "close")
+            self.crew.spawn(self.close(reason, detail), "close")
 
     def forget_after_ms(self) -> int:
         """How long after closing the closed session's state stays readable (persistence mode)."""
-        closed = self.closed_at if self.closed_at is not None else now_ms()
+        closed = self.closed_at if self.closed_at is not None else self.clock.now_ms()
         return max(self.hold_ms, self.timestamp + self.minimum_ms - closed, 0)
 
     async def wait_closed(self) -> None:
@@ -306,7 +290,7 @@ class Session:
             if participant not in members:
                 members.append(participant)
         thread = Thread(
-            id=new_id(), name=name, creator=creator.name, participants=members, timestamp=now_ms()
+            id=new_id(), name=name, creator=creator.name, participants=members, timestamp=self.clock.now_ms()
         )
         self.threads[thread.id] = thread
         self._emit("thread_created", thread=thread.to_http())
@@ -345,7 +329,7 @@ class Session:
         thread = self._participating(actor, thread_id)
         if thread.closed:
             raise ThreadClosed(thread_id)
-        thread.closed, thread.summary, thread.closed_at = True, summary, now_ms()
+        thread.closed, thread.summary, thread.closed_at = True, summary, self.clock.now_ms()
         self._emit("thread_closed", threadId=thread_id, summary=summary)
         return thread
 
@@ -369,7 +353,7 @@ class Session:
             sender=sender.name,
             text=text,
             mentions=tuple(unique),
-            timestamp=now_ms(),
+            timestamp=self.clock.now_ms(),
         )
         thread.messages.append(message)
         self._emit("message_sent", message=message.to_http())

@@ -21,6 +21,10 @@ class Database:
         return self._store
 
     @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             raise StoreClosed(f"{self.path} is not open")

@@ -6,15 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from coral_server.clock import SystemClock
 from coral_server.registry import AgentManifest
+from coral_server.runtimes import Owner
 from coral_server.sessions import Session, SessionAgent
+from coral_server.supervision import Supervisor
 
 
 async def _closed(session: Session) -> None:
     return None
 
 
-def _unlaunched(session: Session, agent: SessionAgent) -> Any:
+def _unlaunched(session: Session, agent: SessionAgent, files: Path) -> Any:
     raise AssertionError("these tests launch nothing")
 
 
@@ -25,10 +28,8 @@ def unlaunched_session(tmp_path: Path, make: Callable[[AgentManifest], list[Sess
         session_id="sid",
         namespace="ns",
         agents=make(manifest),
-        runtimes={},
+        crew=Supervisor({}, SystemClock(), work_root=tmp_path / "work").crew(Owner("session", "sid", "ns")),
         build_spec=_unlaunched,
-        work_dir=tmp_path / "work",
         ttl_ms=None,
-        stop_grace_s=0.1,
         on_closed=_closed,
     )

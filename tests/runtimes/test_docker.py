@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from coral_server.runtimes import AgentLog, LaunchFailed, LaunchSpec
+from coral_server.runtimes import AgentLog, LaunchFailed, LaunchSpec, Owner
 from coral_server.runtimes.docker import DockerEngine, DockerRuntime, DockerSettings
 from tests.conftest import AGENT_IMAGE, docker_engine
 
@@ -39,9 +39,8 @@ def now() -> int:
 
 def spec(code: str, image: str = AGENT_IMAGE, session: str = "s") -> LaunchSpec:
     return LaunchSpec(
-        agent_name="a",
-        session_id=session,
-        namespace="n",
+        owner=Owner("session", session, "n"),
+        name="a",
         command=["python", "-c", code],
         cwd=Path("/"),
         env={},

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from coral_server.runtimes import AgentLog, LaunchFailed, LaunchSpec
+from coral_server.runtimes import AgentLog, LaunchFailed, LaunchSpec, Owner
 from coral_server.runtimes.process import ProcessRuntime
 
 
 def spec(code: str, tmp_path: Path) -> LaunchSpec:
     return LaunchSpec(
-        agent_name="a",
-        session_id="s",
-        namespace="n",
+        owner=Owner("session", "s", "n"),
+        name="a",
         command=[sys.executable, "-c", code],
         cwd=tmp_path,
         env={},
@@ -59,7 +58,7 @@ async def test_graceful_stop_uses_sigterm(tmp_path: Path) -> None:
 
 async def test_missing_executable_raises_launch_failed(tmp_path: Path) -> None:
     bad = LaunchSpec(
-        agent_name="a", session_id="s", namespace="n", command=["/no/such/bin"], cwd=tmp_path, env={}
+        owner=Owner("session", "s", "n"), name="a", command=["/no/such/bin"], cwd=tmp_path, env={}
     )
     with pytest.raises(LaunchFailed, match="cannot start"):
         await ProcessRuntime(now).launch(bad, AgentLog())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_server.runtimes import AgentLog, LaunchSpec
+from coral_server.runtimes import AgentLog, LaunchSpec, Owner
 from coral_server.runtimes.process import ProcessRuntime, preloadable
 from coral_server.runtimes.zygote import Zygote
 
@@ -36,9 +36,8 @@ def script(tmp_path: Path, body: str, name: str = "agent.py") -> LaunchSpec:
     (folder / name).write_text(body)
     (folder / "helper_mod.py").write_text("VALUE = 'next to the script'\n")
     return LaunchSpec(
-        agent_name="a",
-        session_id="s",
-        namespace="n",
+        owner=Owner("session", "s", "n"),
+        name="a",
         command=[sys.executable, name, "--flag", "x y"],
         cwd=folder,
         env={"CORAL_AGENT_ID": "a", "PYTHONUNBUFFERED": "1", "PATH": os.environ.get("PATH", "")},
@@ -205,7 +204,7 @@ def test_only_the_servers_python_running_a_script_is_preloaded(tmp_path: Path) -
     (tmp_path / "a.py").write_text("")
 
     def launch(*command: str) -> LaunchSpec:
-        return LaunchSpec("a", "s", "n", list(command), tmp_path, {})
+        return LaunchSpec(Owner("session", "s", "n"), "a", list(command), tmp_path, {})
 
     assert preloadable(launch(sys.executable, "a.py"))
     assert not preloadable(launch(sys.executable, "-u", "a.py"))  # interpreter options: as asked

@@ -1,0 +1,300 @@
+"""The supervisor: launches processes and containers for an owner, watches their exits, stops them.
+
+A `Crew` is everything one owner runs (a session's agents, a run's coding-agent CLI): its units, its
+deadline (a session's TTL, a run's maximum duration), its work directory, and the tasks that watch
+them. Every unit that starts is recorded in the store until it ends, so the orphans of a crashed
+server are found and killed at the next start-up (`Supervisor.reap_orphans`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from coral_server.clock import Clock
+from coral_server.runtimes import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, Owner, Runtime
+from coral_server.store.processes import ProcessRecord, ProcessStore
+
+log = logging.getLogger("coral_server.supervision")
+
+UnitStatus = Literal["pending", "running", "exited", "failed"]
+# Builds the unit's launch spec in its own work directory (may write option files there).
+Prepare = Callable[[Path], LaunchSpec]
+UnitCallback = Callable[["Unit"], Awaitable[None] | None]
+
+
+@dataclass(slots=True, eq=False)
+class Unit:
+    """One supervised process or container and what is known of it."""
+
+    owner: Owner
+    name: str
+    runtime: str
+    log: AgentLog
+    status: UnitStatus = "pending"
+    exit_code: int | None = None
+    error: str | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+    handle: AgentHandle | None = None
+    record_id: str | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once its end is recorded
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.handle is None else self.handle.pid
+
+
+async def _call(callback: UnitCallback | None, unit: Unit) -> None:
+    if callback is not None:
+        result = callback(unit)
+        if result is not None:
+            await result
+
+
+class Crew:
+    """The units, deadline, tasks and work directory of one owner; `close()` releases them all."""
+
+    def __init__(self, supervisor: Supervisor, owner: Owner, work_dir: Path) -> None:
+        self.owner = owner
+        self.work_dir = work_dir
+        self.units: dict[str, Unit] = {}
+        self._supervisor = supervisor
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` as a task this crew owns (cancelled by `cancel_tasks`)."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.owner.id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def launch(
+        self,
+        name: str,
+        runtime: str,
+        prepare: Prepare,
+        log: AgentLog,
+        *,
+        on_running: UnitCallback | None = None,
+        on_ended: UnitCallback | None = None,
+    ) -> Unit:
+        """Start a unit in the background; `on_running` once it runs, `on_ended` once it has ended
+        (exited, or failed to start: a launch that cannot complete always ends with an error)."""
+        unit = Unit(self.owner, name, runtime, log)
+        self.units[name] = unit
+        self.spawn(self._supervisor._run(self, unit, prepare, on_running, on_ended), f"unit:{name}")
+        return unit
+
+    def deadline(self, seconds: float, on_deadline: Callable[[], Awaitable[None]]) -> None:
+        """Call `on_deadline` after `seconds` (by the supervisor's clock) unless the crew closes first."""
+
+        async def expire() -> None:
+            await self._supervisor.clock.sleep(seconds)
+            await on_deadline()
+
+        self.spawn(expire(), "deadline")
+
+    async def stop_all(self, grace: float | None = None) -> None:
+        """Stop every running unit: SIGTERM (or the engine's stop), SIGKILL after the grace period."""
+        grace = self._supervisor.stop_grace_s if grace is None else grace
+        handles = [u.handle for u in self.units.values() if u.handle is not None]
+        await asyncio.gather(*(h.stop(grace) for h in handles), return_exceptions=True)
+
+    async def stop(self, unit: Unit, grace: float | None = None) -> None:
+        """Stop one unit and wait (bounded) until its end is recorded."""
+        if unit.ended_at is not None or unit.handle is None:
+            return
+        await unit.handle.stop(self._supervisor.stop_grace_s if grace is None else grace)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await unit.ended.wait()
+
+    async def cancel_tasks(self) -> None:
+        """Cancel every task of the crew but the caller's own, and wait for them."""
+        me = asyncio.current_task()
+        others = [t for t in self._tasks if t is not me]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel the crew's tasks, forget its units' records and remove its work directory."""
+        await self.cancel_tasks()
+        for unit in self.units.values():
+            await self._supervisor._forget(unit)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+
+
+class Supervisor:
+    """Starts units through the runtimes, records them in the store while they live, reaps orphans."""
+
+    def __init__(
+        self,
+        runtimes: Mapping[str, Runtime],
+        clock: Clock,
+        *,
+        work_root: Path,
+        stop_grace_s: float = 5.0,
+        instance: str = "default",
+        store: Callable[[], ProcessStore | None] = lambda: None,
+    ) -> None:
+        self.runtimes = runtimes
+        self.clock = clock
+        self.work_root = work_root
+        self.stop_grace_s = stop_grace_s
+        self.instance = instance
+        self._store = store
+
+    def crew(self, owner: Owner) -> Crew:
+        """A new crew for `owner`, working under `<work_root>/<kind>s/<id>`."""
+        return Crew(self, owner, self.work_root / f"{owner.kind}s" / owner.id)
+
+    async def _run(
+        self,
+        crew: Crew,
+        unit: Unit,
+        prepare: Prepare,
+        on_running: UnitCallback | None,
+        on_ended: UnitCallback | None,
+    ) -> None:
+        unit.started_at = self.clock.now_ms()
+        try:
+            spec = prepare(crew.work_dir / unit.name)
+            unit.handle = await self.runtimes[unit.runtime].launch(spec, unit.log)
+        except LaunchFailed as exc:
+            unit.status, unit.error = "failed", str(exc)
+        except OSError as exc:
+            unit.status, unit.error = "failed", f"cannot prepare the agent: {exc}"
+        except Exception as exc:  # any other launch error still ends the unit visibly
+            unit.status, unit.error = "failed", f"cannot start the agent: {exc}"
+            log.exception("unit.launch_error owner=%s unit=%s", unit.owner.id, unit.name)
+        else:
+            unit.status = "running"
+            await self._record(unit)
+            log.info(
+                "unit.started owner=%s unit=%s pid=%s container=%s",
+                unit.owner.id,
+                unit.name,
+                unit.handle.pid,
+                (unit.handle.container_id or "")[:12] or None,
+            )
+            await _call(on_running, unit)
+            unit.exit_code = await unit.handle.wait()
+            unit.status = "exited"
+            log.info("unit.exited owner=%s unit=%s code=%s", unit.owner.id, unit.name, unit.exit_code)
+            await self._forget(unit)
+        if unit.status == "failed":
+            log.warning("unit.launch_failed owner=%s unit=%s error=%s", unit.owner.id, unit.name, unit.error)
+        unit.ended_at = self.clock.now_ms()
+        unit.ended.set()
+        await _call(on_ended, unit)
+
+    async def _record(self, unit: Unit) -> None:
+        store = self._store()
+        handle = unit.handle
+        if store is None or handle is None or (handle.pid is None and handle.container_id is None):
+            return
+        record = ProcessRecord(
+            id=uuid.uuid4().hex,
+            instance=self.instance,
+            owner_kind=unit.owner.kind,
+            owner_id=unit.owner.id,
+            name=unit.name,
+            runtime=unit.runtime,
+            pid=handle.pid,
+            proc_start=None if handle.pid is None else process_start(handle.pid),
+            container=handle.container_id,
+            started_at=self.clock.time(),
+        )
+        try:
+            await store.add(record)
+        except Exception:
+            log.exception("unit.record_failed owner=%s unit=%s", unit.owner.id, unit.name)
+        else:
+            unit.record_id = record.id
+
+    async def _forget(self, unit: Unit) -> None:
+        store = self._store()
+        record_id, unit.record_id = unit.record_id, None
+        if store is None or record_id is None:
+            return
+        try:
+            await store.remove(record_id)
+        except Exception:
+            log.exception("unit.forget_failed owner=%s unit=%s", unit.owner.id, unit.name)
+
+    async def reap_orphans(self, kill_container: Callable[[str], Awaitable[None]] | None = None) -> int:
+        """Kill what a crashed server of this instance left running (recorded units); returns how many.
+
+        A process is killed only if it is still the one that was started (same pid and start time),
+        so a reused pid is never hit; containers go through `kill_container`.
+        """
+        store = self._store()
+        if store is None:
+            return 0
+        killed = 0
+        for record in await store.listing(self.instance):
+            if record.pid is not None and record.proc_start is not None:
+                killed += _kill_group(record.pid, record.proc_start)
+            elif record.container is not None and kill_container is not None:
+                with contextlib.suppress(Exception):
+                    await kill_container(record.container)
+                    killed += 1
+            await store.remove(record.id)
+        if killed:
+            log.warning("supervisor.reaped_orphans count=%s instance=%s", killed, self.instance)
+        return killed
+
+
+def _kill_group(pgid: int, leader_start: int) -> int:
+    """SIGKILL the process group a recorded leader started, if it is still that group; 1 if killed."""
+    leader = process_start(pgid)
+    if leader is not None and leader != leader_start:
+        return 0  # the pid was reused: not ours
+    if leader is None:
+        # The leader is gone; members it left keep its group id and started after it.
+        members = [pid for pid in _pids() if _pgid(pid) == pgid and (process_start(pid) or 0) >= leader_start]
+        if not members:
+            return 0
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+        return 1
+    return 0
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its closing ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
