@@ -7,6 +7,7 @@ from aiohttp import web
 from coral_server.config import Settings
 from coral_server.events import EventBus
 from coral_server.registry import Registry
+from coral_server.runs.service import Runs
 from coral_server.sessions import Sessions
 from coral_server.webhooks.service import Webhooks
 
@@ -15,3 +16,4 @@ SESSIONS = web.AppKey("sessions", Sessions)
 REGISTRY = web.AppKey("registry", Registry)
 EVENTS = web.AppKey("events", EventBus)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
+RUNS = web.AppKey("runs", Runs)

@@ -23,6 +23,7 @@ from coral_server.sessions.errors import (
     ThreadClosed,
     ThreadNotFound,
 )
+from coral_server.sessions.journal import Journal
 from coral_server.sessions.mailbox import WAKE_STEPS, MessageFilter
 from coral_server.sessions.model import Message, Thread, new_id
 from coral_server.sessions.spec import CustomToolSpec, EndWebhook
@@ -57,6 +58,7 @@ class Session:
         ttl_ms: int | None,
         on_closed: ClosedCallback,
         clock: Clock | None = None,
+        journal: Journal | None = None,
         annotations: dict[str, str] | None = None,
         hold_ms: int = 0,
         minimum_ms: int = 0,
@@ -81,6 +83,7 @@ class Session:
         self.namespace_transient = True  # the namespace goes with its last session (set by Sessions)
         self.custom_tools = custom_tools or {}
         self.crew = crew
+        self.journal = journal  # threads and messages, kept in the store for a crash's end report
         self._build_spec = build_spec
         self._on_closed = on_closed
         self._connected = asyncio.Condition()
@@ -114,6 +117,10 @@ class Session:
             self.events.publish(
                 SERVER_TOPIC, type, {"namespace": self.namespace, "sessionId": self.id, **data}
             )
+
+    def _journal(self, kind: str, body: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal.record(kind, body)
 
     def _reason(self) -> dict[str, Any]:
         data: dict[str, Any] = {"reason": self.close_reason}
@@ -192,6 +199,8 @@ class Session:
                 agent.unit.status = "exited"
                 self._emit_exited(agent)
         await self.crew.close()
+        if self.journal is not None:
+            await self.journal.flush()
         self.closed_at = self.clock.now_ms()
         self._end_events()
         self._closed.set()
@@ -293,7 +302,9 @@ class Session:
             id=new_id(), name=name, creator=creator.name, participants=members, timestamp=self.clock.now_ms()
         )
         self.threads[thread.id] = thread
-        self._emit("thread_created", thread=thread.to_http())
+        view = thread.to_http()
+        self._emit("thread_created", thread=view)
+        self._journal("thread", view)
         return thread
 
     def add_participant(self, actor: SessionAgent, thread_id: str, name: str) -> Thread:
@@ -305,6 +316,7 @@ class Session:
         if name not in thread.participants:
             thread.participants.append(name)
             self._emit("participant_added", threadId=thread_id, agent=name)
+            self._journal("participants", {"threadId": thread_id, "participants": thread.participants})
             # A newcomer learns the thread's history through its mailbox, as the reference does.
             for message in thread.messages:
                 if message.sender != name:
@@ -321,6 +333,7 @@ class Session:
             raise NotParticipant(name, thread_id)
         thread.participants.remove(name)
         self._emit("participant_removed", threadId=thread_id, agent=name)
+        self._journal("participants", {"threadId": thread_id, "participants": thread.participants})
         target.mailbox.discard(lambda m: m.thread_id == thread_id)
         return thread
 
@@ -331,6 +344,7 @@ class Session:
             raise ThreadClosed(thread_id)
         thread.closed, thread.summary, thread.closed_at = True, summary, self.clock.now_ms()
         self._emit("thread_closed", threadId=thread_id, summary=summary)
+        self._journal("thread_closed", {"threadId": thread_id, "state": thread.state_http()})
         return thread
 
     def send_message(self, sender: SessionAgent, thread_id: str, text: str, mentions: list[str]) -> Message:
@@ -356,7 +370,9 @@ class Session:
             timestamp=self.clock.now_ms(),
         )
         thread.messages.append(message)
-        self._emit("message_sent", message=message.to_http())
+        view = message.to_http()
+        self._emit("message_sent", message=view)
+        self._journal("message", view)
         for name in thread.participants:
             if name != sender.name:
                 self.agents[name].mailbox.put(message)

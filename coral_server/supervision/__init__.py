@@ -1,5 +1,5 @@
 """Supervision: processes and containers started for an owner (a session's agents, a run's CLI)."""
 
-from coral_server.supervision.supervisor import Crew, Supervisor, Unit, UnitStatus
+from coral_server.supervision.supervisor import Crew, Supervisor, Unit, UnitStatus, process_start
 
-__all__ = ["Crew", "Supervisor", "Unit", "UnitStatus"]
+__all__ = ["Crew", "Supervisor", "Unit", "UnitStatus", "process_start"]

@@ -1,0 +1,426 @@
+"""The runs service: admits runs, dispatches them under the cap, drives their state machine.
+
+Every run goes through here whatever its trigger: it is admitted into the store (pending), claimed
+by a dispatcher when the cap counted in the store allows (so a restart or a second server on the same
+data dir never exceeds it), executed by the executor of its kind, and moved through its statuses.
+Each transition is stored, published (on the run's topic and the server-wide feed) and, when the
+run asked for one, sent as a signed status webhook through the one delivery queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from coral_server.clock import Clock
+from coral_server.events import SERVER_TOPIC, EventBus
+from coral_server.runs.model import (
+    ACTIVE,
+    FINAL,
+    ExitReason,
+    Run,
+    RunStatus,
+    Trigger,
+    check_transition,
+)
+from coral_server.store.runs import RunChanged, RunFilter, RunNotFound, RunStore
+from coral_server.supervision import process_start
+
+log = logging.getLogger("coral_server.runs")
+
+WEBHOOK_KIND = "run_status"
+OUTPUT_KEEP = 256 * 1024  # characters of terminal output kept per run (live and after it ends)
+# How often a dispatcher looks for runs admitted by another server on the same store.
+POLL_S = 2.0
+
+
+class RunNotActive(Exception):
+    """The run has ended (or never existed): nothing to kill or answer."""
+
+    def __init__(self, run_id: int, status: str | None) -> None:
+        super().__init__(f"run {run_id} is {status or 'unknown'}")
+        self.run_id, self.status = run_id, status
+
+
+class RunNotWaiting(Exception):
+    """Input was sent to a run that does not wait for any."""
+
+    def __init__(self, run_id: int, status: str) -> None:
+        super().__init__(f"run {run_id} is {status}, not waiting_input")
+        self.run_id, self.status = run_id, status
+
+
+class WebhookSender(Protocol):
+    async def send(self, kind: str, url: str, payload: Any, *, subject: str | None = None) -> Any: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an executor says a run ended."""
+
+    status: RunStatus  # completed | failed | killed
+    exit_reason: ExitReason
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+
+class Executor(Protocol):
+    """Executes runs of one kind (e.g. "job"): prepares, starts, watches and finishes them."""
+
+    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The normalised spec, or raise a domain error naming the bad field (before admission)."""
+        ...
+
+    async def execute(self, run: Run, ctx: RunContext) -> Outcome: ...
+
+    async def recover(self, run: Run) -> dict[str, Any] | None:
+        """Tidy what a run left behind when its server died (its worktree...); the result if any."""
+        ...
+
+
+@dataclass(eq=False)
+class RunContext:
+    """What an executor may do to its run while executing it."""
+
+    run: Run
+    service: Runs
+    killed: asyncio.Event = field(default_factory=asyncio.Event)
+    kill_reason: ExitReason = "user_cancelled"
+    _input: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    async def running(self, **fields: Any) -> None:
+        """The run's agent has started (or resumed after input): status running."""
+        for name, value in fields.items():
+            setattr(self.run, name, value)
+        if self.run.started_at is None:
+            self.run.started_at = self.service.clock.time()
+        self.run.waiting_for = None
+        await self.service._transition(self.run, "running")
+
+    async def note(self, **fields: Any) -> None:
+        """Store changed fields (worktree path, branch...) without a transition."""
+        for name, value in fields.items():
+            setattr(self.run, name, value)
+        await self.service._save(self.run)
+
+    def output(self, text: str) -> None:
+        """Terminal output of the run: kept (bounded) and published live."""
+        run = self.run
+        run.output = (run.output + text)[-OUTPUT_KEEP:]
+        self.service._publish(run, "run_output", {"text": text})
+
+    async def auto_accepted(self, question: str, answer: str) -> None:
+        self.run.auto_accepts.append(
+            {"at": iso(self.service.clock.time()), "question": question, "answer": answer}
+        )
+        self.service._publish(self.run, "run_auto_accepted", {"question": question})
+        await self.service._save(self.run)
+
+    async def wait_input(self, question: str) -> str:
+        """Pause the run (waiting_input) until a human answers through the API; returns the answer."""
+        self.run.waiting_for = question
+        await self.service._transition(self.run, "waiting_input")
+        self.service._publish(self.run, "run_input_needed", {"question": question})
+        answer = await self._input.get()
+        await self.running()
+        return answer
+
+
+class Runs:
+    """Admits, lists, kills and answers runs; dispatches them to their kind's executor."""
+
+    def __init__(
+        self,
+        store: Callable[[], RunStore],
+        events: EventBus,
+        clock: Clock,
+        executors: dict[str, Executor],
+        *,
+        cap: int = 5,
+        instance: str = "default",
+        webhooks: WebhookSender | None = None,
+    ) -> None:
+        self._store = store
+        self.events = events
+        self.clock = clock
+        self.executors = executors
+        self.cap = cap
+        # This server process: the instance id plus the pid and start time, so another server on the
+        # same data dir can tell whether the claimer of a run is still alive.
+        self.owner = f"{instance}:{os.getpid()}:{process_start(os.getpid())}"
+        self.instance = instance
+        self.webhooks = webhooks
+        self._contexts: dict[int, RunContext] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def store(self) -> RunStore:
+        return self._store()
+
+    # -- admission and queries --------------------------------------------------------------------
+
+    async def submit(
+        self,
+        kind: str,
+        spec: dict[str, Any],
+        *,
+        trigger: Trigger = "api",
+        display_name: str | None = None,
+        webhook_url: str | None = None,
+        priority: int = 5,
+        task_id: int | None = None,
+        attempt: int = 1,
+        capped: bool = True,
+    ) -> Run:
+        """Validate and admit a run (pending); with `capped`, refuse it when the cap is reached
+        (`RunLimitReached`), otherwise it waits for a slot."""
+        executor = self.executors[kind]
+        normalised = executor.validate(spec)
+        run = Run(
+            id=0,
+            kind=kind,
+            trigger=trigger,
+            status="pending",
+            spec=normalised,
+            display_name=display_name or "",
+            created_at=self.clock.time(),
+            webhook_url=webhook_url,
+            priority=priority,
+            task_id=task_id,
+            attempt=attempt,
+        )
+        await self.store.admit(run, self.cap if capped else None)
+        log.info("run.created run=%s kind=%s trigger=%s", run.id, kind, trigger)
+        self._publish(run, "run_created", {"run": run_summary(run)})
+        self._wake.set()
+        return run
+
+    async def get(self, run_id: int) -> Run:
+        ctx = self._contexts.get(run_id)
+        if ctx is not None:
+            return ctx.run  # the live record (output and all) of a run this server executes
+        run = await self.store.get(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def listing(self, where: RunFilter) -> list[Run]:
+        runs = await self.store.listing(where)
+        return [self._contexts[r.id].run if r.id in self._contexts else r for r in runs]
+
+    async def kill(self, run_id: int, reason: ExitReason = "user_cancelled") -> Run:
+        """Stop an active run (its agent is stopped, its work kept); `RunNotActive` otherwise."""
+        ctx = self._contexts.get(run_id)
+        if ctx is not None:
+            ctx.kill_reason = reason
+            ctx.killed.set()
+            return ctx.run
+        run = await self.store.get(run_id)
+        if run is None or run.status not in ACTIVE:
+            raise RunNotActive(run_id, None if run is None else run.status)
+        if run.status == "pending" and run.owner is None:
+            # Still queued: nobody executes it, so it ends here.
+            run.finished_at = self.clock.time()
+            run.exit_reason = reason
+            try:
+                await self._transition(run, "killed", expect=("pending",))
+            except RunChanged:
+                return await self.kill(run_id, reason)  # claimed meanwhile: kill it where it runs
+            return run
+        raise RunNotActive(run_id, f"{run.status} on another server")
+
+    async def answer(self, run_id: int, text: str) -> Run:
+        """Give a run that waits for input its answer."""
+        ctx = self._contexts.get(run_id)
+        if ctx is None:
+            run = await self.store.get(run_id)
+            if run is None:
+                raise RunNotFound(run_id)
+            raise RunNotWaiting(run_id, run.status)
+        if ctx.run.status != "waiting_input":
+            raise RunNotWaiting(run_id, ctx.run.status)
+        ctx._input.put_nowait(text)
+        return ctx.run
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover runs a dead server left active, then start dispatching."""
+        await self._recover()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="coral-run-dispatcher")
+
+    async def close(self) -> None:
+        """Stop dispatching; stop every run this server executes (work kept, status failed)."""
+        self._closing = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        for ctx in list(self._contexts.values()):
+            ctx.kill_reason = "server_shutdown"
+            ctx.killed.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _recover(self) -> None:
+        for run in await self.store.active():
+            if run.owner is None or _alive(run.owner):
+                continue  # queued, or executed by a live server
+            log.warning("run.recovering run=%s status=%s owner=%s", run.id, run.status, run.owner)
+            executor = self.executors.get(run.kind)
+            try:
+                result = await executor.recover(run) if executor is not None else None
+            except Exception as exc:
+                log.exception("run.recover_failed run=%s", run.id)
+                run.error = f"recovery failed: {exc}"
+                result = None
+            if result is not None:
+                run.result = result
+            run.finished_at = self.clock.time()
+            run.exit_reason = "server_restart"
+            run.error = run.error or "the server stopped while the run was active"
+            await self._transition(run, "failed")
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()
+            if not self._closing:
+                try:
+                    claimed = await self.store.claim(self.owner, self.cap, self.cap)
+                except Exception:
+                    log.exception("run.claim_failed")
+                    claimed = []
+                for run in claimed:
+                    self._execute(run)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
+
+    def _execute(self, run: Run) -> None:
+        ctx = RunContext(run, self)
+        self._contexts[run.id] = ctx
+        task = asyncio.create_task(self._drive(ctx), name=f"coral-run-{run.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drive(self, ctx: RunContext) -> None:
+        run = ctx.run
+        try:
+            outcome = await self.executors[run.kind].execute(run, ctx)
+        except Exception as exc:
+            log.exception("run.executor_failed run=%s", run.id)
+            outcome = Outcome("failed", "error", f"internal error: {exc}")
+        try:
+            run.finished_at = self.clock.time()
+            run.exit_reason = outcome.exit_reason
+            run.error = outcome.error
+            run.result = outcome.result
+            run.waiting_for = None
+            await self._transition(run, outcome.status)
+        except Exception:
+            log.exception("run.finish_failed run=%s", run.id)
+        finally:
+            self._contexts.pop(run.id, None)
+            self._wake.set()  # a slot is free
+
+    # -- transitions ------------------------------------------------------------------------------
+
+    async def _save(self, run: Run) -> None:
+        await self.store.update(run)
+
+    async def _transition(
+        self, run: Run, status: RunStatus, expect: tuple[RunStatus, ...] | None = None
+    ) -> None:
+        previous = run.status
+        if previous == status:
+            return
+        check_transition(run.id, previous, status)
+        run.status = status
+        try:
+            await self.store.update(run, expect)
+        except RunChanged:
+            run.status = previous
+            raise
+        log.info("run.status run=%s from=%s to=%s reason=%s", run.id, previous, status, run.exit_reason)
+        self._publish(
+            run, "run_status", {"status": status, "previousStatus": previous, "run": run_summary(run)}
+        )
+        if status in FINAL:
+            self.events.close_topic(topic(run.id))
+        if run.webhook_url and self.webhooks is not None:
+            payload = status_webhook(run, previous)
+            try:
+                await self.webhooks.send(WEBHOOK_KIND, run.webhook_url, payload, subject=topic(run.id))
+            except Exception:
+                log.exception("run.webhook_failed run=%s status=%s", run.id, status)
+
+    def _publish(self, run: Run, type: str, data: dict[str, Any]) -> None:
+        self.events.publish(topic(run.id), type, {"runId": run.id, **data})
+        if type != "run_output":  # the feed carries lifecycle, not terminal output
+            self.events.publish(SERVER_TOPIC, type, {"runId": run.id, **data})
+
+
+def topic(run_id: int) -> str:
+    """A run's topic on the event bus."""
+    return f"runs/{run_id}"
+
+
+def iso(unix_s: float | None) -> str | None:
+    if unix_s is None:
+        return None
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """A run's lifecycle fields (no output), for events."""
+    return {
+        "id": run.id,
+        "run_id": run.id,
+        "kind": run.kind,
+        "status": run.status,
+        "trigger_type": run.trigger,
+        "display_name": run.display_name,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "exit_reason": run.exit_reason,
+        "error_msg": run.error,
+    }
+
+
+def status_webhook(run: Run, previous: str) -> dict[str, Any]:
+    """The status webhook's body: the original system's fields plus ours."""
+    return {
+        "run_id": run.id,
+        "session_id": f"run-{run.id}",
+        "status": run.status,
+        "previous_status": previous,
+        "exit_reason": run.exit_reason,
+        "error_msg": run.error,
+        "display_name": run.display_name,
+        "trigger_type": run.trigger,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration_s": run.duration_s,
+        "result": run.result,
+        "source": "coral",
+    }
+
+
+def _alive(owner: str) -> bool:
+    """Whether the server process named by an owner string (instance:pid:start) still runs."""
+    try:
+        _instance, pid, start = owner.rsplit(":", 2)
+        return str(process_start(int(pid))) == start
+    except ValueError:
+        return False

@@ -1,0 +1,87 @@
+"""A session's journal: its threads and messages written to the store as they happen, in batches.
+
+After a crash the store still knows what was said, so the restarted server can send the end report
+of a session it lost with its threads and messages. Writes are batched by one writer task per session
+(one store hop per batch), so the message path never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger("coral_server.sessions")
+
+
+class JournalStore(Protocol):
+    async def append(self, session_id: str, entries: list[tuple[str, bytes]]) -> None: ...
+
+
+class Journal:
+    """Buffers (kind, body) entries and writes them in order; `flush()` waits for all of them."""
+
+    def __init__(self, session_id: str, store: Callable[[], JournalStore | None]) -> None:
+        self._session_id = session_id
+        self._store = store
+        self._pending: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def record(self, kind: str, body: dict[str, Any]) -> None:
+        if self._store() is None:
+            return
+        self._pending.append((kind, orjson.dumps(body)))
+        self._idle.clear()
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name=f"{self._session_id}:journal")
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            store = self._store()
+            if batch and store is not None:
+                try:
+                    await store.append(self._session_id, batch)
+                except Exception:
+                    log.exception(
+                        "session.journal_failed session=%s entries=%s", self._session_id, len(batch)
+                    )
+            if not self._pending:
+                self._idle.set()
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far is written (bounded), then stop the writer."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self._idle.wait()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+
+
+def replay(entries: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """The threads (as the session state shows them) that a journal's entries describe."""
+    threads: dict[str, dict[str, Any]] = {}
+    for kind, raw in entries:
+        body = orjson.loads(raw)
+        if kind == "thread":
+            threads[body["id"]] = {**body, "messages": list(body.get("messages", []))}
+        elif kind == "message" and body.get("threadId") in threads:
+            threads[body["threadId"]]["messages"].append(body)
+        elif kind == "participants" and body.get("threadId") in threads:
+            threads[body["threadId"]]["participants"] = list(body["participants"])
+        elif kind == "thread_closed" and body.get("threadId") in threads:
+            threads[body["threadId"]]["state"] = body["state"]
+    return list(threads.values())

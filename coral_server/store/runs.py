@@ -1,0 +1,121 @@
+"""Run records: what the store keeps of each run (jobs now; scheduled tasks' runs next)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+RunStatus = Literal["pending", "running", "waiting_input", "completed", "failed", "killed"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "waiting_input", "completed", "failed", "killed")
+ACTIVE: frozenset[RunStatus] = frozenset({"pending", "running", "waiting_input"})
+FINAL: frozenset[RunStatus] = frozenset({"completed", "failed", "killed"})
+
+# Why a run ended: the agent finished (`agent_done`) or failed (`agent_error`), it ran out of time,
+# somebody killed it, it could not be prepared (`error`), or the server stopped or crashed under it.
+ExitReason = Literal[
+    "agent_done", "agent_error", "timeout", "user_cancelled", "error", "server_shutdown", "server_restart"
+]
+EXIT_REASONS: tuple[ExitReason, ...] = (
+    "agent_done",
+    "agent_error",
+    "timeout",
+    "user_cancelled",
+    "error",
+    "server_shutdown",
+    "server_restart",
+)
+Trigger = Literal["api", "cron", "rrule", "once", "event", "manual", "branch"]
+TRIGGERS: tuple[Trigger, ...] = ("api", "cron", "rrule", "once", "event", "manual", "branch")
+
+
+class RunNotFound(LookupError):
+    """No run has this id."""
+
+
+class RunLimitReached(Exception):
+    """Admitting one more run would exceed the cap on active runs."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"concurrent run limit reached (max: {cap})")
+        self.cap = cap
+
+
+class RunChanged(Exception):
+    """A compare-and-set update found the run in another status than expected."""
+
+    def __init__(self, run_id: int, expected: tuple[str, ...], actual: str) -> None:
+        super().__init__(f"run {run_id} is {actual}, not {' or '.join(expected)}")
+        self.run_id, self.expected, self.actual = run_id, expected, actual
+
+
+@dataclass(slots=True)
+class Run:
+    """One execution: what was asked (`spec`), how it is going, and how it ended."""
+
+    id: int
+    kind: str  # what executes it: "job" (a coding-agent CLI in a worktree)
+    trigger: Trigger
+    status: RunStatus
+    spec: dict[str, Any]
+    display_name: str
+    created_at: float  # Unix seconds
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_reason: ExitReason | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    worktree_path: str | None = None
+    branch: str | None = None
+    webhook_url: str | None = None
+    priority: int = 5
+    task_id: int | None = None
+    attempt: int = 1
+    owner: str | None = None  # the server that claimed it (instance:pid:start)
+    auto_accepts: list[dict[str, Any]] = field(default_factory=list)
+    waiting_for: str | None = None  # what it asks while waiting_input
+    output: str = ""  # the tail of its terminal output (bounded), kept after it ends
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at
+        return None if end is None else round(end - self.started_at, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a listing returns, newest first; `before` is a keyset cursor (ids below it)."""
+
+    status: RunStatus | None = None
+    trigger: Trigger | None = None
+    task_id: int | None = None
+    before: int | None = None
+    limit: int = 50
+
+
+class RunStore(Protocol):
+    """The runs table; every method is one atomic unit of work."""
+
+    async def admit(self, run: Run, cap: int | None) -> Run:
+        """Insert `run` (its id is assigned) if fewer than `cap` runs are active (None: no cap);
+        raises `RunLimitReached` otherwise. Counting and inserting are one transaction."""
+        ...
+
+    async def claim(self, owner: str, cap: int, limit: int) -> list[Run]:
+        """Take up to `limit` unclaimed pending runs (priority, then age) for `owner`, never letting
+        the running and claimed runs exceed `cap`; one transaction."""
+        ...
+
+    async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
+        """Write every mutable field of `run`; with `expect`, only if its stored status is one of
+        those (raises `RunChanged` otherwise)."""
+        ...
+
+    async def get(self, run_id: int) -> Run | None: ...
+
+    async def listing(self, where: RunFilter) -> list[Run]: ...
+
+    async def active(self, owner: str | None = None) -> list[Run]:
+        """Runs not yet ended (of `owner` when given; claimed ones included)."""
+        ...
