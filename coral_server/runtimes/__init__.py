@@ -8,6 +8,7 @@ from coral_server.runtimes.base import (
     LogLine,
     Owner,
     Runtime,
+    Terminal,
 )
 
-__all__ = ["AgentHandle", "AgentLog", "LaunchFailed", "LaunchSpec", "LogLine", "Owner", "Runtime"]
+__all__ = ["AgentHandle", "AgentLog", "LaunchFailed", "LaunchSpec", "LogLine", "Owner", "Runtime", "Terminal"]

@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,13 @@ class AgentHandle(Protocol):
     async def stop(self, grace: float) -> int:
         """Ask the agent to stop, force it after `grace` seconds; return its exit code."""
         ...
+
+
+@runtime_checkable
+class Terminal(Protocol):
+    """A handle whose process runs on a pseudo-terminal (`LaunchSpec.pty`): it can be typed into."""
+
+    def write(self, data: bytes) -> None: ...
 
 
 class Runtime(Protocol):

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from coral_server.runtimes.base import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, LogLine
+from coral_server.runtimes.pty import start_on_pty
 from coral_server.runtimes.zygote import Zygote, ZygoteUnavailable
 
 logger = logging.getLogger("coral_server.runtimes.process")
@@ -118,6 +119,8 @@ class ProcessRuntime:
             raise LaunchFailed("no command to run")
         executable = resolve_executable(spec.command[0], spec.cwd, spec.env.get("PATH"))
         spec = replace(spec, command=[executable, *spec.command[1:]])
+        if spec.pty:
+            return await start_on_pty(spec, spec.command, log, self._clock)
         if self._zygote is not None and preloadable(spec):
             try:
                 return await self._fork(self._zygote, spec, log)
