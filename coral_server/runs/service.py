@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from coral_server.runs.model import (
     check_transition,
 )
 from coral_server.store.runs import RunChanged, RunFilter, RunNotFound, RunStore
-from coral_server.supervision import process_start
+from coral_server.supervision import owner_alive, server_owner
 
 log = logging.getLogger("coral_server.runs")
 
@@ -73,7 +72,7 @@ class Outcome:
 class Executor(Protocol):
     """Executes runs of one kind (e.g. "job"): prepares, starts, watches and finishes them."""
 
-    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The normalised spec, or raise a domain error naming the bad field (before admission)."""
         ...
 
@@ -153,7 +152,7 @@ class Runs:
         self.cap = cap
         # This server process: the instance id plus the pid and start time, so another server on the
         # same data dir can tell whether the claimer of a run is still alive.
-        self.owner = f"{instance}:{os.getpid()}:{process_start(os.getpid())}"
+        self.owner = server_owner(instance)
         self.instance = instance
         self.webhooks = webhooks
         self._contexts: dict[int, RunContext] = {}
@@ -184,7 +183,7 @@ class Runs:
         """Validate and admit a run (pending); with `capped`, refuse it when the cap is reached
         (`RunLimitReached`), otherwise it waits for a slot."""
         executor = self.executors[kind]
-        normalised = executor.validate(spec)
+        normalised = await executor.validate(spec)
         run = Run(
             id=0,
             kind=kind,
@@ -273,7 +272,7 @@ class Runs:
 
     async def _recover(self) -> None:
         for run in await self.store.active():
-            if run.owner is None or _alive(run.owner):
+            if run.owner is None or owner_alive(run.owner):
                 continue  # queued, or executed by a live server
             log.warning("run.recovering run=%s status=%s owner=%s", run.id, run.status, run.owner)
             executor = self.executors.get(run.kind)
@@ -415,12 +414,3 @@ def status_webhook(run: Run, previous: str) -> dict[str, Any]:
         "result": run.result,
         "source": "coral",
     }
-
-
-def _alive(owner: str) -> bool:
-    """Whether the server process named by an owner string (instance:pid:start) still runs."""
-    try:
-        _instance, pid, start = owner.rsplit(":", 2)
-        return str(process_start(int(pid))) == start
-    except ValueError:
-        return False

@@ -80,8 +80,90 @@ def end_report(session: Session) -> dict[str, Any]:
     }
 
 
+def record_of(session: Session) -> dict[str, Any]:
+    """What the store keeps of a live session, so a crash can still be reported (JSON-able)."""
+    hook = session.end_webhook
+    return {
+        "endWebhook": None if hook is None else {"url": hook.url, "extended": hook.extended},
+        "annotations": dict(session.annotations),
+        "namespaceTransient": session.namespace_transient,
+        "agents": [
+            {
+                "name": a.name,
+                "registryAgentIdentifier": a.identifier(),
+                "runtime": a.runtime,
+                "annotations": dict(a.annotations),
+            }
+            for a in session.agents.values()
+        ],
+    }
+
+
+def crash_report(
+    session_id: str,
+    namespace: str,
+    created_at: int,
+    record: dict[str, Any],
+    threads: list[dict[str, Any]],
+    closed_at: int,
+) -> dict[str, Any]:
+    """The end report of a session a crashed server lost, from what the store kept of it.
+
+    Same shape as `end_report`: the agents are known by name and identity only (their processes
+    died with the server, or were killed at restart), and the threads and messages are those the
+    journal had written (everything said up to about the crash).
+    """
+    detail = "the server stopped unexpectedly; the session was closed when it restarted"
+    agents = [
+        {
+            **agent,
+            "status": "exited",
+            "exitCode": None,
+            "error": "the server stopped unexpectedly",
+            "startTime": None,
+            "endTime": closed_at,
+        }
+        for agent in record.get("agents", [])
+    ]
+    base = {
+        "id": session_id,
+        "timestamp": created_at,
+        "namespace": namespace,
+        "annotations": record.get("annotations", {}),
+    }
+    return {
+        "type": REPORT_KIND,
+        "timestamp": closed_at,
+        "sessionId": session_id,
+        "namespace": namespace,
+        "reason": "server_restart",
+        "detail": detail,
+        "createdAt": created_at,
+        "closedAt": closed_at,
+        "annotations": record.get("annotations", {}),
+        "agents": agents,
+        "threads": threads,
+        "namespaceState": {
+            "name": namespace,
+            "deleteOnLastSessionExit": record.get("namespaceTransient", True),
+            "annotations": {},
+        },
+        "sessionState": {"type": "base", "state": base},
+        "agentStats": [
+            {
+                "name": a["name"],
+                "registryIdentifier": a.get("registryAgentIdentifier"),
+                "startTime": None,
+                "endTime": closed_at,
+                "annotations": a.get("annotations", {}),
+            }
+            for a in agents
+        ],
+    }
+
+
 class EndReporter:
-    """A closed-session listener: queues the signed report of every session that asked for one."""
+    """A closed-session hook: queues the signed report of every session that asked for one."""
 
     def __init__(self, sender: WebhookSender) -> None:
         self._sender = sender
@@ -90,6 +172,13 @@ class EndReporter:
         hook = session.end_webhook
         if hook is None:
             return
-        report = end_report(session)
-        delivery = await self._sender.send(REPORT_KIND, hook.url, report, subject=session.topic)
-        log.info("session.end_report_queued session=%s delivery=%s", session.id, getattr(delivery, "id", "?"))
+        await self.send(hook.url, end_report(session), session.topic)
+
+    async def send(self, url: str, report: dict[str, Any], subject: str) -> None:
+        delivery = await self._sender.send(REPORT_KIND, url, report, subject=subject)
+        log.info(
+            "session.end_report_queued session=%s reason=%s delivery=%s",
+            report.get("sessionId"),
+            report.get("reason"),
+            getattr(delivery, "id", "?"),
+        )

@@ -8,6 +8,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from coral_server.clock import Clock, SystemClock
 from coral_server.events import EventBus
@@ -27,10 +30,13 @@ from coral_server.sessions.errors import (
     SessionNotFound,
     SessionRequestInvalid,
 )
+from coral_server.sessions.journal import Journal, replay
 from coral_server.sessions.launch import AgentLauncher
+from coral_server.sessions.report import crash_report, record_of
 from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, SessionRequest
-from coral_server.supervision import Supervisor
+from coral_server.store.sessions import SessionRecord, SessionStore
+from coral_server.supervision import Supervisor, owner_alive
 
 log = logging.getLogger("coral_server.sessions")
 
@@ -54,6 +60,12 @@ class Namespace:
 
 
 SessionListener = Callable[[Session], Awaitable[None]]
+# Sends the end report of a session a crashed server lost: (url, report, subject).
+ReportSender = Callable[[str, dict[str, Any], str], Awaitable[None]]
+
+
+class StoreUnavailable(Exception):
+    """The store could not record what an operation needs kept (disk full, read-only...)."""
 
 
 class Sessions:
@@ -71,8 +83,10 @@ class Sessions:
         settings: SessionSettings | None = None,
         events: EventBus | None = None,
         clock: Clock | None = None,
+        records: Callable[[], SessionStore | None] = lambda: None,
     ) -> None:
         self.registry = registry
+        self._records = records
         # Where every session publishes its changes (topic: Session.topic).
         self.events = events if events is not None else EventBus()
         self.supervisor = supervisor
@@ -232,8 +246,10 @@ class Sessions:
             minimum_ms=request.minimum_time_ms,
             custom_tools=dict(request.custom_tools),
             end_webhook=request.end_webhook,
+            journal=Journal(session_id, self._records),
         )
         session.namespace_transient = ns.delete_on_last_exit
+        await self._record(session)
         ns.sessions[session_id] = session
         for agent in agents:
             self._by_secret[agent.secret] = (session, agent)
@@ -253,6 +269,48 @@ class Sessions:
 
     def _launch_spec(self, session: Session, agent: SessionAgent, files_dir: Path) -> LaunchSpec:
         return self.launcher.spec(session.crew.owner, agent, files_dir)
+
+    async def _record(self, session: Session) -> None:
+        """Keep the session in the store until it is closed, so a crash can still report it."""
+        records = self._records()
+        if records is None:
+            return
+        record = SessionRecord(
+            id=session.id,
+            namespace=session.namespace,
+            instance=self.supervisor.owner,
+            created_at_ms=session.timestamp,
+            end_webhook=orjson.dumps(record_of(session)),
+            agents=b"[]",
+        )
+        try:
+            await records.add(record)
+        except Exception as exc:
+            log.error("session.record_failed session=%s error=%s", session.id, exc)
+            raise StoreUnavailable(f"the session could not be recorded: {exc}") from exc
+
+    async def recover(self, send_report: ReportSender) -> int:
+        """Close the sessions dead servers left in the store: their end reports go out with what the
+        journal kept (reason `server_restart`); returns how many."""
+        records = self._records()
+        if records is None:
+            return 0
+        closed = 0
+        for record in await records.listing():
+            if owner_alive(record.instance):
+                continue  # a live server on the same data dir owns it
+            info = orjson.loads(record.end_webhook) if record.end_webhook else {}
+            hook = info.get("endWebhook")
+            if hook:
+                threads = replay(await records.journal(record.id))
+                report = crash_report(
+                    record.id, record.namespace, record.created_at_ms, info, threads, self.clock.now_ms()
+                )
+                await send_report(hook["url"], report, f"{record.namespace}/{record.id}")
+            await records.remove(record.id)
+            closed += 1
+            log.warning("session.recovered session=%s namespace=%s", record.id, record.namespace)
+        return closed
 
     # -- teardown --------------------------------------------------------------------------------
 
@@ -276,6 +334,12 @@ class Sessions:
                 await listener(session)
             except Exception:
                 log.exception("session.closed_listener_failed session=%s", session.id)
+        records = self._records()
+        if records is not None:
+            try:
+                await records.remove(session.id)
+            except Exception:
+                log.exception("session.unrecord_failed session=%s", session.id)
 
     async def _forget_later(self, session: Session, keep_ms: int) -> None:
         try:

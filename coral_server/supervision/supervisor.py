@@ -155,6 +155,7 @@ class Supervisor:
         self.work_root = work_root
         self.stop_grace_s = stop_grace_s
         self.instance = instance
+        self.owner = server_owner(instance)
         self._store = store
 
     def crew(self, owner: Owner) -> Crew:
@@ -208,7 +209,7 @@ class Supervisor:
             return
         record = ProcessRecord(
             id=uuid.uuid4().hex,
-            instance=self.instance,
+            instance=self.owner,
             owner_kind=unit.owner.kind,
             owner_id=unit.owner.id,
             name=unit.name,
@@ -236,7 +237,7 @@ class Supervisor:
             log.exception("unit.forget_failed owner=%s unit=%s", unit.owner.id, unit.name)
 
     async def reap_orphans(self, kill_container: Callable[[str], Awaitable[None]] | None = None) -> int:
-        """Kill what a crashed server of this instance left running (recorded units); returns how many.
+        """Kill what dead servers left running (recorded units whose server is gone); returns how many.
 
         A process is killed only if it is still the one that was started (same pid and start time),
         so a reused pid is never hit; containers go through `kill_container`.
@@ -245,7 +246,9 @@ class Supervisor:
         if store is None:
             return 0
         killed = 0
-        for record in await store.listing(self.instance):
+        for record in await store.listing():
+            if owner_alive(record.instance):
+                continue  # another live server on the same data dir
             if record.pid is not None and record.proc_start is not None:
                 killed += _kill_group(record.pid, record.proc_start)
             elif record.container is not None and kill_container is not None:
@@ -256,6 +259,25 @@ class Supervisor:
         if killed:
             log.warning("supervisor.reaped_orphans count=%s instance=%s", killed, self.instance)
         return killed
+
+
+def server_owner(instance: str) -> str:
+    """This server process as the owner of what it starts: `instance:pid:start-time`.
+
+    Two servers on one data dir share the instance id; the pid and start time tell them apart, and
+    tell a restarted server which records a dead one left.
+    """
+    pid = os.getpid()
+    return f"{instance}:{pid}:{process_start(pid)}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the server process an owner string names still runs."""
+    try:
+        _instance, pid, start = owner.rsplit(":", 2)
+        return str(process_start(int(pid))) == start
+    except ValueError:
+        return False
 
 
 def _kill_group(pgid: int, leader_start: int) -> int:
