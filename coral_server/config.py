@@ -78,6 +78,29 @@ class Settings(BaseModel):
     )
     docker_cpus: float | None = Field(default=None, gt=0, description="CPU limit per agent container.")
     docker_pull: Literal["never", "if-missing"] = Field(default="never", description="Image pull policy.")
+    max_concurrent_jobs: int = Field(
+        default=5, ge=1, le=1000, description="Most job runs active at once (counted in the store)."
+    )
+    job_roots: tuple[Path, ...] | None = Field(
+        default=None,
+        description="Directories whose repositories jobs may use (repo_path must lie under one); "
+        "default: anywhere.",
+    )
+    claude_bin: str | None = Field(
+        default=None, description="The Claude Code CLI (default: .tools/ of the checkout, then PATH)."
+    )
+    gemini_bin: str | None = Field(default=None, description="The Gemini CLI (default as for claude).")
+    codex_bin: str | None = Field(default=None, description="The Codex CLI (default as for claude).")
+    anthropic_base_url: str | None = Field(
+        default=None, description="Anthropic-compatible API the claude CLI talks to (default: Anthropic's)."
+    )
+    anthropic_api_key: str | None = Field(
+        default=None, description="API key given to the claude CLI (a secret: never logged)."
+    )
+    gemini_base_url: str | None = Field(default=None, description="Gemini API base URL for the gemini CLI.")
+    gemini_api_key: str | None = Field(default=None, description="API key given to the gemini CLI (secret).")
+    openai_base_url: str | None = Field(default=None, description="OpenAI API base URL for the codex CLI.")
+    openai_api_key: str | None = Field(default=None, description="API key given to the codex CLI (secret).")
 
     @field_validator("auth_keys", mode="before")
     @classmethod
@@ -146,6 +169,17 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("docker", "memory"): "docker_memory",
     ("docker", "cpus"): "docker_cpus",
     ("docker", "pull"): "docker_pull",
+    ("jobs", "maxConcurrent"): "max_concurrent_jobs",
+    ("jobs", "allowedRoots"): "job_roots",
+    ("jobs", "claudeBin"): "claude_bin",
+    ("jobs", "geminiBin"): "gemini_bin",
+    ("jobs", "codexBin"): "codex_bin",
+    ("jobs", "anthropicBaseUrl"): "anthropic_base_url",
+    ("jobs", "anthropicApiKey"): "anthropic_api_key",
+    ("jobs", "geminiBaseUrl"): "gemini_base_url",
+    ("jobs", "geminiApiKey"): "gemini_api_key",
+    ("jobs", "openaiBaseUrl"): "openai_base_url",
+    ("jobs", "openaiApiKey"): "openai_api_key",
 }
 _ENV_KEYS = {
     "HOST": "host",
@@ -170,8 +204,21 @@ _ENV_KEYS = {
     "DOCKER_MEMORY": "docker_memory",
     "DOCKER_CPUS": "docker_cpus",
     "DOCKER_PULL": "docker_pull",
+    "MAX_CONCURRENT_JOBS": "max_concurrent_jobs",
+    "JOB_ROOTS": "job_roots",
+    "CLAUDE_BIN": "claude_bin",
+    "GEMINI_BIN": "gemini_bin",
+    "CODEX_BIN": "codex_bin",
+    "ANTHROPIC_BASE_URL": "anthropic_base_url",
+    "ANTHROPIC_API_KEY": "anthropic_api_key",
+    "GEMINI_BASE_URL": "gemini_base_url",
+    "GEMINI_API_KEY": "gemini_api_key",
+    "OPENAI_BASE_URL": "openai_base_url",
+    "OPENAI_API_KEY": "openai_api_key",
 }
-_LIST_FIELDS = {"auth_keys": ",", "registry": os.pathsep, "webhook_secrets": ","}
+# Read without our prefix too, as the systems they come from spell them (the prefixed one wins).
+_BARE_ENV_KEYS = {"CORAL_MAX_CONCURRENT_JOBS": "max_concurrent_jobs"}
+_LIST_FIELDS = {"auth_keys": ",", "registry": os.pathsep, "webhook_secrets": ",", "job_roots": os.pathsep}
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -193,13 +240,14 @@ def _from_toml(path: Path) -> dict[str, Any]:
         and "webhook_secrets" not in values
     ):
         values["webhook_secrets"] = [network["webhookSecret"]]  # the reference server's single-secret key
-    if "registry" in values and isinstance(values["registry"], list):
-        values["registry"] = [(path.parent / p) for p in values["registry"]]
+    for field in ("registry", "job_roots"):
+        if field in values and isinstance(values[field], list):
+            values[field] = [(path.parent / p) for p in values[field]]
     return values
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {field: env[name] for name, field in _BARE_ENV_KEYS.items() if name in env}
     for suffix, field in _ENV_KEYS.items():
         raw = env.get(ENV_PREFIX + suffix)
         if raw is None:
@@ -268,6 +316,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--docker-pull", choices=["never", "if-missing"], help="image pull policy (default never)"
     )
+    parser.add_argument(
+        "--max-concurrent-jobs",
+        type=int,
+        help="most job runs active at once (default 5; env CORAL_MAX_CONCURRENT_JOBS)",
+    )
+    parser.add_argument(
+        "--job-root",
+        action="append",
+        dest="job_roots",
+        type=Path,
+        metavar="DIR",
+        help="a directory whose repositories jobs may use; repeatable (default: anywhere)",
+    )
+    parser.add_argument("--claude-bin", help="the Claude Code CLI (default: .tools/, then PATH)")
+    parser.add_argument("--anthropic-base-url", help="Anthropic-compatible API URL for the claude CLI")
     return parser
 
 
