@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from coral_server.api import views
 from coral_server.registry import AgentNotInRegistry
 from coral_server.sessions import errors as se
 from coral_server.store import DeliveryFinished, DeliveryNotFound
@@ -48,10 +49,7 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
 
 
 def error_response(status: int, message: str, problems: list[tuple[str, str]] | None = None) -> web.Response:
-    body: dict[str, Any] = {"message": message}
-    if problems:
-        body["errors"] = [{"field": f, "message": m} for f, m in problems]
-    return json_response(body, status)
+    return json_response(views.error_body(message, problems), status)
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from coral_server.api import views
 from coral_server.api.errors import BadRequest
 from coral_server.api.keys import EVENTS, SESSIONS
 from coral_server.events import Subscription
@@ -88,11 +89,6 @@ def _types(request: web.Request) -> frozenset[str] | None:
     return frozenset(t.strip() for t in raw.split(",") if t.strip())
 
 
-def snapshot_of(session: Session, seq: int) -> dict[str, Any]:
-    """The session state as GET returns it, marked with the last seq it reflects."""
-    return {**session.to_http(), "seq": seq, "type": "snapshot"}
-
-
 def open_stream(request: web.Request) -> EventStream:
     """Resolve the session (404 if unknown), then take the snapshot and subscribe in one step."""
     info = request.match_info
@@ -106,9 +102,9 @@ def open_stream(request: web.Request) -> EventStream:
         return EventStream(None, bus.subscribe(topic, after), types)
     if session.closed_at is not None and not bus.has_topic(topic):
         # Closed and its topic already forgotten (held for reading): the final state is all there is.
-        return EventStream(snapshot_of(session, session.final_seq), None, types)
+        return EventStream(dict(views.session_snapshot(session, session.final_seq)), None, types)
     seq = bus.last_seq(topic)
-    return EventStream(snapshot_of(session, seq), bus.subscribe(topic, seq), types)
+    return EventStream(dict(views.session_snapshot(session, seq)), bus.subscribe(topic, seq), types)
 
 
 def _sse_frame(payload: dict[str, Any]) -> bytes:
