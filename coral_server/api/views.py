@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal, cast
 
+import orjson
 from typing_extensions import TypedDict
 
 from coral_server.api import models as m
@@ -156,6 +157,28 @@ def registry_agent_detail(manifest: AgentManifest) -> m.RegistryAgentDetail:
     return {"registryAgent": registry_agent(manifest), "restrictions": [_local()]}
 
 
+# The optional fields that come before a required one on the wire (dict order is the JSON order).
+class _InfoText(TypedDict, total=False):
+    description: str
+    summary: str
+
+
+class _DockerCommand(TypedDict, total=False):
+    command: list[str]
+
+
+class _OptionDetails(TypedDict, total=False):
+    description: str
+    default: Any
+    display: dict[str, Any]
+    validation: dict[str, Any]
+
+
+class _OptionFlags(TypedDict, total=False):
+    secret: Literal[True]
+    base64: Literal[True]
+
+
 def registry_agent(manifest: AgentManifest) -> m.RegistryAgent:
     """A manifest as the registry routes show it: null fields omitted, secret defaults never shown."""
     text: _InfoText = {}
@@ -190,28 +213,6 @@ def registry_agent(manifest: AgentManifest) -> m.RegistryAgent:
         "runtimes": runtimes,
         "options": {name: option_out(spec) for name, spec in manifest.options.items()},
     }
-
-
-# The optional fields that come before a required one on the wire (dict order is the JSON order).
-class _InfoText(TypedDict, total=False):
-    description: str
-    summary: str
-
-
-class _DockerCommand(TypedDict, total=False):
-    command: list[str]
-
-
-class _OptionDetails(TypedDict, total=False):
-    description: str
-    default: Any
-    display: dict[str, Any]
-    validation: dict[str, Any]
-
-
-class _OptionFlags(TypedDict, total=False):
-    secret: Literal[True]
-    base64: Literal[True]
 
 
 def option_out(spec: OptionSpec) -> m.OptionOut:
@@ -275,12 +276,19 @@ def delivery_attempt(a: DeliveryAttempt) -> m.DeliveryAttemptOut:
     }
 
 
-def delivery_detail(d: Delivery, attempts: list[DeliveryAttempt], payload: object) -> m.DeliveryDetail:
+def delivery_detail(d: Delivery, attempts: list[DeliveryAttempt]) -> m.DeliveryDetail:
     return {
         **delivery_out(d),
-        "payload": payload,
+        "payload": _payload(d.body),
         "attemptLog": [delivery_attempt(a) for a in attempts],
     }
+
+
+def _payload(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
 
 
 # -- errors --------------------------------------------------------------------------------------

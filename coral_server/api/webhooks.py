@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import orjson
 from aiohttp import web
 
 from coral_server.api import views
@@ -59,16 +58,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
     return json_response([views.delivery_out(d) for d in found])
 
 
-def _payload(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", "replace")
-
-
 async def get_delivery(request: web.Request) -> web.Response:
     delivery, attempts = await request.app[WEBHOOKS].get(request.match_info["id"])
-    return json_response(views.delivery_detail(delivery, attempts, _payload(delivery.body)))
+    return json_response(views.delivery_detail(delivery, attempts))
 
 
 async def retry_delivery(request: web.Request) -> web.Response:
