@@ -23,7 +23,7 @@ def same_bytes(ours: Any, theirs: Any) -> None:
     assert orjson.dumps(ours) == orjson.dumps(theirs)
 
 
-async def wait_until(check: Any, timeout: float = 15) -> None:
+async def wait_until(check: Any, timeout: float = 30) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.05)

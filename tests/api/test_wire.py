@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
@@ -26,6 +27,7 @@ from coral_server.api.schemas import SCHEMA_DIR
 from tests.conftest import Coral, agent_spec, session_body, start_coral
 
 Body = Any
+HOLD = {"mode": "hold_after_exit", "duration": 60_000}  # closed sessions stay readable
 
 
 class Wire:
@@ -36,7 +38,8 @@ class Wire:
         self.doc = doc
         self.seen: set[tuple[str, str, str]] = set()
         self.shapes: set[str] = set()  # every shape seen on the wire
-        self._routes = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in doc["paths"]]
+        paths: list[str] = list(doc["paths"])
+        self._routes = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in paths]
 
     def template(self, path: str) -> str:
         found = [template for pattern, template in self._routes if pattern.match(path.split("?")[0])]
@@ -124,7 +127,7 @@ async def served_doc(coral: Coral) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
-async def poll(coral: Coral, path: str, done: Any, timeout: float = 15) -> Body:
+async def poll(coral: Coral, path: str, done: Any, timeout: float = 30) -> Body:
     async with asyncio.timeout(timeout):
         while True:
             status, body = await coral.request("GET", path)
@@ -133,18 +136,13 @@ async def poll(coral: Coral, path: str, done: Any, timeout: float = 15) -> Body:
             await asyncio.sleep(0.05)
 
 
-async def sse_events_until(coral: Coral, path: str, last: str) -> tuple[int, list[Body]]:
-    """The status and events (data parsed) of an SSE stream up to the first of type `last`."""
-    events: list[Body] = []
-    async with asyncio.timeout(15), coral.http.get(coral.base_url + path, headers=coral.headers) as resp:
-        assert resp.content_type == "text/event-stream"
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\r\n")
-            if line.startswith("data: "):
-                events.append(json.loads(line[len("data: ") :]))
-                if events[-1]["type"] == last:
-                    return resp.status, events
-    raise AssertionError(f"stream ended after {[e['type'] for e in events]}")
+async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[Body]:
+    """The events of an SSE stream, each `data:` field parsed."""
+    assert response.content_type == "text/event-stream"
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("data: "):
+            yield json.loads(line[len("data: ") :])
 
 
 async def test_every_route_sends_what_its_schema_documents(wcoral: Coral, tmp_path: Path) -> None:
@@ -184,7 +182,7 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
         groups=[["human", "peer", "exiter", "broken"]],
         namespace="wire",
         webhooks={"sessionEnd": {"url": receiver.url}},
-        persistenceMode={"mode": "hold_after_exit", "duration": 60_000},
+        persistenceMode=HOLD,
     )
     body["annotations"] = {"tenant": "acme"}
     created = await wire.call("POST", "/api/v1/local/session", "CreateSessionResponse", json=body)
@@ -192,38 +190,23 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
     other = session_body([agent_spec("solo", runtime="external")], namespace="wire")
     alias = await wire.call("POST", "/api/v1/session", "CreateSessionResponse", json=other)
 
-    # -- live events: the snapshot first, then what the puppet routes below change
-    sse_task = asyncio.create_task(sse_events_until(coral, f"/api/v1/events/{ns}/{sid}", "thread_closed"))
+    # -- live events: the snapshot first, then what the puppet routes change
     ws_url = coral.base_url.replace("http://", "ws://") + f"/ws/v1/events/{ns}/{sid}"
     async with coral.http.ws_connect(ws_url, headers=coral.headers) as ws:
-        snapshot = json.loads((await ws.receive(timeout=10)).data)
-    check_event(wire, snapshot, "SessionSnapshot")
-    wire.seen.add(("get", "/ws/v1/events/{namespace}/{sessionId}", "101"))
-
-    # -- the puppet routes (every one answers a documented shape)
-    puppet = f"/api/v1/puppet/{ns}/{sid}/human"
-    thread = await wire.call(
-        "POST", puppet + "/thread", "ThreadState", json={"threadName": "review", "participantNames": ["peer"]}
-    )
-    tid = thread["id"]
-    await wire.call(
-        "POST",
-        puppet + "/thread/message",
-        "MessageState",
-        json={"threadId": tid, "content": "ship it?", "mentions": ["peer"]},
-    )
-    participant = {"threadId": tid, "participantName": "exiter"}
-    await wire.call("POST", puppet + "/thread/participant", "ThreadState", json=participant)
-    await wire.call("DELETE", puppet + "/thread/participant", "ThreadState", json=participant)
-    closed = await wire.call(
-        "DELETE", puppet + "/thread", "ThreadState", json={"threadId": tid, "summary": "done"}
-    )
-    assert closed["state"]["state"] == "closed" and closed["state"]["summary"] == "done"
-
-    sse_status, events = await sse_task
-    check_event(wire, events[0], "SessionSnapshot")
-    wire.seen.add(("get", "/api/v1/events/{namespace}/{sessionId}", str(sse_status)))
-    by_type = {e["type"]: e for e in events}
+        check_event(wire, json.loads((await ws.receive(timeout=10)).data), "SessionSnapshot")
+    wire.seen.add(("get", "/ws/v1/events/{namespace}/{sessionId}", "101"))  # connected: it switched
+    sse_path = f"/api/v1/events/{ns}/{sid}"
+    async with coral.http.get(coral.base_url + sse_path, headers=coral.headers) as sse:
+        events = sse_data(sse)
+        async with asyncio.timeout(15):
+            check_event(wire, await anext(events), "SessionSnapshot")
+        wire.seen.add(("get", wire.template(sse_path), str(sse.status)))
+        await drive_puppet(wire, f"/api/v1/puppet/{ns}/{sid}/human")
+        by_type: dict[str, Body] = {}
+        async with asyncio.timeout(15):
+            while "thread_closed" not in by_type:
+                event = await anext(events)
+                by_type.setdefault(event["type"], event)
     check_event(wire, by_type["thread_created"]["thread"], "ThreadState")
     check_event(wire, by_type["message_sent"]["message"], "MessageState")
 
@@ -254,7 +237,9 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
     wire.check("GET", f"/api/v1/session/{ns}/{sid}", 200, final, "SessionState")
     assert final["closeReason"] in ("deleted", "all_agents_exited") and final["closing"] is True
     ttl_ns, ttl_sid = await coral.create_session(
-        session_body([agent_spec("solo", runtime="external")], namespace="wire-ttl", ttl=200, **HOLD)
+        session_body(
+            [agent_spec("solo", runtime="external")], namespace="wire-ttl", ttl=200, persistenceMode=HOLD
+        )
     )
     ended = await poll(coral, f"/api/v1/session/{ttl_ns}/{ttl_sid}", lambda s: "closedAt" in s)
     wire.check("GET", f"/api/v1/session/{ttl_ns}/{ttl_sid}", 200, ended, "SessionState")
@@ -284,7 +269,22 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
     await wire.call("GET", f"/api/v1/session/{ns}/{sid}/agents/exiter/connection", "ErrorBody", status=409)
 
 
-HOLD = {"persistenceMode": {"mode": "hold_after_exit", "duration": 60_000}}
+async def drive_puppet(wire: Wire, puppet: str) -> None:
+    """Every puppet route but stopping the agent; each answers a documented shape."""
+    created = {"threadName": "review", "participantNames": ["peer"]}
+    tid = (await wire.call("POST", puppet + "/thread", "ThreadState", json=created))["id"]
+    message = {"threadId": tid, "content": "ship it?", "mentions": ["peer"]}
+    await wire.call("POST", puppet + "/thread/message", "MessageState", json=message)
+    participant = {"threadId": tid, "participantName": "exiter"}
+    await wire.call("POST", puppet + "/thread/participant", "ThreadState", json=participant)
+    await wire.call("DELETE", puppet + "/thread/participant", "ThreadState", json=participant)
+    closing = {"threadId": tid, "summary": "done"}
+    closed = await wire.call("DELETE", puppet + "/thread", "ThreadState", json=closing)
+    assert closed["state"] == {
+        "state": "closed",
+        "summary": "done",
+        "timestamp": closed["state"]["timestamp"],
+    }
 
 
 def check_event(wire: Wire, body: Body, shape: str) -> None:
