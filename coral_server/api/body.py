@@ -8,15 +8,35 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from coral_server.api.errors import BadRequest, problems_of
+from coral_server.api.errors import BadRequest, UnsupportedMediaType, problems_of
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _says_json(request: web.Request) -> bool:
+    """A body is read as JSON unless its Content-Type names something else.
+
+    No Content-Type, or application/octet-stream (bytes of no stated kind), is read as JSON, as
+    are application/json and any application/*+json.
+    """
+    if "Content-Type" not in request.headers:
+        return True
+    kind = request.content_type
+    return kind in ("application/json", "application/octet-stream") or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise BadRequest("request body is empty; expected JSON", [("(body)", "empty body")])
+    if not _says_json(request):
+        kind = request.content_type
+        raise UnsupportedMediaType(
+            f"request body must be JSON (Content-Type: application/json), not {kind}",
+            [("(body)", f"Content-Type {kind} is not JSON")],
+        )
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

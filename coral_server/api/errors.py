@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from coral_server.api import views
 from coral_server.registry import AgentNotInRegistry
 from coral_server.sessions import errors as se
 from coral_server.store import DeliveryFinished, DeliveryNotFound
@@ -33,14 +34,23 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (se.SessionError, 400),
 ]
 _MAPPED = tuple(kind for kind, _ in _STATUS)
+_BODY_HEADERS = frozenset({"Content-Type", "Content-Length", "Content-Encoding"})
 
 
 class BadRequest(Exception):
     """A request body or parameter that fails validation; carries (field, message) pairs."""
 
+    status = 400
+
     def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class UnsupportedMediaType(BadRequest):
+    """A body that says it is something other than JSON."""
+
+    status = 415
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
@@ -48,10 +58,7 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
 
 
 def error_response(status: int, message: str, problems: list[tuple[str, str]] | None = None) -> web.Response:
-    body: dict[str, Any] = {"message": message}
-    if problems:
-        body["errors"] = [{"field": f, "message": m} for f, m in problems]
-    return json_response(body, status)
+    return json_response(views.error_body(message, problems), status)
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -83,9 +90,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.empty_body:
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
+        # Keep what the status needs besides the body, e.g. a 405's Allow.
+        for name, value in exc.headers.items():
+            if name not in _BODY_HEADERS:
+                response.headers.add(name, value)
+        return response
     except BadRequest as exc:
-        return error_response(400, str(exc), exc.problems)
+        return error_response(exc.status, str(exc), exc.problems)
     except se.SessionRequestInvalid as exc:
         return error_response(400, "invalid session request", [(p.path, p.message) for p in exc.problems])
     except _MAPPED as exc:

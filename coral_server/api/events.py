@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from coral_server.api import views
 from coral_server.api.errors import BadRequest
 from coral_server.api.keys import EVENTS, SESSIONS
+from coral_server.api.models import SessionSnapshot
 from coral_server.events import Subscription
 from coral_server.sessions import Session
 
@@ -34,14 +36,14 @@ WS_CLOSE_TIMEOUT_S = 2.0
 # Sent whatever `?types=` asks for: without them a client cannot keep a consistent view.
 ALWAYS_SENT = frozenset({"snapshot", "overflow"})
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
 @dataclass(slots=True)
 class EventStream:
     """What one client gets: an optional snapshot first, then the subscription's events."""
 
-    snapshot: dict[str, Any] | None
+    snapshot: SessionSnapshot | None
     subscription: Subscription | None
     types: frozenset[str] | None
 
@@ -88,11 +90,6 @@ def _types(request: web.Request) -> frozenset[str] | None:
     return frozenset(t.strip() for t in raw.split(",") if t.strip())
 
 
-def snapshot_of(session: Session, seq: int) -> dict[str, Any]:
-    """The session state as GET returns it, marked with the last seq it reflects."""
-    return {**session.to_http(), "seq": seq, "type": "snapshot"}
-
-
 def open_stream(request: web.Request) -> EventStream:
     """Resolve the session (404 if unknown), then take the snapshot and subscribe in one step."""
     info = request.match_info
@@ -106,12 +103,12 @@ def open_stream(request: web.Request) -> EventStream:
         return EventStream(None, bus.subscribe(topic, after), types)
     if session.closed_at is not None and not bus.has_topic(topic):
         # Closed and its topic already forgotten (held for reading): the final state is all there is.
-        return EventStream(snapshot_of(session, session.final_seq), None, types)
+        return EventStream(views.session_snapshot(session, session.final_seq), None, types)
     seq = bus.last_seq(topic)
-    return EventStream(snapshot_of(session, seq), bus.subscribe(topic, seq), types)
+    return EventStream(views.session_snapshot(session, seq), bus.subscribe(topic, seq), types)
 
 
-def _sse_frame(payload: dict[str, Any]) -> bytes:
+def _sse_frame(payload: Mapping[str, Any]) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (
         payload["seq"],
         str(payload["type"]).encode(),
@@ -131,7 +128,7 @@ async def sse_events(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
 
-        async def send(payload: dict[str, Any]) -> None:
+        async def send(payload: Mapping[str, Any]) -> None:
             await response.write(_sse_frame(payload))
 
         async def keepalive() -> None:
@@ -157,7 +154,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, timeout=WS_CLOSE_TIMEOUT_S)
         await ws.prepare(request)
 
-        async def send(payload: dict[str, Any]) -> None:
+        async def send(payload: Mapping[str, Any]) -> None:
             await ws.send_str(orjson.dumps(payload).decode())
 
         pump = asyncio.create_task(stream.pump(send), name="events:ws:pump")

@@ -1,16 +1,39 @@
-"""Pydantic models of every HTTP request and response body (the source of `schemas/`)."""
+"""The shapes of every HTTP request and response body (pydantic; the source of `schemas/` and the OpenAPI)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+    with_config,
+)
+from typing_extensions import TypedDict
+
+from coral_server.registry import OptionTransport, RuntimeTransport
+from coral_server.store import DeliveryStatus
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's `integer` is any number with a zero fractional part: 86.0 is one, 86.5 is not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema means it: 86 and 86.0, never 86.5, "86" or true. (Constraints such as
+# Field(gt=0) go before the BeforeValidator, where pydantic can apply and document them.)
+JsonInt = Annotated[int, Strict(), BeforeValidator(_integral)]
 
 
 class _In(BaseModel):
@@ -197,7 +220,9 @@ class Webhooks(_In):
 
 
 class RuntimeSettings(_In):
-    ttl: int | None = Field(default=None, gt=0, strict=True, description="Session time to live, in ms.")
+    ttl: Annotated[int, Strict(), Field(gt=0), BeforeValidator(_integral)] | None = Field(
+        default=None, description="Session time to live, in ms."
+    )
     persistenceMode: PersistenceMode | None = None
     webhooks: Webhooks | None = None
     extendedEndReport: bool = False
@@ -215,8 +240,6 @@ class CreateSessionRequest(_In):
     sessionRuntimeSettings: RuntimeSettings | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
 
-
-CloseReasonName = Literal["ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown"]
 
 # -- puppet: an app acting as one of a session's agents (bodies = the MCP tools' arguments) --------
 
@@ -244,54 +267,78 @@ class PuppetParticipant(_In):
     participantName: str = Field(min_length=1)
 
 
+class RetryDeliveryRequest(_In):
+    attempts: JsonInt = Field(default=1, ge=1, le=100, description="How many more attempts.")
+
+
 # -- responses ----------------------------------------------------------------------------------
+# TypedDicts, built as plain dicts by `api/views.py` (pydantic validation of a large session state
+# costs about 7x its building). mypy checks every dict the views build against these shapes, pydantic
+# makes the documented schemas of them, and extra="forbid" documents that nothing else is sent.
+
+Wire = with_config(ConfigDict(extra="forbid"))
+UnixMs = Annotated[int, Field(description="Unix ms")]
+CloseReasonName = Literal["ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown"]
+AgentStatus = Literal["pending", "running", "exited", "failed"]
+AgentGeneration = Literal["current", "1.0"]
+LogStream = Literal["stdout", "stderr"]
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class CreateSessionResponse(_Out):
+@Wire
+class CreateSessionResponse(TypedDict):
     namespace: str
     sessionId: str
 
 
-class SessionSummary(_Out):
+@Wire
+class SessionSummary(TypedDict):
     sessionId: str
     closing: bool
 
 
-class NamespaceSessions(_Out):
+@Wire
+class NamespaceSessions(TypedDict):
     namespace: str
     sessions: list[SessionSummary]
 
 
-class MessageState(_Out):
+@Wire
+class MessageState(TypedDict):
     id: str
     threadId: str
     senderName: str
     text: str
-    timestamp: int = Field(description="Unix ms")
+    timestamp: UnixMs
     mentionNames: list[str]
 
 
-class ThreadState(_Out):
+@Wire
+class ThreadStatus(TypedDict):
+    state: Literal["open", "closed"]
+    summary: NotRequired[Annotated[str, Field(description="The thread's outcome (closed threads)")]]
+    timestamp: NotRequired[Annotated[int | None, Field(description="When it closed, Unix ms")]]
+
+
+@Wire
+class ThreadState(TypedDict):
     id: str
     name: str
     creatorName: str
     participants: list[str]
-    state: dict[str, Any] = Field(description='{"state": "open"} or {"state": "closed", "summary": ...}')
-    timestamp: int
+    state: ThreadStatus
+    timestamp: UnixMs
     messages: list[MessageState]
 
 
-class AgentIdentifier(_Out):
+@Wire
+class AgentIdentifier(TypedDict):
     name: str
     version: str
     source: str
 
 
-class AgentState(_Out):
+@Wire
+class AgentState(TypedDict):
     name: str
     registryAgentIdentifier: AgentIdentifier
     isConnected: bool
@@ -299,101 +346,182 @@ class AgentState(_Out):
     description: str
     links: list[str]
     runtime: str
-    generation: Literal["current", "1.0"] = Field(
-        description="The agent surface it is served: its manifest's generation (external agents: current)."
-    )
-    status: Literal["pending", "running", "exited", "failed"]
-    exitCode: int | None = None
-    error: str | None = None
+    generation: Annotated[
+        AgentGeneration,
+        Field(description="The agent surface it is served: its manifest's generation (external: current)."),
+    ]
+    status: AgentStatus
+    exitCode: NotRequired[int]
+    error: NotRequired[str]
+    lastLogLines: NotRequired[
+        Annotated[list[str], Field(description="The end of its output, once it exited with a code or error")]
+    ]
+    annotations: NotRequired[dict[str, str]]
 
 
-class SessionState(_Out):
+@Wire
+class SessionState(TypedDict):
     id: str
     namespace: str
-    timestamp: int
+    timestamp: UnixMs
     closing: bool
     agents: list[AgentState]
     threads: list[ThreadState]
-    closeReason: CloseReasonName | None = None
-    closeDetail: str | None = None
-    closedAt: int | None = Field(default=None, description="Unix ms")
-    annotations: dict[str, str] | None = None
+    closeReason: NotRequired[CloseReasonName]
+    closeDetail: NotRequired[str]
+    closedAt: NotRequired[UnixMs]
+    annotations: NotRequired[dict[str, str]]
 
 
-class LogLineOut(_Out):
-    stream: Literal["stdout", "stderr"]
+@Wire
+class SessionSnapshot(SessionState):
+    """The first event of a live stream: the session state, plus the last seq it reflects."""
+
+    seq: int
+    type: Literal["snapshot"]
+
+
+@Wire
+class LogLineOut(TypedDict):
+    stream: LogStream
     text: str
-    timestamp: int
+    timestamp: UnixMs
 
 
-class AgentLogs(_Out):
+@Wire
+class AgentLogs(TypedDict):
     agent: str
-    dropped: int = Field(description="Lines dropped because the buffer was full.")
+    dropped: Annotated[int, Field(description="Lines dropped because the buffer was full.")]
     lines: list[LogLineOut]
 
 
-class AgentConnection(_Out):
+@Wire
+class AgentConnection(TypedDict):
     agent: str
     connectionUrl: str
     sseUrl: str
 
 
-class RegistryAgentVersions(_Out):
+@Wire
+class SourceIdentifier(TypedDict):
+    type: Literal["local"]
+
+
+@Wire
+class RegistryAgentVersions(TypedDict):
     name: str
     versions: list[str]
 
 
-class RegistrySource(_Out):
-    identifier: dict[str, Any]
-    timestamp: int
+@Wire
+class RegistrySource(TypedDict):
+    identifier: SourceIdentifier
+    timestamp: UnixMs
     agents: list[RegistryAgentVersions]
 
 
-class RegistryAgentDetail(_Out):
-    registryAgent: dict[str, Any]
-    restrictions: list[dict[str, Any]]
+@Wire
+class ManifestIdentifier(TypedDict):
+    name: str
+    version: str
+    registrySourceId: SourceIdentifier
 
 
-class DeliveryAttemptOut(_Out):
+@Wire
+class ManifestInfo(TypedDict):
+    description: NotRequired[str]
+    summary: NotRequired[str]
+    capabilities: list[str]
+    identifier: ManifestIdentifier
+
+
+@Wire
+class ExecutableRuntimeOut(TypedDict):
+    path: str
+    arguments: list[str]
+    transport: RuntimeTransport
+
+
+@Wire
+class DockerRuntimeOut(TypedDict):
+    image: str
+    command: NotRequired[list[str]]
+    transport: RuntimeTransport
+
+
+@Wire
+class ManifestRuntimes(TypedDict):
+    executable: NotRequired[ExecutableRuntimeOut]
+    docker: NotRequired[DockerRuntimeOut]
+
+
+@Wire
+class OptionOut(TypedDict):
+    type: str
+    required: bool
+    description: NotRequired[str]
+    default: NotRequired[Annotated[Any, Field(description="Never shown for secret options; blobs as base64")]]
+    display: NotRequired[dict[str, Any]]
+    validation: NotRequired[dict[str, Any]]
+    transport: OptionTransport
+    secret: NotRequired[Literal[True]]
+    base64: NotRequired[Literal[True]]
+
+
+@Wire
+class RegistryAgent(TypedDict):
+    info: ManifestInfo
+    runtimes: ManifestRuntimes
+    options: dict[str, OptionOut]
+
+
+@Wire
+class RegistryAgentDetail(TypedDict):
+    registryAgent: RegistryAgent
+    restrictions: list[SourceIdentifier]
+
+
+@Wire
+class DeliveryAttemptOut(TypedDict):
     number: int
-    at: int = Field(description="Unix ms")
-    status: int | None = Field(description="HTTP status; null when no answer came")
-    error: str | None = Field(description="Why it failed; null for a 2xx")
+    at: UnixMs
+    status: Annotated[int | None, Field(description="HTTP status; null when no answer came")]
+    error: Annotated[str | None, Field(description="Why it failed; null for a 2xx")]
     durationMs: float | None
 
 
-class DeliveryOut(_Out):
-    id: str = Field(description="Also the webhook-id header of every attempt")
+@Wire
+class DeliveryOut(TypedDict):
+    id: Annotated[str, Field(description="Also the webhook-id header of every attempt")]
     kind: str
     url: str
-    subject: str | None = Field(description='What it is about, e.g. "namespace/sessionId"')
-    status: Literal["pending", "delivered", "failed"]
+    subject: Annotated[str | None, Field(description='What it is about, e.g. "namespace/sessionId"')]
+    status: DeliveryStatus
     attempts: int
     maxAttempts: int
-    nextAttemptAt: int | None = Field(description="Unix ms; null once delivered or failed")
+    nextAttemptAt: Annotated[int | None, Field(description="Unix ms; null once delivered or failed")]
     lastStatus: int | None
     lastError: str | None
-    createdAt: int
-    deliveredAt: int | None
+    createdAt: UnixMs
+    deliveredAt: Annotated[int | None, Field(description="Unix ms; null until delivered")]
 
 
+@Wire
 class DeliveryDetail(DeliveryOut):
-    payload: Any = Field(description="The JSON body that is signed and sent")
+    payload: Annotated[Any, Field(description="The JSON body that is signed and sent")]
     attemptLog: list[DeliveryAttemptOut]
 
 
-class RetryDeliveryRequest(_In):
-    attempts: int = Field(default=1, ge=1, le=100, strict=True, description="How many more attempts.")
-
-
-class FieldProblem(_Out):
+@Wire
+class FieldProblem(TypedDict):
     field: str
     message: str
 
 
-class ErrorBody(_Out):
+@Wire
+class ErrorBody(TypedDict):
     message: str
-    errors: list[FieldProblem] | None = None
+    errors: NotRequired[list[FieldProblem]]
 
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
@@ -404,11 +532,13 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "PuppetParticipant": PuppetParticipant,
     "RetryDeliveryRequest": RetryDeliveryRequest,
 }
-RESPONSE_MODELS: dict[str, type[BaseModel]] = {
+# Each response shape that has its own file in schemas/ (nested shapes are in their parents' $defs).
+RESPONSE_MODELS: dict[str, Any] = {
     "CreateSessionResponse": CreateSessionResponse,
     "NamespaceSessions": NamespaceSessions,
     "SessionSummary": SessionSummary,
     "SessionState": SessionState,
+    "SessionSnapshot": SessionSnapshot,
     "ThreadState": ThreadState,
     "MessageState": MessageState,
     "AgentState": AgentState,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from coral_server.api import views
 from coral_server.api.body import read_model
 from coral_server.api.errors import json_response
 from coral_server.api.keys import SESSIONS
@@ -31,13 +32,13 @@ async def create_thread(request: web.Request) -> web.Response:
     session, agent = _actor(request)
     body = await read_model(request, PuppetCreateThread)
     thread = session.create_thread(agent, body.threadName, body.participantNames)
-    return json_response(thread.to_http())
+    return json_response(views.thread_state(thread))
 
 
 async def close_thread(request: web.Request) -> web.Response:
     session, agent = _actor(request)
     body = await read_model(request, PuppetCloseThread)
-    return json_response(session.close_thread(agent, body.threadId, body.summary).to_http())
+    return json_response(views.thread_state(session.close_thread(agent, body.threadId, body.summary)))
 
 
 async def send_message(request: web.Request) -> web.Response:
@@ -45,25 +46,27 @@ async def send_message(request: web.Request) -> web.Response:
     body = await read_model(request, PuppetSendMessage)
     message = session.send_message(agent, body.threadId, body.content, body.mentions)
     await session.hand_over(message)
-    return json_response(message.to_http())
+    return json_response(views.message_state(message))
 
 
 async def add_participant(request: web.Request) -> web.Response:
     session, agent = _actor(request)
     body = await read_model(request, PuppetParticipant)
-    return json_response(session.add_participant(agent, body.threadId, body.participantName).to_http())
+    thread = session.add_participant(agent, body.threadId, body.participantName)
+    return json_response(views.thread_state(thread))
 
 
 async def remove_participant(request: web.Request) -> web.Response:
     session, agent = _actor(request)
     body = await read_model(request, PuppetParticipant)
-    return json_response(session.remove_participant(agent, body.threadId, body.participantName).to_http())
+    thread = session.remove_participant(agent, body.threadId, body.participantName)
+    return json_response(views.thread_state(thread))
 
 
 async def stop_agent(request: web.Request) -> web.Response:
     session, agent = _actor(request)
     await session.stop_agent(agent)
-    return json_response(agent.to_http())
+    return json_response(views.agent_state(agent))
 
 
 def add_routes(app: web.Application) -> None:

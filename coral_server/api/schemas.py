@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from pydantic import TypeAdapter
 
 from coral_server.api.models import REQUEST_MODELS, RESPONSE_MODELS
 from coral_server.api.openapi import build_openapi
@@ -16,8 +17,9 @@ def render() -> dict[str, bytes]:
     """File name -> exact bytes of every generated schema file."""
     files: dict[str, bytes] = {}
     for name, model in {**REQUEST_MODELS, **RESPONSE_MODELS}.items():
+        schema = TypeAdapter(model).json_schema()
         files[f"{name}.json"] = (
-            orjson.dumps(model.model_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         )
     files["openapi.json"] = (
         orjson.dumps(build_openapi(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from coral_server.api import views
 from coral_server.api.body import read_json
 from coral_server.api.errors import BadRequest, json_response, problems_of
 from coral_server.api.keys import SESSIONS
@@ -17,7 +18,7 @@ from coral_server.api.models import (
     CustomTool,
     RuntimeSettings,
 )
-from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, SessionRequest
+from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, Session, SessionRequest
 from coral_server.sessions.errors import NotExternal
 
 MAX_LOG_LINES = 10_000
@@ -121,30 +122,25 @@ async def create_session(request: web.Request) -> web.Response:
         problems = problems_of(exc) + _registry_problems(request, raw)
         raise BadRequest("invalid session request", problems) from None
     session = await request.app[SESSIONS].create(to_domain(body))
-    return json_response({"namespace": session.namespace, "sessionId": session.id})
+    return json_response(views.created(session))
 
 
 async def list_all(request: web.Request) -> web.Response:
-    sessions = request.app[SESSIONS]
-    return json_response(
-        [
-            {"namespace": ns.name, "sessions": [s.summary() for s in ns.sessions.values()]}
-            for ns in sessions.namespaces.values()
-        ]
-    )
+    namespaces = request.app[SESSIONS].namespaces.values()
+    return json_response([views.namespace_sessions(ns) for ns in namespaces])
 
 
 async def list_namespace(request: web.Request) -> web.Response:
     ns = request.app[SESSIONS].namespace(request.match_info["namespace"])
-    return json_response([s.summary() for s in ns.sessions.values()])
+    return json_response([views.session_summary(s) for s in ns.sessions.values()])
 
 
-def _session(request: web.Request) -> Any:
+def _session(request: web.Request) -> Session:
     return request.app[SESSIONS].get(request.match_info["namespace"], request.match_info["session"])
 
 
 async def get_state(request: web.Request) -> web.Response:
-    return json_response(_session(request).to_http())
+    return json_response(views.session_state(_session(request)))
 
 
 async def close_session(request: web.Request) -> web.Response:
@@ -160,8 +156,7 @@ async def agent_logs(request: web.Request) -> web.Response:
         raise BadRequest("tail must be an integer", [("tail", "expected an integer")]) from None
     if not 0 <= tail <= MAX_LOG_LINES:
         raise BadRequest(f"tail must be between 0 and {MAX_LOG_LINES}", [("tail", "out of range")])
-    lines = [{"stream": ln.stream, "text": ln.text, "timestamp": ln.timestamp} for ln in agent.log.tail(tail)]
-    return json_response({"agent": agent.name, "dropped": agent.log.dropped, "lines": lines})
+    return json_response(views.agent_logs(agent, tail))
 
 
 async def agent_connection(request: web.Request) -> web.Response:
@@ -169,9 +164,7 @@ async def agent_connection(request: web.Request) -> web.Response:
     agent = _session(request).agent(request.match_info["agent"])
     if agent.runtime != "external":
         raise NotExternal(agent.name)
-    url = sessions.connection_url(agent)
-    base = url.rsplit("/", 1)[0]
-    return json_response({"agent": agent.name, "connectionUrl": url, "sseUrl": f"{base}/sse/"})
+    return json_response(views.agent_connection(agent, sessions.connection_url(agent)))
 
 
 def add_routes(app: web.Application) -> None:

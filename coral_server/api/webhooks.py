@@ -4,49 +4,18 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import orjson
 from aiohttp import web
 
+from coral_server.api import views
 from coral_server.api.body import read_model
 from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import WEBHOOKS
 from coral_server.api.models import RetryDeliveryRequest
-from coral_server.store import Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus
+from coral_server.store import DeliveryFilter, DeliveryStatus
 from coral_server.store.base import DELIVERY_STATUSES
 
 PREFIX = "/api/v1/webhooks/deliveries"
 MAX_LIMIT = 1000
-
-
-def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else round(seconds * 1000)
-
-
-def delivery_out(d: Delivery) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "kind": d.kind,
-        "url": d.url,
-        "subject": d.subject,
-        "status": d.status,
-        "attempts": d.attempts,
-        "maxAttempts": d.max_attempts,
-        "nextAttemptAt": _ms(d.next_attempt_at) if d.status == "pending" else None,
-        "lastStatus": d.last_status,
-        "lastError": d.last_error,
-        "createdAt": _ms(d.created_at),
-        "deliveredAt": _ms(d.delivered_at),
-    }
-
-
-def _attempt_out(a: DeliveryAttempt) -> dict[str, Any]:
-    return {
-        "number": a.number,
-        "at": _ms(a.at),
-        "status": a.status,
-        "error": a.error,
-        "durationMs": None if a.duration_ms is None else round(a.duration_ms, 3),
-    }
 
 
 def _filter(query: Any) -> DeliveryFilter:
@@ -86,31 +55,18 @@ def _filter(query: Any) -> DeliveryFilter:
 
 async def list_deliveries(request: web.Request) -> web.Response:
     found = await request.app[WEBHOOKS].find(_filter(request.query))
-    return json_response([delivery_out(d) for d in found])
-
-
-def _payload(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", "replace")
+    return json_response([views.delivery_out(d) for d in found])
 
 
 async def get_delivery(request: web.Request) -> web.Response:
     delivery, attempts = await request.app[WEBHOOKS].get(request.match_info["id"])
-    return json_response(
-        {
-            **delivery_out(delivery),
-            "payload": _payload(delivery.body),
-            "attemptLog": [_attempt_out(a) for a in attempts],
-        }
-    )
+    return json_response(views.delivery_detail(delivery, attempts))
 
 
 async def retry_delivery(request: web.Request) -> web.Response:
     body = await read_model(request, RetryDeliveryRequest, optional=True)
     delivery = await request.app[WEBHOOKS].retry(request.match_info["id"], body.attempts)
-    return json_response(delivery_out(delivery), status=202)
+    return json_response(views.delivery_out(delivery), status=202)
 
 
 def add_routes(app: web.Application) -> None:

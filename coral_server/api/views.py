@@ -1,0 +1,301 @@
+"""The one wire view: every HTTP response body, built from domain objects in the shapes of `api/models`.
+
+Bodies are plain dicts typed by the response TypedDicts, so mypy checks each field against what the
+OpenAPI document shows and serialising costs what building a dict costs (a large session state is
+read often). `tests/api/test_wire.py` validates what a running server sends against `schemas/`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal, cast
+
+import orjson
+from typing_extensions import TypedDict
+
+from coral_server.api import models as m
+from coral_server.registry import AgentManifest, OptionSpec, Registry
+from coral_server.sessions import Message, Namespace, Session, SessionAgent, Thread
+from coral_server.store import Delivery, DeliveryAttempt
+
+# How many of a dead agent's last output lines its state shows.
+LAST_LOG_LINES = 10
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+def created(session: Session) -> m.CreateSessionResponse:
+    return {"namespace": session.namespace, "sessionId": session.id}
+
+
+def session_summary(session: Session) -> m.SessionSummary:
+    return {"sessionId": session.id, "closing": session.closing}
+
+
+def namespace_sessions(namespace: Namespace) -> m.NamespaceSessions:
+    return {
+        "namespace": namespace.name,
+        "sessions": [session_summary(s) for s in namespace.sessions.values()],
+    }
+
+
+def message_state(message: Message) -> m.MessageState:
+    return {
+        "id": message.id,
+        "threadId": message.thread_id,
+        "senderName": message.sender,
+        "text": message.text,
+        "timestamp": message.timestamp,
+        "mentionNames": list(message.mentions),
+    }
+
+
+def thread_status(thread: Thread) -> m.ThreadStatus:
+    if not thread.closed:
+        return {"state": "open"}
+    return {"state": "closed", "summary": thread.summary or "", "timestamp": thread.closed_at}
+
+
+def thread_state(thread: Thread) -> m.ThreadState:
+    return {
+        "id": thread.id,
+        "name": thread.name,
+        "creatorName": thread.creator,
+        "participants": list(thread.participants),
+        "state": thread_status(thread),
+        "timestamp": thread.timestamp,
+        "messages": [message_state(x) for x in thread.messages],
+    }
+
+
+def agent_state(agent: SessionAgent) -> m.AgentState:
+    manifest = agent.manifest
+    state: m.AgentState = {
+        "name": agent.name,
+        "registryAgentIdentifier": {"name": manifest.name, "version": manifest.version, "source": "local"},
+        "isConnected": agent.connected,
+        "isWaiting": agent.waiting,
+        "description": agent.description,
+        "links": sorted(agent.links),
+        "runtime": agent.runtime,
+        "generation": cast(m.AgentGeneration, agent.generation.value),
+        "status": cast(m.AgentStatus, agent.status),
+    }
+    if agent.exit_code is not None:
+        state["exitCode"] = agent.exit_code
+    if agent.error is not None:
+        state["error"] = agent.error
+    if agent.status in ("exited", "failed") and (agent.exit_code or agent.error):
+        # Why it died, without a second request: the end of its output.
+        state["lastLogLines"] = [line.text for line in agent.log.tail(LAST_LOG_LINES)]
+    if agent.annotations:
+        state["annotations"] = dict(agent.annotations)
+    return state
+
+
+def session_state(session: Session) -> m.SessionState:
+    state: m.SessionState = {
+        "id": session.id,
+        "namespace": session.namespace,
+        "timestamp": session.timestamp,
+        "closing": session.closing,
+        "agents": [agent_state(a) for a in session.agents.values()],
+        "threads": [thread_state(t) for t in session.threads.values()],
+    }
+    if session.close_reason is not None:
+        state["closeReason"] = session.close_reason
+        if session.close_detail is not None:
+            state["closeDetail"] = session.close_detail
+    if session.closed_at is not None:
+        state["closedAt"] = session.closed_at
+    if session.annotations:
+        state["annotations"] = dict(session.annotations)
+    return state
+
+
+def session_snapshot(session: Session, seq: int) -> m.SessionSnapshot:
+    """The session state as GET returns it, marked with the last seq it reflects."""
+    return {**session_state(session), "seq": seq, "type": "snapshot"}
+
+
+def agent_logs(agent: SessionAgent, tail: int) -> m.AgentLogs:
+    return {
+        "agent": agent.name,
+        "dropped": agent.log.dropped,
+        "lines": [
+            {"stream": cast(m.LogStream, line.stream), "text": line.text, "timestamp": line.timestamp}
+            for line in agent.log.tail(tail)
+        ],
+    }
+
+
+def agent_connection(agent: SessionAgent, url: str) -> m.AgentConnection:
+    base = url.rsplit("/", 1)[0]
+    return {"agent": agent.name, "connectionUrl": url, "sseUrl": f"{base}/sse/"}
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+def _local() -> m.SourceIdentifier:
+    return {"type": "local"}
+
+
+def registry_sources(registry: Registry) -> list[m.RegistrySource]:
+    names = sorted({manifest.name for manifest in registry.agents()})
+    return [
+        {
+            "identifier": _local(),
+            "timestamp": registry.timestamp_ms,
+            "agents": [{"name": name, "versions": registry.versions(name)} for name in names],
+        }
+    ]
+
+
+def registry_agent_detail(manifest: AgentManifest) -> m.RegistryAgentDetail:
+    return {"registryAgent": registry_agent(manifest), "restrictions": [_local()]}
+
+
+# The optional fields that come before a required one on the wire (dict order is the JSON order).
+class _InfoText(TypedDict, total=False):
+    description: str
+    summary: str
+
+
+class _DockerCommand(TypedDict, total=False):
+    command: list[str]
+
+
+class _OptionDetails(TypedDict, total=False):
+    description: str
+    default: Any
+    display: dict[str, Any]
+    validation: dict[str, Any]
+
+
+class _OptionFlags(TypedDict, total=False):
+    secret: Literal[True]
+    base64: Literal[True]
+
+
+def registry_agent(manifest: AgentManifest) -> m.RegistryAgent:
+    """A manifest as the registry routes show it: null fields omitted, secret defaults never shown."""
+    text: _InfoText = {}
+    if manifest.description is not None:
+        text["description"] = manifest.description
+    if manifest.summary is not None:
+        text["summary"] = manifest.summary
+    info: m.ManifestInfo = {
+        **text,
+        "capabilities": list(manifest.capabilities),
+        "identifier": {"name": manifest.name, "version": manifest.version, "registrySourceId": _local()},
+    }
+    runtimes: m.ManifestRuntimes = {}
+    if manifest.executable is not None:
+        exe = manifest.executable
+        runtimes["executable"] = {
+            "path": exe.path,
+            "arguments": list(exe.arguments),
+            "transport": exe.transport,
+        }
+    if manifest.docker is not None:
+        command: _DockerCommand = {}
+        if manifest.docker.command is not None:
+            command["command"] = list(manifest.docker.command)
+        runtimes["docker"] = {
+            "image": manifest.docker.image,
+            **command,
+            "transport": manifest.docker.transport,
+        }
+    return {
+        "info": info,
+        "runtimes": runtimes,
+        "options": {name: option_out(spec) for name, spec in manifest.options.items()},
+    }
+
+
+def option_out(spec: OptionSpec) -> m.OptionOut:
+    """One option; blob defaults as base64; `secret` and `base64` appear only when true."""
+    details: _OptionDetails = {}
+    if spec.description is not None:
+        details["description"] = spec.description
+    if spec.default is not None and not spec.secret:
+        details["default"] = _json_default(spec.default)
+    if spec.display is not None:
+        details["display"] = dict(spec.display)
+    if spec.validation is not None:
+        details["validation"] = dict(spec.validation)
+    flags: _OptionFlags = {}
+    if spec.secret:
+        flags["secret"] = True
+    if spec.base64:
+        flags["base64"] = True
+    return {"type": spec.type, "required": spec.required, **details, "transport": spec.transport, **flags}
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, list):
+        return [_json_default(v) for v in value]
+    return value
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+def delivery_out(d: Delivery) -> m.DeliveryOut:
+    return {
+        "id": d.id,
+        "kind": d.kind,
+        "url": d.url,
+        "subject": d.subject,
+        "status": d.status,
+        "attempts": d.attempts,
+        "maxAttempts": d.max_attempts,
+        "nextAttemptAt": _ms(d.next_attempt_at) if d.status == "pending" else None,
+        "lastStatus": d.last_status,
+        "lastError": d.last_error,
+        "createdAt": round(d.created_at * 1000),
+        "deliveredAt": _ms(d.delivered_at),
+    }
+
+
+def delivery_attempt(a: DeliveryAttempt) -> m.DeliveryAttemptOut:
+    return {
+        "number": a.number,
+        "at": round(a.at * 1000),
+        "status": a.status,
+        "error": a.error,
+        "durationMs": None if a.duration_ms is None else round(a.duration_ms, 3),
+    }
+
+
+def delivery_detail(d: Delivery, attempts: list[DeliveryAttempt]) -> m.DeliveryDetail:
+    return {
+        **delivery_out(d),
+        "payload": _payload(d.body),
+        "attemptLog": [delivery_attempt(a) for a in attempts],
+    }
+
+
+def _payload(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def error_body(message: str, problems: list[tuple[str, str]] | None = None) -> m.ErrorBody:
+    body: m.ErrorBody = {"message": message}
+    if problems:
+        body["errors"] = [{"field": f, "message": text} for f, text in problems]
+    return body

@@ -1,0 +1,303 @@
+"""What a running server sends validates against `schemas/` and the OpenAPI document it serves.
+
+One scenario drives every documented route of a real server (sessions, registry, puppet, webhook
+deliveries, live events over SSE and WebSocket) through states that exercise every optional field,
+and checks each body twice: against the committed `schemas/<Shape>.json` and against the response
+schema the served document declares for that path, method and status. Schemas forbid undocumented
+fields, so a field sent but not documented fails here. The last check is that every documented
+operation was seen answering its success status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from coral_server.api.models import RESPONSE_MODELS
+from coral_server.api.schemas import SCHEMA_DIR
+from tests.conftest import Coral, agent_spec, session_body, start_coral
+
+Body = Any
+HOLD = {"mode": "hold_after_exit", "duration": 60_000}  # closed sessions stay readable
+
+
+class Wire:
+    """A client that checks every JSON body it receives and records which operations answered."""
+
+    def __init__(self, coral: Coral, doc: dict[str, Any]) -> None:
+        self.coral = coral
+        self.doc = doc
+        self.seen: set[tuple[str, str, str]] = set()
+        self.shapes: set[str] = set()  # every shape seen on the wire
+        paths: list[str] = list(doc["paths"])
+        self._routes = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in paths]
+
+    def template(self, path: str) -> str:
+        found = [template for pattern, template in self._routes if pattern.match(path.split("?")[0])]
+        assert len(found) == 1, f"{path} matches {found} in the OpenAPI document"
+        return found[0]
+
+    def check(self, method: str, path: str, status: int, body: Body, shape: str, many: bool = False) -> None:
+        """`body` is a `shape` (or a list of them) by schemas/ and by the document's response schema."""
+        file_schema = json.loads((SCHEMA_DIR / f"{shape}.json").read_bytes())
+        for item in body if many else [body]:
+            _validate(file_schema, item, f"schemas/{shape}.json: {method} {path}")
+        template = self.template(path)
+        operation = self.doc["paths"][template][method.lower()]
+        assert str(status) in operation["responses"], f"{method} {template} answered undocumented {status}"
+        declared = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+        ref = declared["items"] if many else declared
+        assert ref == {"$ref": f"#/components/schemas/{shape}"}, (template, declared)
+        _validate({**declared, "components": self.doc["components"]}, body, f"openapi: {method} {template}")
+        self.seen.add((method.lower(), template, str(status)))
+        self.shapes.add(shape)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        shape: str | None,
+        *,
+        json: Any = None,
+        status: int = 200,
+        many: bool = False,
+    ) -> Body:
+        got, body = await self.coral.request(method, path, json)
+        assert got == status, (method, path, body)
+        if shape is None:  # a route documented without a body (DELETE of a session)
+            assert body is None
+            self.seen.add((method.lower(), self.template(path), str(status)))
+        else:
+            self.check(method, path, status, body, shape, many)
+        return body
+
+
+def _validate(schema: dict[str, Any], instance: Any, where: str) -> None:
+    errors = sorted(Draft202012Validator(schema).iter_errors(instance), key=str)
+    assert not errors, f"{where}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+
+
+class FailingReceiver:
+    """A session-end webhook endpoint on 127.0.0.1 that answers 503, so deliveries fail and can be retried."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.hits = 0
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        return web.Response(status=503, text="busy")
+
+    async def __aenter__(self) -> FailingReceiver:
+        app = web.Application()
+        app.router.add_post("/end", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/end"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def wcoral(tmp_path: Path) -> AsyncIterator[Coral]:
+    settings = {"webhook_max_attempts": 1, "webhook_retry_max_s": 0.2, "webhook_secrets": ("wire",)}
+    async for server in start_coral(tmp_path, **settings):
+        yield server
+
+
+async def served_doc(coral: Coral) -> dict[str, Any]:
+    status, doc = await coral.request("GET", "/api/v1/openapi.json")
+    assert status == 200
+    return doc  # type: ignore[no-any-return]
+
+
+async def poll(coral: Coral, path: str, done: Any, timeout: float = 30) -> Body:
+    async with asyncio.timeout(timeout):
+        while True:
+            status, body = await coral.request("GET", path)
+            if status == 200 and done(body):
+                return body
+            await asyncio.sleep(0.05)
+
+
+async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[Body]:
+    """The events of an SSE stream, each `data:` field parsed."""
+    assert response.content_type == "text/event-stream"
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("data: "):
+            yield json.loads(line[len("data: ") :])
+
+
+async def test_every_route_sends_what_its_schema_documents(wcoral: Coral, tmp_path: Path) -> None:
+    coral = wcoral
+    wire = Wire(coral, await served_doc(coral))
+    async with FailingReceiver() as receiver:
+        await drive_every_route(wire, coral, receiver, tmp_path)
+    documented = {
+        (method, path, next(s for s in op["responses"] if s.startswith(("2", "1"))))
+        for path, item in wire.doc["paths"].items()
+        for method, op in item.items()
+    }
+    assert documented - wire.seen == set(), "documented operations never exercised"
+    assert wire.shapes == set(RESPONSE_MODELS), "documented response shapes never sent"
+
+
+async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver, tmp_path: Path) -> None:
+    # -- registry: every agent the server knows, by name and version
+    sources = await wire.call("GET", "/api/v1/registry", "RegistrySource", many=True)
+    for agent in sources[0]["agents"]:
+        for version in agent["versions"]:
+            await wire.call("GET", f"/api/v1/registry/local/{agent['name']}/{version}", "RegistryAgentDetail")
+    detail = await wire.call("GET", "/api/v1/registry/local/opts/latest", "RegistryAgentDetail")
+    options = detail["registryAgent"]["options"]
+    assert options["CONFIG_FILE"]["transport"] == "fs" and options["MODE"]["validation"]
+
+    # -- a session with every kind of agent state: puppeted, exited with a code, failed to launch
+    exiter = {"PID_FILE": {"type": "string", "value": str(tmp_path / "x.pid")}, "EXIT_AFTER_S": 0.05}
+    agents = [
+        agent_spec("human", runtime="external", annotations={"role": "reviewer"}),
+        agent_spec("peer", runtime="external"),
+        agent_spec("exiter", "sleeper", options=exiter),
+        agent_spec("broken", "broken-path"),
+    ]
+    body = session_body(
+        agents,
+        groups=[["human", "peer", "exiter", "broken"]],
+        namespace="wire",
+        webhooks={"sessionEnd": {"url": receiver.url}},
+        persistenceMode=HOLD,
+    )
+    body["annotations"] = {"tenant": "acme"}
+    created = await wire.call("POST", "/api/v1/local/session", "CreateSessionResponse", json=body)
+    ns, sid = created["namespace"], created["sessionId"]
+    other = session_body([agent_spec("solo", runtime="external")], namespace="wire")
+    alias = await wire.call("POST", "/api/v1/session", "CreateSessionResponse", json=other)
+
+    # -- live events: the snapshot first, then what the puppet routes change
+    ws_url = coral.base_url.replace("http://", "ws://") + f"/ws/v1/events/{ns}/{sid}"
+    async with coral.http.ws_connect(ws_url, headers=coral.headers) as ws:
+        check_event(wire, json.loads((await ws.receive(timeout=10)).data), "SessionSnapshot")
+    wire.seen.add(("get", "/ws/v1/events/{namespace}/{sessionId}", "101"))  # connected: it switched
+    sse_path = f"/api/v1/events/{ns}/{sid}"
+    async with coral.http.get(coral.base_url + sse_path, headers=coral.headers) as sse:
+        events = sse_data(sse)
+        async with asyncio.timeout(15):
+            check_event(wire, await anext(events), "SessionSnapshot")
+        wire.seen.add(("get", wire.template(sse_path), str(sse.status)))
+        await drive_puppet(wire, f"/api/v1/puppet/{ns}/{sid}/human")
+        by_type: dict[str, Body] = {}
+        async with asyncio.timeout(15):
+            while "thread_closed" not in by_type:
+                event = await anext(events)
+                by_type.setdefault(event["type"], event)
+    check_event(wire, by_type["thread_created"]["thread"], "ThreadState")
+    check_event(wire, by_type["message_sent"]["message"], "MessageState")
+
+    # -- state, logs and connection, through both prefixes, once the launched agents have ended
+    for prefix in ("/api/v1/session", "/api/v1/local/session"):
+        await wire.call("GET", prefix, "NamespaceSessions", many=True)
+        await wire.call("GET", f"{prefix}/{ns}", "SessionSummary", many=True)
+        state = await poll(
+            coral,
+            f"{prefix}/{ns}/{sid}",
+            lambda s: {a["status"] for a in s["agents"][2:]} == {"exited", "failed"},
+        )
+        await wire.call("GET", f"{prefix}/{ns}/{sid}", "SessionState")
+        await wire.call("GET", f"{prefix}/{ns}/{sid}/agents/exiter/logs?tail=5", "AgentLogs")
+        await wire.call("GET", f"{prefix}/{ns}/{sid}/agents/human/connection", "AgentConnection")
+    by_name = {a["name"]: a for a in state["agents"]}
+    assert by_name["exiter"]["exitCode"] == 7 and by_name["exiter"]["lastLogLines"]
+    assert by_name["broken"]["status"] == "failed" and by_name["broken"]["error"]
+    assert by_name["human"]["annotations"] == {"role": "reviewer"} and state["annotations"] == {
+        "tenant": "acme"
+    }
+
+    # -- stop an agent as its puppet, then close the session: its final state is still readable
+    await wire.call("DELETE", f"/api/v1/puppet/{ns}/{sid}/peer", "AgentState")
+    await wire.call("DELETE", f"/api/v1/local/session/{ns}/{alias['sessionId']}", None)
+    await wire.call("DELETE", f"/api/v1/session/{ns}/{sid}", None)
+    final = await poll(coral, f"/api/v1/session/{ns}/{sid}", lambda s: "closedAt" in s)
+    wire.check("GET", f"/api/v1/session/{ns}/{sid}", 200, final, "SessionState")
+    assert final["closeReason"] in ("deleted", "all_agents_exited") and final["closing"] is True
+    ttl_ns, ttl_sid = await coral.create_session(
+        session_body(
+            [agent_spec("solo", runtime="external")], namespace="wire-ttl", ttl=200, persistenceMode=HOLD
+        )
+    )
+    ended = await poll(coral, f"/api/v1/session/{ttl_ns}/{ttl_sid}", lambda s: "closedAt" in s)
+    wire.check("GET", f"/api/v1/session/{ttl_ns}/{ttl_sid}", 200, ended, "SessionState")
+    assert ended["closeReason"] == "ttl" and ended["closeDetail"]
+
+    # -- the session-end report's delivery: listed, detailed, failed (503), retried
+    failed = await poll(coral, "/api/v1/webhooks/deliveries?status=failed", lambda d: len(d) == 1)
+    for query in (
+        "",
+        "?status=failed",
+        f"?namespace={ns}",
+        f"?namespace={ns}&sessionId={sid}",
+        "?kind=session_end",
+    ):
+        await wire.call("GET", "/api/v1/webhooks/deliveries" + query, "DeliveryOut", many=True)
+    detail = await wire.call("GET", f"/api/v1/webhooks/deliveries/{failed[0]['id']}", "DeliveryDetail")
+    assert detail["attemptLog"][0]["status"] == 503 and detail["payload"]["type"] == "session_end"
+    retried = await wire.call(
+        "POST", f"/api/v1/webhooks/deliveries/{failed[0]['id']}/retry", "DeliveryOut", json={}, status=202
+    )
+    assert retried["status"] == "pending" and retried["nextAttemptAt"] is not None
+
+    # -- error bodies are documented ErrorBody answers too
+    await wire.call("GET", "/api/v1/session/wire/nope", "ErrorBody", status=404)
+    await wire.call("GET", "/api/v1/webhooks/deliveries?limit=0", "ErrorBody", status=400)
+    await wire.call("POST", "/api/v1/local/session", "ErrorBody", json={"agentGraphRequest": {}}, status=400)
+    await wire.call("GET", f"/api/v1/session/{ns}/{sid}/agents/exiter/connection", "ErrorBody", status=409)
+
+
+async def drive_puppet(wire: Wire, puppet: str) -> None:
+    """Every puppet route but stopping the agent; each answers a documented shape."""
+    created = {"threadName": "review", "participantNames": ["peer"]}
+    tid = (await wire.call("POST", puppet + "/thread", "ThreadState", json=created))["id"]
+    message = {"threadId": tid, "content": "ship it?", "mentions": ["peer"]}
+    await wire.call("POST", puppet + "/thread/message", "MessageState", json=message)
+    participant = {"threadId": tid, "participantName": "exiter"}
+    await wire.call("POST", puppet + "/thread/participant", "ThreadState", json=participant)
+    await wire.call("DELETE", puppet + "/thread/participant", "ThreadState", json=participant)
+    closing = {"threadId": tid, "summary": "done"}
+    closed = await wire.call("DELETE", puppet + "/thread", "ThreadState", json=closing)
+    assert closed["state"] == {
+        "state": "closed",
+        "summary": "done",
+        "timestamp": closed["state"]["timestamp"],
+    }
+
+
+def check_event(wire: Wire, body: Body, shape: str) -> None:
+    """An event payload (not a route's answer) against its schemas/ file and the document's component."""
+    _validate(json.loads((SCHEMA_DIR / f"{shape}.json").read_bytes()), body, f"schemas/{shape}.json: event")
+    component = {"$ref": f"#/components/schemas/{shape}", "components": wire.doc["components"]}
+    _validate(component, body, f"openapi component {shape}: event")
+    wire.shapes.add(shape)
+
+
+async def test_a_server_with_keys_documents_and_sends_401(tmp_path: Path) -> None:
+    async for coral in start_coral(tmp_path, auth_keys=("k",)):
+        wire = Wire(coral, await served_doc(coral))
+        coral.headers = {}
+        await wire.call("GET", "/api/v1/session", "ErrorBody", status=401)
+        await wire.call("GET", "/api/v1/registry/local/echo/latest", "ErrorBody", status=401)
