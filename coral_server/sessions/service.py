@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coral_server.events import EventBus
+from coral_server.redaction import SECRETS, mask_values
 from coral_server.registry import (
     AgentManifest,
     AgentNotInRegistry,
@@ -239,6 +240,7 @@ class Sessions:
         ns.sessions[session_id] = session
         for agent in agents:
             self._by_secret[agent.secret] = (session, agent)
+        SECRETS.add(*(agent.secret for agent in agents))
         log.info(
             "session.created session=%s namespace=%s agents=%s ttl_ms=%s",
             session_id,
@@ -280,10 +282,12 @@ class Sessions:
         manifest = agent.manifest
         files_dir = session.work_dir / agent.name
         opt_env = materialize(agent.options, files_dir)
+        SECRETS.discard(*agent.secret_values)  # held once per agent, however often it is launched
         agent.secret_values = set(opt_env.secret_values)
-        secrets = [s for s in agent.secret_values if s]
+        SECRETS.add(*agent.secret_values)
+        secrets = sorted((s for s in agent.secret_values if s), key=len, reverse=True)
         if secrets:
-            agent.log.redact = lambda text: _redact(text, secrets)
+            agent.log.redact = lambda text: mask_values(text, secrets)
         env: dict[str, str] = {}
         if agent.runtime == "executable":
             # Executables inherit the server's environment (PATH, HOME, ...), as the reference does;
@@ -326,6 +330,7 @@ class Sessions:
     async def _retire(self, session: Session) -> None:
         for agent in session.agents.values():
             self._by_secret.pop(agent.secret, None)
+            SECRETS.discard(agent.secret, *agent.secret_values)
         keep_ms = session.forget_after_ms()
         if keep_ms > 0:
             task = asyncio.create_task(self._forget_later(session, keep_ms), name=f"{session.id}:hold")
@@ -378,9 +383,3 @@ def resolve_executable(path: str, root: Path) -> str:
     if found is None:
         raise LaunchFailed(f"executable {path!r} not found (manifest folder {root}, or PATH)")
     return found
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
