@@ -175,11 +175,17 @@ def _mask_query(query: str, secrets: SecretRegistry) -> str:
     changed = False
     for i, param in enumerate(params):
         name, equals, value = param.partition("=")
-        plain_name = (unquote_plus(name) if "%" in name or "+" in name else name).lower()
-        plain_value = unquote_plus(value) if "%" in value or "+" in value else value
-        if any(marker in plain_name for marker in CREDENTIAL_PARAM_MARKERS) or plain_value in secrets:
-            params[i] = f"{name}={MASK}" if equals else MASK
-            changed = True
+        plain_name = unquote_plus(name) if "%" in name or "+" in name else name
+        if plain_name in secrets:  # a secret passed as a bare word, or as a name
+            params[i] = MASK
+        elif equals and (
+            any(marker in plain_name.lower() for marker in CREDENTIAL_PARAM_MARKERS)
+            or (unquote_plus(value) if "%" in value or "+" in value else value) in secrets
+        ):
+            params[i] = f"{name}={MASK}"
+        else:
+            continue
+        changed = True
     return "&".join(params) if changed else query
 
 

@@ -16,10 +16,12 @@ import aiohttp
 
 from coral_server.config import BUNDLED_REGISTRY
 from coral_server.webhooks.secrets import SECRET_FILE
-from tests.conftest import FIXTURE_REGISTRY, agent_spec, session_body
+from tests.conftest import agent_spec, session_body
 from tests.e2e.mcp_client import connect
 from tests.test_cli import clean_env
 
+# Agents holding secret options (their own registry, so the shared fixtures' listing stays as it is).
+SECRET_AGENTS = Path(__file__).resolve().parents[1] / "fixtures" / "secret-agents"
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 MCP_SECRET = re.compile(r"/mcp/v1/([^/]+)/")
 
@@ -150,7 +152,7 @@ async def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
                 "--registry",
                 str(BUNDLED_REGISTRY),
                 "--registry",
-                str(FIXTURE_REGISTRY),
+                str(SECRET_AGENTS),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,  # the whole output, in order
