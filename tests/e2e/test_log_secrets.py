@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from coral_server.config import BUNDLED_REGISTRY
 from coral_server.webhooks.secrets import SECRET_FILE
@@ -134,7 +135,8 @@ async def drive_a_session(base: str, key: str, reports: Path) -> list[str]:
     return [*tokens, *(f["CORAL_AGENT_SECRET"] for f in found), me_secret]
 
 
-async def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("level", [None, "DEBUG"], ids=["default-level", "debug"])
+async def test_no_secret_reaches_the_log(tmp_path: Path, level: str | None) -> None:
     key = secrets.token_urlsafe(24)
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -153,6 +155,7 @@ async def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
                 str(BUNDLED_REGISTRY),
                 "--registry",
                 str(SECRET_AGENTS),
+                *(["--log-level", level] if level else []),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,  # the whole output, in order
