@@ -1,4 +1,4 @@
-"""Black-box: a whole session's server log, at the default level, holds no secret of any kind."""
+"""Black-box: all `coral-server` prints through a session (default level and DEBUG) holds no secret."""
 
 from __future__ import annotations
 
