@@ -16,6 +16,7 @@ from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
+from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
 from coral_server.api.keys import EVENTS, REGISTRY, SESSIONS, SETTINGS, WEBHOOKS
@@ -177,7 +178,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start `app` on host:port (0 = any free port) and tell the session domain the real URL."""
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5)
+    # AccessLog: one line per request with every credential in its target masked.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log_class=AccessLog)
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from coral_server.app import build_app, serve
 from coral_server.config import ConfigError, load_settings
+from coral_server.redaction import install as install_redaction
 
 
 async def _run(argv: Sequence[str] | None) -> int:
@@ -24,6 +25,7 @@ async def _run(argv: Sequence[str] | None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    install_redaction()  # no registered secret reaches the log, whichever logger writes the line
     app = build_app(settings)
     runner, port = await serve(app, settings.host, settings.port)
     print(f"coral-server listening on http://{settings.host}:{port} (API docs: /ui/docs)", file=sys.stderr)

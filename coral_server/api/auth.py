@@ -8,12 +8,14 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from coral_server.api.errors import Handler, error_response
+from coral_server.redaction import SECRETS
 
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/health"})
 
 
 def bearer_middleware(keys: tuple[str, ...]) -> Middleware:
     encoded = [k.encode() for k in keys]
+    SECRETS.add(*keys)  # for the life of the process, as the keys are
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -278,7 +278,9 @@ class RetryDeliveryRequest(_In):
 
 Wire = with_config(ConfigDict(extra="forbid"))
 UnixMs = Annotated[int, Field(description="Unix ms")]
-CloseReasonName = Literal["ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown"]
+CloseReasonName = Literal[
+    "ttl", "deleted", "all_agents_exited", "closed_by_agent", "server_shutdown", "server_restart"
+]
 AgentStatus = Literal["pending", "running", "exited", "failed"]
 AgentGeneration = Literal["current", "1.0"]
 LogStream = Literal["stdout", "stderr"]

@@ -144,7 +144,7 @@ class JobExecutor:
         crew = self.supervisor.crew(Owner("run", str(run.id)))
         outcome = Outcome("failed", "error", "the agent did not run")
         try:
-            outcome = await _Job(run, ctx, job, agent, wt, crew).run()
+            outcome = await _Job(run, ctx, job, agent, wt, crew).drive()
         finally:
             await crew.stop_all(self.settings.stop_grace_s)
             await crew.close()
@@ -207,7 +207,7 @@ class _Job:
             pty=self.interactive,
         )
 
-    async def run(self) -> Outcome:
+    async def drive(self) -> Outcome:
         self.log.listeners.append(self._line)
         started = asyncio.Event()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from coral_server.redaction import SECRETS, mask_values
 from coral_server.registry import LaunchTarget, RuntimeTransport, connection_url, launch_env, materialize
 from coral_server.runtimes import LaunchFailed, LaunchSpec, Owner
 from coral_server.sessions.agent import SessionAgent
@@ -57,10 +58,12 @@ class AgentLauncher:
         """The agent's launch spec; its file options are written under `files_dir`."""
         manifest = agent.manifest
         opt_env = materialize(agent.options, files_dir)
+        SECRETS.discard(*agent.secret_values)  # held once per agent, however often it is launched
         agent.secret_values = set(opt_env.secret_values)
-        secrets = [s for s in agent.secret_values if s]
+        SECRETS.add(*agent.secret_values)
+        secrets = sorted((s for s in agent.secret_values if s), key=len, reverse=True)
         if secrets:
-            agent.log.redact = lambda text: _redact(text, secrets)
+            agent.log.redact = lambda text: mask_values(text, secrets)
         env: dict[str, str] = {}
         if agent.runtime == "executable":
             env.update(self.inherited_env)
@@ -87,9 +90,3 @@ class AgentLauncher:
             image=image,
             files=tuple(opt_env.files),
         )
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text

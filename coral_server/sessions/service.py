@@ -14,6 +14,7 @@ import orjson
 
 from coral_server.clock import Clock, SystemClock
 from coral_server.events import EventBus
+from coral_server.redaction import SECRETS
 from coral_server.registry import (
     AgentManifest,
     AgentNotInRegistry,
@@ -253,6 +254,7 @@ class Sessions:
         ns.sessions[session_id] = session
         for agent in agents:
             self._by_secret[agent.secret] = (session, agent)
+        SECRETS.add(*(agent.secret for agent in agents))
         log.info(
             "session.created session=%s namespace=%s agents=%s ttl_ms=%s",
             session_id,
@@ -321,6 +323,7 @@ class Sessions:
     async def _retire(self, session: Session) -> None:
         for agent in session.agents.values():
             self._by_secret.pop(agent.secret, None)
+            SECRETS.discard(agent.secret, *agent.secret_values)
         keep_ms = session.forget_after_ms()
         if keep_ms > 0:
             task = asyncio.create_task(self._forget_later(session, keep_ms), name=f"{session.id}:hold")

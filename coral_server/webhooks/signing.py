@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
+from coral_server.redaction import SECRETS
 from coral_server.webhooks.scheme import (
     CORAL_SIGNATURE_HEADER,
     ID_HEADER,
@@ -39,6 +40,7 @@ class WebhookSigner:
         if any(not s for s in secrets):
             raise ValueError("webhook secrets must not be empty")
         self._secrets: tuple[bytes, ...] = tuple(bytes(s) for s in secrets)
+        SECRETS.add(*(s.decode("utf-8", "ignore") for s in self._secrets))  # never in the log
 
     def __repr__(self) -> str:
         return f"WebhookSigner(<{len(self._secrets)} secret(s)>)"
