@@ -234,10 +234,9 @@ class _Job:
             return Outcome("failed", "error", unit.error)
         if self.ctx.killed.is_set():
             reason = self.ctx.kill_reason
-            status = "killed" if reason == "user_cancelled" else "failed"
-            return Outcome(
-                status, reason, "killed by request" if status == "killed" else "the server stopped"
-            )
+            if reason == "user_cancelled":
+                return Outcome("killed", reason, "killed by request")
+            return Outcome("failed", reason, "the server stopped")
         if deadline.done() and not deadline.cancelled():
             return Outcome("killed", "timeout", f"the job ran longer than {self.job.max_duration_s} s")
         result = self.agent.result("\n".join(self.output)) or {}
