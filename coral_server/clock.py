@@ -2,7 +2,8 @@
 
 `SystemClock` is the real one. `FakeClock` stands still until a test moves it (`advance`, `set`),
 which wakes every task sleeping on it whose time has come; `await clock.sleepers(n)` waits until
-`n` tasks sleep on it, so a test moves time only once the code under test is waiting for it.
+`n` tasks sleep on it (`due=t`: one until time t), so a test moves time only once the code under test
+is waiting for it.
 """
 
 from __future__ import annotations
@@ -124,10 +125,15 @@ class FakeClock:
         mono = [d + self._offset for d, _, _ in self._mono_sleepers]
         return sorted(wall + mono)
 
-    async def sleepers(self, n: int = 1, *, timeout: float = 5.0) -> list[float]:
-        """Wait (up to `timeout` real seconds) until at least `n` tasks sleep here; their deadlines."""
+    async def sleepers(self, n: int = 1, *, due: float | None = None, timeout: float = 5.0) -> list[float]:
+        """Wait (up to `timeout` real seconds) until at least `n` tasks sleep here, and with `due`, until
+        one of them sleeps until exactly that Unix time; returns every sleeper's deadline."""
+
+        def ready() -> bool:
+            return self.sleeping >= n and (due is None or due in self.deadlines())
+
         async with asyncio.timeout(timeout):
-            while self.sleeping < n:
+            while not ready():
                 changed = self._changed = self._changed or asyncio.Event()
                 changed.clear()
                 await changed.wait()

@@ -165,7 +165,7 @@ async def make_queue() -> AsyncIterator[QueueFactory]:
     async def make(store: SqliteStore, **options: Any) -> DeliveryQueue:
         settings: dict[str, Any] = {"base_delay_s": 0.02, "max_delay_s": 0.1, "timeout_s": 2.0}
         settings.update(options)
-        queue = DeliveryQueue(store, WebhookSigner([NEW_SECRET, OLD_SECRET]), **settings)
+        queue = DeliveryQueue(store.deliveries, WebhookSigner([NEW_SECRET, OLD_SECRET]), **settings)
         await queue.start()
         made.append(queue)
         return queue

@@ -39,8 +39,8 @@ async def test_delivered_once_with_both_signatures_verified(
     assert got.headers["Content-Type"] == "application/json"
     assert got.headers["webhook-id"] == sent.id
     assert got.headers["X-Coral-Namespace"] == "ns"
-    assert await store.get_delivery(sent.id) == done
-    assert await store.next_due_at() is None
+    assert await store.deliveries.get(sent.id) == done
+    assert await store.deliveries.next_due_at() is None
 
 
 async def test_bytes_are_sent_as_given_under_a_custom_header(
@@ -91,7 +91,7 @@ async def test_500s_are_retried_then_failed_after_max_attempts(
     assert (failed.attempts, failed.last_status, failed.last_error) == (3, 500, "HTTP 500")
     assert failed.next_attempt_at is None
     assert len(receiver.requests) == 3
-    assert [d.id for d in await store.list_deliveries(DeliveryFilter(status="failed"))] == [sent.id]
+    assert [d.id for d in await store.deliveries.listing(DeliveryFilter(status="failed"))] == [sent.id]
 
 
 async def test_same_webhook_id_on_every_retry(
@@ -179,7 +179,7 @@ async def test_closing_mid_attempt_leaves_it_due_for_the_next_start(
     await receiver.changed.wait_until(lambda: len(receiver.requests) == 1)
     await first.close()  # cancels the hanging attempt: not counted, lease released
 
-    interrupted = await store.get_delivery(sent.id)
+    interrupted = await store.deliveries.get(sent.id)
     assert interrupted is not None
     assert (interrupted.status, interrupted.attempts) == ("pending", 0)
     attempts = Attempts()
@@ -192,10 +192,12 @@ async def test_closing_mid_attempt_leaves_it_due_for_the_next_start(
 async def test_queued_before_start_is_sent_on_start(receiver: Receiver, store: SqliteStore) -> None:
     await receiver.start()
     attempts = Attempts()
-    queue = DeliveryQueue(store, WebhookSigner([NEW_SECRET]), on_attempt=attempts, base_delay_s=0.02)
+    queue = DeliveryQueue(
+        store.deliveries, WebhookSigner([NEW_SECRET]), on_attempt=attempts, base_delay_s=0.02
+    )
     try:
         sent = await queue.send("session.end", receiver.url, {"a": 1})
-        assert (await store.get_delivery(sent.id)) is not None  # durable before any attempt
+        assert (await store.deliveries.get(sent.id)) is not None  # durable before any attempt
         assert receiver.requests == []
         await queue.start()
         await attempts.until(sent.id, lambda d: d.status == "delivered")
