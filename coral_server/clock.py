@@ -83,7 +83,7 @@ class FakeClock:
         return self._wall
 
     def now_ms(self) -> int:
-        return int(self._wall * 1000)
+        return round(self._wall * 1000)
 
     def monotonic(self) -> float:
         return self._wall - self._offset
