@@ -46,6 +46,7 @@ MCP = web.AppKey("mcp", McpEndpoint)
 SIGNER = web.AppKey("signer", WebhookSigner)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 LAUNCHER = web.AppKey("launcher", AgentLauncher)
+REPORTER = web.AppKey("reporter", EndReporter)
 FORWARDER = web.AppKey("forwarder", CustomToolForwarder)
 DOCKER = web.AppKey("docker", DockerEngine)
 DATABASE = web.AppKey("database", Database)
@@ -82,8 +83,8 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         "docker": DockerRuntime(engine, clock.now_ms),
         "external": ExternalRuntime(),
     }
-    app[EVENTS] = EventBus()
-    app[DATABASE] = Database(settings.data_dir / "coral.db")
+    app[EVENTS] = EventBus(clock=clock)
+    app[DATABASE] = Database(settings.data_dir / "coral.db", clock=clock)
     database = app[DATABASE]
     app[SUPERVISOR] = Supervisor(
         runtimes,
@@ -91,7 +92,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         work_root=settings.data_dir.resolve(),
         stop_grace_s=settings.stop_grace_s,
         instance=settings.resolve_instance_id(),
-        store=lambda: getattr(database.store, "processes", None) if database.is_open else None,
+        store=lambda: database.store.processes if database.is_open else None,
     )
     app[LAUNCHER] = AgentLauncher(
         settings.agent_api_url(settings.port),
@@ -106,6 +107,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         SessionSettings(wait_cap_ms=settings.wait_cap_ms, log_buffer_bytes=settings.log_buffer_bytes),
         events=app[EVENTS],
         clock=clock,
+        records=lambda: database.store.sessions if database.is_open else None,
     )
     app[SESSIONS] = sessions
     secrets, source = load_or_create_secret(settings.data_dir, settings.webhook_secrets)
@@ -123,8 +125,10 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         timeout_s=settings.webhook_timeout_s,
         max_attempts=settings.webhook_max_attempts,
         max_delay_s=settings.webhook_retry_max_s,
+        clock=clock,
     )
-    sessions.on_closed.append(EndReporter(app[WEBHOOKS]))
+    app[REPORTER] = EndReporter(app[WEBHOOKS])
+    sessions.on_closed.append(app[REPORTER])
     app[MCP] = McpEndpoint(
         sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"
     )
@@ -163,6 +167,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await app[DOCKER].sweep()
     except TimeoutError:
         log.warning("docker.sweep_timeout")
+    # What a crashed server left: its processes (killed), its sessions (closed, end reports sent).
+    await app[SUPERVISOR].reap_orphans(app[DOCKER].remove)
+    await app[SESSIONS].recover(app[REPORTER].send)
     try:
         yield
     finally:

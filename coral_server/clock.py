@@ -2,12 +2,14 @@
 
 `SystemClock` is the real one. `FakeClock` stands still until a test moves it (`advance`, `set`),
 which wakes every task sleeping on it whose time has come; `await clock.sleepers(n)` waits until
-`n` tasks sleep on it, so a test moves time only once the code under test is waiting for it.
+`n` tasks sleep on it (`due=t`: one until time t), so a test moves time only once the code under test
+is waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -69,7 +71,8 @@ class FakeClock:
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._wall = float(start)
-        self._mono = 0.0
+        # monotonic() is wall time minus this offset, so both move alike (exactly) until a step back.
+        self._offset = self._wall
         self._order = itertools.count()  # ties wake in the order they went to sleep
         # (deadline, order, future); "wall" deadlines are Unix s, "mono" ones on the monotonic line.
         self._wall_sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
@@ -80,16 +83,16 @@ class FakeClock:
         return self._wall
 
     def now_ms(self) -> int:
-        return int(self._wall * 1000)
+        return round(self._wall * 1000)
 
     def monotonic(self) -> float:
-        return self._mono
+        return self._wall - self._offset
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        await self._wait(self._mono_sleepers, self._mono + seconds)
+        await self._wait(self._mono_sleepers, self.monotonic() + seconds)
 
     async def sleep_until(self, unix_s: float) -> None:
         if unix_s <= self._wall:
@@ -102,15 +105,13 @@ class FakeClock:
         if seconds < 0:
             raise ValueError("a clock does not advance backwards; use set() to move the wall time back")
         self._wall += seconds
-        self._mono += seconds
         self._wake_due()
 
     def set(self, unix_s: float) -> None:
         """Set the wall time (forward moves the monotonic time by as much; back leaves it) and wake."""
-        delta = unix_s - self._wall
+        if unix_s < self._wall:
+            self._offset -= self._wall - unix_s
         self._wall = float(unix_s)
-        if delta > 0:
-            self._mono += delta
         self._wake_due()
 
     @property
@@ -121,13 +122,18 @@ class FakeClock:
     def deadlines(self) -> list[float]:
         """When each current sleeper is due, as Unix seconds, earliest first."""
         wall = [d for d, _, _ in self._wall_sleepers]
-        mono = [self._wall + (d - self._mono) for d, _, _ in self._mono_sleepers]
+        mono = [d + self._offset for d, _, _ in self._mono_sleepers]
         return sorted(wall + mono)
 
-    async def sleepers(self, n: int = 1, *, timeout: float = 5.0) -> list[float]:
-        """Wait (up to `timeout` real seconds) until at least `n` tasks sleep here; their deadlines."""
+    async def sleepers(self, n: int = 1, *, due: float | None = None, timeout: float = 5.0) -> list[float]:
+        """Wait (up to `timeout` real seconds) until at least `n` tasks sleep here, and with `due`, until
+        one of them sleeps until exactly that Unix time; returns every sleeper's deadline."""
+
+        def ready() -> bool:
+            return self.sleeping >= n and (due is None or due in self.deadlines())
+
         async with asyncio.timeout(timeout):
-            while self.sleeping < n:
+            while not ready():
                 changed = self._changed = self._changed or asyncio.Event()
                 changed.clear()
                 await changed.wait()
@@ -151,12 +157,41 @@ class FakeClock:
 
     def _wake_due(self) -> None:
         due: list[tuple[float, int, asyncio.Future[None]]] = []
-        for heap, now in ((self._wall_sleepers, self._wall), (self._mono_sleepers, self._mono)):
+        for heap, now, offset in (
+            (self._wall_sleepers, self._wall, 0.0),
+            (self._mono_sleepers, self.monotonic(), self._offset),
+        ):
             while heap and heap[0][0] <= now:
                 deadline, order, future = heapq.heappop(heap)
                 # One line for both kinds, so they wake in the order of their wall-time deadlines.
-                at = deadline if heap is self._wall_sleepers else self._wall - (now - deadline)
-                due.append((at, order, future))
+                due.append((deadline + offset, order, future))
         for *_, future in sorted(due, key=lambda entry: (entry[0], entry[1])):
             if not future.done():
                 future.set_result(None)
+
+
+async def wait_for_event(clock: Clock, event: asyncio.Event, until: float | None) -> bool:
+    """Wait until `event` is set or `clock` reaches `until` (Unix s; None: no deadline).
+
+    True if the event was set. A cancellation of the caller always propagates.
+    """
+    if event.is_set():
+        return True
+    if until is None:
+        await event.wait()
+        return True
+    if isinstance(clock, SystemClock):  # the loop's own timer: no extra tasks
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, until - clock.time())):
+                await event.wait()
+        return event.is_set()
+    waiter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(clock.sleep_until(until))
+    try:
+        await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        sleeper.cancel()
+        # Reap both; the caller's own cancellation (if any) is already on its way out.
+        await asyncio.gather(waiter, sleeper, return_exceptions=True)
+    return event.is_set()

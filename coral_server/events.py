@@ -9,10 +9,11 @@ long as the event is still in the topic's ring buffer. Pure asyncio: nothing her
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+from coral_server.clock import Clock, SystemClock
 
 DEFAULT_BUFFER_SIZE = 10_000
 # The server-wide feed: lifecycle events of every session (session_created/closed, agent_started/
@@ -20,10 +21,6 @@ DEFAULT_BUFFER_SIZE = 10_000
 # topic is "namespace/id", so no session topic can be this one.
 SERVER_TOPIC = "server"
 RESERVED_KEYS = frozenset({"seq", "type", "timestamp"})
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -94,7 +91,7 @@ class Subscription:
         """The next event if one is ready, without waiting; None when there is none yet."""
         topic = self._topic
         if self._overflowed or self._next < topic.first_seq:
-            marker = Event(self.last_seq, "overflow", _now_ms(), {})
+            marker = Event(self.last_seq, "overflow", self._bus.clock.now_ms(), {})
             self.close()
             return marker
         if self._next <= topic.last_seq:
@@ -109,7 +106,8 @@ class Subscription:
         """The next event, or None once the subscription has ended.
 
         Raises TimeoutError when nothing arrives within `timeout` seconds; nothing is lost by that
-        (the cursor has not moved), so call again.
+        (the cursor has not moved), so call again. The timeout bounds the caller's wait (a
+        keep-alive), so it is real time, measured by the event loop, not the bus's clock.
         """
         while not self._closed:
             event = self._poll()
@@ -151,9 +149,16 @@ class Subscription:
 class EventBus:
     """Topics of sequenced events with bounded replay; subscribers are woken, never awaited."""
 
-    def __init__(self, buffer_size: int = DEFAULT_BUFFER_SIZE, max_lag: int | None = None) -> None:
+    def __init__(
+        self,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        max_lag: int | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
         if buffer_size < 1:
             raise ValueError("buffer_size must be at least 1")
+        self.clock: Clock = clock if clock is not None else SystemClock()  # stamps every event
         self.buffer_size = buffer_size
         # Lagging further than the buffer would mean a gap, so the buffer bounds the lag.
         self.max_lag = min(max_lag, buffer_size) if max_lag is not None else buffer_size
@@ -174,7 +179,7 @@ class EventBus:
         if t.closed:
             raise ValueError(f"topic {topic!r} is closed")
         t.last_seq += 1
-        event = Event(t.last_seq, type, _now_ms(), data)
+        event = Event(t.last_seq, type, self.clock.now_ms(), data)
         t.buffer.append(event)
         for subscriber in list(t.subscribers):
             subscriber._notify(event.seq)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from coral_server.clock import Clock, FakeClock, SystemClock
+from coral_server.clock import Clock, FakeClock, SystemClock, wait_for_event
 
 
 def test_system_clock_reads_the_system_time() -> None:
@@ -69,11 +69,13 @@ async def test_advance_wakes_sleepers_whose_time_has_come_in_due_order() -> None
     await asyncio.sleep(0)
     assert woke == []
     clock.advance(30)  # to 134.9: three are due, woken earliest deadline first
-    await asyncio.gather(*tasks[:3])
+    async with asyncio.timeout(5):
+        await asyncio.gather(*tasks[:3])
     assert woke == ["at-105", "in-10", "at-130"]
     assert clock.sleeping == 1 and clock.deadlines() == [150.0]
     clock.set(150.0)
-    await tasks[3]
+    async with asyncio.timeout(5):
+        await tasks[3]
     assert woke[-1] == "in-50" and clock.sleeping == 0
 
 
@@ -94,10 +96,12 @@ async def test_setting_the_wall_time_back_keeps_sleepers_waiting() -> None:
     await clock.sleepers(2)
     clock.set(50.0)
     clock.advance(5.0)  # wall 55 (before 110), monotonic +5: only the nap is due
-    await nap
+    async with asyncio.timeout(5):
+        await nap
     assert not wall.done()
     clock.set(110.0)
-    await wall
+    async with asyncio.timeout(5):
+        await wall
 
 
 async def test_a_cancelled_sleeper_is_forgotten() -> None:
@@ -107,6 +111,7 @@ async def test_a_cancelled_sleeper_is_forgotten() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert task.cancelled()
     assert clock.sleeping == 0 and clock.deadlines() == []
     clock.advance(20)  # nothing left to wake, nothing raises
 
@@ -136,3 +141,38 @@ async def test_tasks_sleeping_in_a_loop_follow_the_clock() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("kind", ["fake", "system"])
+async def test_wait_for_event_ends_on_the_event_or_the_deadline(kind: str) -> None:
+    clock: FakeClock | SystemClock = FakeClock(100.0) if kind == "fake" else SystemClock()
+    event = asyncio.Event()
+    start = clock.time()
+
+    waiting = asyncio.create_task(wait_for_event(clock, event, start + 60))
+    await asyncio.sleep(0)
+    event.set()
+    async with asyncio.timeout(5):
+        assert await waiting is True
+    assert await wait_for_event(clock, event, None) is True  # already set: at once
+
+    event.clear()
+    deadline = start + (30 if kind == "fake" else 0.05)
+    waiting = asyncio.create_task(wait_for_event(clock, event, deadline))
+    if isinstance(clock, FakeClock):
+        assert await clock.sleepers(1) == [deadline]
+        clock.advance(30)
+    async with asyncio.timeout(5):
+        assert await waiting is False
+    if isinstance(clock, FakeClock):
+        assert clock.sleeping == 0  # the sleeper was reaped with the wait
+
+
+async def test_cancelling_a_wait_for_event_propagates_and_leaves_no_sleeper() -> None:
+    clock = FakeClock()
+    waiting = asyncio.create_task(wait_for_event(clock, asyncio.Event(), clock.time() + 10))
+    await clock.sleepers(1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert clock.sleeping == 0

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from coral_server.clock import FakeClock
 from coral_server.events import Event, EventBus, Subscription
 
 
@@ -24,6 +25,20 @@ def test_publish_numbers_events_per_topic() -> None:
     assert second.timestamp >= first.timestamp > 0
     assert second.to_json() == {"seq": 2, "type": "y", "timestamp": second.timestamp, "n": 2}
     assert bus.last_seq("ns/a") == 2 and bus.last_seq("ns/none") == 0
+
+
+async def test_events_are_stamped_by_the_bus_clock() -> None:
+    clock = FakeClock(1_000.0)
+    bus = EventBus(buffer_size=3, clock=clock)
+    assert bus.publish("t", "x", {}).timestamp == 1_000_000
+    clock.advance(2.5)
+    assert bus.publish("t", "x", {}).timestamp == 1_002_500
+    late = bus.subscribe("t", after_seq=0)
+    for _ in range(3):
+        bus.publish("t", "x", {})  # seq 1 leaves the 3-event buffer
+    clock.advance(1)
+    marker = await late.next(1)
+    assert marker is not None and (marker.type, marker.timestamp) == ("overflow", 1_003_500)
 
 
 def test_reserved_keys_are_refused() -> None:

@@ -11,8 +11,7 @@ from coral_server.api.body import read_model
 from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import WEBHOOKS
 from coral_server.api.models import RetryDeliveryRequest
-from coral_server.store import DeliveryFilter, DeliveryStatus
-from coral_server.store.base import DELIVERY_STATUSES
+from coral_server.store import DELIVERY_STATUSES, DeliveryFilter, DeliveryStatus
 
 PREFIX = "/api/v1/webhooks/deliveries"
 MAX_LIMIT = 1000

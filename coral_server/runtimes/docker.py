@@ -92,6 +92,15 @@ class DockerEngine:
             logger.warning("docker.swept_orphans count=%s instance=%s", len(found), self.settings.instance)
         return len(found)
 
+    async def remove(self, container_id: str) -> None:
+        """Remove a container (killing it first); nothing happens when there is none or no engine."""
+        try:
+            client = await self.client()
+        except LaunchFailed:
+            return
+        with contextlib.suppress(NotFound):
+            await self.run(client.api.remove_container, container_id, force=True)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
+
+from coral_server.store.sessions import JournalEntry
 
 log = logging.getLogger("coral_server.sessions")
 
 
 class JournalStore(Protocol):
-    async def append(self, session_id: str, entries: list[tuple[str, bytes]]) -> None: ...
+    async def append_many(self, entries: Sequence[tuple[str, str, bytes]]) -> None: ...
 
 
 class Journal:
@@ -28,7 +30,7 @@ class Journal:
     def __init__(self, session_id: str, store: Callable[[], JournalStore | None]) -> None:
         self._session_id = session_id
         self._store = store
-        self._pending: list[tuple[str, bytes]] = []
+        self._pending: list[tuple[str, str, bytes]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -37,7 +39,7 @@ class Journal:
     def record(self, kind: str, body: dict[str, Any]) -> None:
         if self._store() is None:
             return
-        self._pending.append((kind, orjson.dumps(body)))
+        self._pending.append((self._session_id, kind, orjson.dumps(body)))
         self._idle.clear()
         self._wake.set()
         if self._writer is None:
@@ -51,7 +53,7 @@ class Journal:
             store = self._store()
             if batch and store is not None:
                 try:
-                    await store.append(self._session_id, batch)
+                    await store.append_many(batch)
                 except Exception:
                     log.exception(
                         "session.journal_failed session=%s entries=%s", self._session_id, len(batch)
@@ -71,11 +73,11 @@ class Journal:
             self._writer = None
 
 
-def replay(entries: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+def replay(entries: Sequence[JournalEntry]) -> list[dict[str, Any]]:
     """The threads (as the session state shows them) that a journal's entries describe."""
     threads: dict[str, dict[str, Any]] = {}
-    for kind, raw in entries:
-        body = orjson.loads(raw)
+    for entry in entries:
+        kind, body = entry.kind, orjson.loads(entry.body)
         if kind == "thread":
             threads[body["id"]] = {**body, "messages": list(body.get("messages", []))}
         elif kind == "message" and body.get("threadId") in threads:

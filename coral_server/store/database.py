@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from coral_server.clock import Clock
 from coral_server.store.base import Store, StoreClosed
 from coral_server.store.sqlite import SqliteStore
 
@@ -11,13 +12,14 @@ from coral_server.store.sqlite import SqliteStore
 class Database:
     """Holds the store of one server: a SQLite file (PostgreSQL will plug in behind the same `Store`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = path
+        self._clock = clock
         self._store: SqliteStore | None = None
 
     async def open(self) -> Store:
         if self._store is None:
-            self._store = await SqliteStore.open(self.path)
+            self._store = await SqliteStore.open(self.path, clock=self._clock)
         return self._store
 
     @property

@@ -1,15 +1,16 @@
-"""SQL for the `webhook_deliveries` table; synchronous functions run on the store's writer thread."""
+"""Deliveries in SQLite: SQL for `webhook_deliveries` (run on the writer thread) and `SqliteDeliveries`."""
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import cast
 
 import orjson
 
-from coral_server.store.base import (
+from coral_server.clock import Clock
+from coral_server.store import leases
+from coral_server.store.deliveries import (
     DELIVERY_STATUSES,
     Delivery,
     DeliveryAttempt,
@@ -19,10 +20,19 @@ from coral_server.store.base import (
     DeliveryStatus,
     NewDelivery,
 )
+from coral_server.store.writer import Writer
 
 _COLUMNS = (
     "id, kind, url, headers, body, signature_header, status, attempts, max_attempts, "
     "next_attempt_at, last_error, last_status, created_at, delivered_at, subject"
+)
+# A pending delivery is due when its next attempt is; a claim leases that time itself.
+DUE = leases.LeasedTable(
+    table="webhook_deliveries",
+    lease_column="next_attempt_at",
+    where="status = 'pending'",
+    order_by=("next_attempt_at", "created_at", "id"),
+    columns=_COLUMNS,
 )
 
 
@@ -75,28 +85,16 @@ def insert(conn: sqlite3.Connection, new: NewDelivery) -> Delivery:
 
 
 def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Delivery]:
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
-        " ORDER BY next_attempt_at, created_at, id LIMIT ?",
-        (now, limit),
-    ).fetchall()
-    return [_delivery(r) for r in rows]
+    return [_delivery(r) for r in leases.due(conn, DUE, now=now, limit=limit)]
 
 
 def claim(conn: sqlite3.Connection, now: float, limit: int, lease_until: float) -> list[Delivery]:
-    found = due(conn, now, limit)
-    conn.executemany(
-        "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",
-        [(lease_until, d.id) for d in found],
-    )
-    return found
+    rows = leases.claim(conn, DUE, now=now, limit=limit, lease_until=lease_until)
+    return [_delivery(r) for r in rows]
 
 
 def release(conn: sqlite3.Connection, ids: Sequence[str], at: float) -> None:
-    conn.executemany(
-        "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ? AND status = 'pending'",
-        [(at, id) for id in ids],
-    )
+    leases.release(conn, DUE, ids, at=at)
 
 
 def record_attempt(
@@ -107,16 +105,15 @@ def record_attempt(
     status: int | None,
     error: str | None,
     next_attempt_at: float | None,
-    at: float | None,
+    at: float,
     duration_ms: float | None = None,
 ) -> Delivery:
     current = _require(conn, id)
     if current.status != "pending":
         raise DeliveryFinished(f"delivery {id} is already {current.status}")
     attempts = current.attempts + 1
-    when = time.time() if at is None else at
     if ok:
-        new_status, next_at, delivered_at, error = "delivered", None, when, None
+        new_status, next_at, delivered_at, error = "delivered", None, at, None
     elif next_attempt_at is None or attempts >= current.max_attempts:
         new_status, next_at, delivered_at = "failed", None, None
     else:
@@ -129,7 +126,7 @@ def record_attempt(
     conn.execute(
         "INSERT INTO webhook_attempts (delivery_id, number, at, status, error, duration_ms)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (id, attempts, when, status, error, duration_ms),
+        (id, attempts, at, status, error, duration_ms),
     )
     return _require(conn, id)
 
@@ -195,3 +192,73 @@ def _require(conn: sqlite3.Connection, id: str) -> Delivery:
     if found is None:
         raise DeliveryNotFound(id)
     return found
+
+
+class SqliteDeliveries:
+    """The `DeliveryStore` of a SQLite store: each method is one hop to its writer thread."""
+
+    def __init__(self, writer: Writer, clock: Clock) -> None:
+        self._writer = writer
+        self._clock = clock
+
+    async def enqueue(self, new: NewDelivery) -> Delivery:
+        """Persist a pending delivery; durable when this returns."""
+        return await self._writer.write(lambda c: insert(c, new))
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at `now`, earliest first."""
+        return await self._writer.read(lambda c: due(c, now, limit))
+
+    async def claim_due(self, now: float, limit: int, lease_until: float) -> list[Delivery]:
+        """Due deliveries, each leased (next attempt moved to `lease_until`) in the same transaction."""
+        return await self._writer.write(lambda c: claim(c, now, limit, lease_until))
+
+    async def release(self, ids: Sequence[str], at: float) -> None:
+        """Make abandoned claims due again at `at`."""
+        await self._writer.write(lambda c: release(c, ids, at))
+
+    async def record_attempt(
+        self,
+        id: str,
+        *,
+        ok: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: float | None,
+        at: float | None = None,
+        duration_ms: float | None = None,
+    ) -> Delivery:
+        """Count one attempt and move the delivery to its next state (see `DeliveryStore`)."""
+        when = self._clock.time() if at is None else at
+        return await self._writer.write(
+            lambda c: record_attempt(
+                c,
+                id,
+                ok=ok,
+                status=status,
+                error=error,
+                next_attempt_at=next_attempt_at,
+                at=when,
+                duration_ms=duration_ms,
+            )
+        )
+
+    async def listing(self, where: DeliveryFilter | None = None) -> list[Delivery]:
+        """Deliveries matching `where`, newest first."""
+        return await self._writer.read(lambda c: listing(c, where or DeliveryFilter()))
+
+    async def attempts(self, id: str) -> list[DeliveryAttempt]:
+        """One delivery's attempts, oldest first."""
+        return await self._writer.read(lambda c: attempts(c, id))
+
+    async def retry(self, id: str, at: float, extra_attempts: int) -> Delivery:
+        """Make a failed delivery pending again (see `DeliveryStore.retry`)."""
+        return await self._writer.write(lambda c: retry(c, id, at, extra_attempts))
+
+    async def get(self, id: str) -> Delivery | None:
+        """One delivery, or None."""
+        return await self._writer.read(lambda c: get(c, id))
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending delivery is due, or None."""
+        return await self._writer.read(next_due_at)

@@ -59,6 +59,77 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        (
+            # What the supervisor started (a process group or a container), so that the orphans of a
+            # crashed instance can be killed at its next start.
+            """CREATE TABLE processes (
+                id TEXT PRIMARY KEY,
+                instance TEXT NOT NULL,
+                owner_kind TEXT NOT NULL,
+                owner_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                runtime TEXT NOT NULL,
+                pid INTEGER,
+                proc_start INTEGER,
+                container TEXT,
+                started_at REAL NOT NULL
+            )""",
+            "CREATE INDEX processes_instance ON processes (instance, started_at)",
+            # Live sessions and their journal (threads, messages, ... as opaque JSON), so that a crash
+            # can be closed with an end report at the next start.
+            """CREATE TABLE sessions (
+                id TEXT PRIMARY KEY,
+                namespace TEXT NOT NULL,
+                instance TEXT NOT NULL,
+                created_at_ms INTEGER NOT NULL,
+                end_webhook BLOB,
+                agents BLOB NOT NULL
+            )""",
+            "CREATE INDEX sessions_instance ON sessions (instance, created_at_ms)",
+            """CREATE TABLE session_messages (
+                session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                body BLOB NOT NULL,
+                PRIMARY KEY (session_id, seq)
+            ) WITHOUT ROWID""",
+        ),
+    ),
+    # Runs (one-time jobs now, scheduled tasks' runs next): one table, one state machine.
+    Migration(
+        4,
+        (
+            """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN
+                ('pending', 'running', 'waiting_input', 'completed', 'failed', 'killed')),
+            spec TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            exit_reason TEXT,
+            error TEXT,
+            result TEXT,
+            worktree_path TEXT,
+            branch TEXT,
+            webhook_url TEXT,
+            priority INTEGER NOT NULL DEFAULT 5,
+            task_id INTEGER,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            owner TEXT,
+            auto_accepts TEXT NOT NULL DEFAULT '[]',
+            waiting_for TEXT,
+            output TEXT NOT NULL DEFAULT ''
+        )""",
+            "CREATE INDEX runs_status ON runs (status, priority, id)",
+            "CREATE INDEX runs_task ON runs (task_id, id)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -70,8 +141,12 @@ def current_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def apply_migrations(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+def apply_migrations(
+    conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS, *, now: float | None = None
+) -> list[int]:
     """Apply the migrations the database lacks; returns their versions (empty when up to date).
+
+    Each is recorded with `now` (Unix s; default: the system time).
 
     `conn` must be in autocommit mode (isolation_level=None): each migration runs in its own
     `BEGIN IMMEDIATE … COMMIT`, so a crash leaves the schema at a whole version.
@@ -93,7 +168,7 @@ def apply_migrations(conn: sqlite3.Connection, migrations: tuple[Migration, ...]
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                (migration.version, time.time()),
+                (migration.version, time.time() if now is None else now),
             )
         applied.append(migration.version)
     return applied

@@ -16,36 +16,7 @@ from coral_server.store.runs import (
     RunStatus,
     Trigger,
 )
-
-MIGRATION = (
-    """CREATE TABLE runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL,
-        trigger TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN
-            ('pending', 'running', 'waiting_input', 'completed', 'failed', 'killed')),
-        spec TEXT NOT NULL,
-        display_name TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        exit_reason TEXT,
-        error TEXT,
-        result TEXT,
-        worktree_path TEXT,
-        branch TEXT,
-        webhook_url TEXT,
-        priority INTEGER NOT NULL DEFAULT 5,
-        task_id INTEGER,
-        attempt INTEGER NOT NULL DEFAULT 1,
-        owner TEXT,
-        auto_accepts TEXT NOT NULL DEFAULT '[]',
-        waiting_for TEXT,
-        output TEXT NOT NULL DEFAULT ''
-    )""",
-    "CREATE INDEX runs_status ON runs (status, priority, id)",
-    "CREATE INDEX runs_task ON runs (task_id, id)",
-)
+from coral_server.store.writer import Writer
 
 _ACTIVE_SQL = "status IN ('pending', 'running', 'waiting_input')"
 # Runs that hold a slot: started ones, and pending ones a dispatcher has claimed (being prepared).
@@ -192,3 +163,28 @@ def active(conn: sqlite3.Connection, owner: str | None) -> list[Run]:
         sql += " AND owner = ?"
         args = (owner,)
     return [_row(r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
+
+
+class SqliteRuns:
+    """The `RunStore` of a SQLite store: each method is one hop to its writer thread."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    async def admit(self, run: Run, cap: int | None) -> Run:
+        return await self._writer.write(lambda c: admit(c, run, cap))
+
+    async def claim(self, owner: str, cap: int, limit: int) -> list[Run]:
+        return await self._writer.write(lambda c: claim(c, owner, cap, limit))
+
+    async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
+        await self._writer.write(lambda c: update(c, run, expect))
+
+    async def get(self, run_id: int) -> Run | None:
+        return await self._writer.read(lambda c: get(c, run_id))
+
+    async def listing(self, where: RunFilter) -> list[Run]:
+        return await self._writer.read(lambda c: listing(c, where))
+
+    async def active(self, owner: str | None = None) -> list[Run]:
+        return await self._writer.read(lambda c: active(c, owner))

@@ -9,10 +9,8 @@ with capped, jittered exponential backoff until `max_attempts`, then the deliver
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,13 +18,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from coral_server.store import Delivery, NewDelivery, Store
+from coral_server.clock import Clock, SystemClock, wait_for_event
+from coral_server.store import Delivery, DeliveryStore, NewDelivery
 from coral_server.webhooks.scheme import CORAL_SIGNATURE_HEADER
 from coral_server.webhooks.signing import WebhookSigner, new_message_id
 
 log = logging.getLogger("coral_server.webhooks")
 
-Clock = Callable[[], float]
 AttemptObserver = Callable[[Delivery], None]
 
 # A claimed delivery becomes due again this long after its attempt's timeout, should the attempt
@@ -51,11 +49,14 @@ def _target(url: str) -> str:
 
 
 class DeliveryQueue:
-    """Owns the dispatcher task, the attempt tasks and (unless given one) the HTTP client."""
+    """Owns the dispatcher task, the attempt tasks and (unless given one) the HTTP client.
+
+    Every time it reads (retry times, signature timestamps, when to wake) comes from `clock`.
+    """
 
     def __init__(
         self,
-        store: Store,
+        deliveries: DeliveryStore,
         signer: WebhookSigner,
         *,
         http: aiohttp.ClientSession | None = None,
@@ -64,13 +65,13 @@ class DeliveryQueue:
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
         concurrency: int = 16,
-        clock: Clock = time.time,
+        clock: Clock | None = None,
         on_attempt: AttemptObserver | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if max_attempts < 1 or concurrency < 1 or timeout_s <= 0:
             raise ValueError("max_attempts and concurrency must be at least 1, timeout_s positive")
-        self._store = store
+        self._deliveries = deliveries
         self._signer = signer
         self._http = http
         self._owns_http = http is None
@@ -80,7 +81,7 @@ class DeliveryQueue:
         self._base_delay_s = base_delay_s
         self._max_delay_s = max_delay_s
         self._concurrency = concurrency
-        self._clock = clock
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._on_attempt = on_attempt
         self._rng = rng if rng is not None else random.Random()
         self._wake = asyncio.Event()
@@ -116,7 +117,7 @@ class DeliveryQueue:
         if interrupted:
             # Their leases would delay the next start's retry by up to timeout_s; end them now.
             try:
-                await self._store.release_deliveries(interrupted, self._clock())
+                await self._deliveries.release(interrupted, self._clock.time())
             except Exception:
                 log.exception("webhook.release_error count=%d", len(interrupted))
         if self._owns_http and self._http is not None:
@@ -142,8 +143,8 @@ class DeliveryQueue:
         lets listings find it.
         """
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        now = self._clock()
-        delivery = await self._store.enqueue_delivery(
+        now = self._clock.time()
+        delivery = await self._deliveries.enqueue(
             NewDelivery(
                 id=new_message_id(),
                 kind=kind,
@@ -163,7 +164,7 @@ class DeliveryQueue:
 
     async def retry(self, id: str, extra_attempts: int = 1) -> Delivery:
         """Give a failed delivery `extra_attempts` more attempts, the first one now."""
-        delivery = await self._store.retry_delivery(id, self._clock(), extra_attempts)
+        delivery = await self._deliveries.retry(id, self._clock.time(), extra_attempts)
         log.info("webhook.retry_requested id=%s extra_attempts=%d", id, extra_attempts)
         self._wake.set()
         return delivery
@@ -172,27 +173,21 @@ class DeliveryQueue:
         while True:
             self._wake.clear()  # before looking, so a wake-up during the look is not lost
             free = self._concurrency - len(self._attempts)
-            timeout: float | None = None
+            until: float | None = None  # None: until woken
             try:
                 if free > 0:
-                    now = self._clock()
-                    claimed = await self._store.claim_due_deliveries(
+                    now = self._clock.time()
+                    claimed = await self._deliveries.claim_due(
                         now, free, lease_until=now + self._timeout_s + LEASE_MARGIN_S
                     )
                     for delivery in claimed:
                         self._start_attempt(delivery)
-                    next_at = await self._store.next_due_at()
-                    if next_at is not None:
-                        timeout = max(0.0, next_at - self._clock())
+                    until = await self._deliveries.next_due_at()
                 # else: a finishing attempt wakes us.
             except Exception:
                 log.exception("webhook.dispatcher_error")
-                timeout = ERROR_PAUSE_S
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # arrives as the event is set, and close() would then wait forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+                until = self._clock.time() + ERROR_PAUSE_S
+            await wait_for_event(self._clock, self._wake, until)
 
     def _start_attempt(self, delivery: Delivery) -> None:
         task = asyncio.create_task(self._attempt(delivery), name=f"webhook-attempt-{delivery.id}")
@@ -214,7 +209,7 @@ class DeliveryQueue:
                 delivery.body,
                 signature_header=delivery.signature_header,
                 msg_id=delivery.id,
-                timestamp=int(self._clock()),
+                timestamp=int(self._clock.time()),
             ),
         }
         try:
@@ -233,28 +228,28 @@ class DeliveryQueue:
         return status, None if 200 <= status < 300 else f"HTTP {status}"
 
     async def _attempt(self, delivery: Delivery) -> None:
-        started = time.perf_counter()
+        started = self._clock.monotonic()
         try:
             status, error = await self._post(delivery)
         except Exception as exc:  # a bug or an unusable URL: count it, never loop on it silently
             log.exception("webhook.attempt_error id=%s", delivery.id)
             status, error = None, f"{type(exc).__name__}: {exc}"
-        duration_ms = (time.perf_counter() - started) * 1000
+        duration_ms = (self._clock.monotonic() - started) * 1000
         ok = error is None
         attempts = delivery.attempts + 1
         next_at: float | None = None
         if not ok and attempts < delivery.max_attempts:
-            next_at = self._clock() + retry_delay(
+            next_at = self._clock.time() + retry_delay(
                 attempts, base_s=self._base_delay_s, max_s=self._max_delay_s, rng=self._rng
             )
         try:
-            updated = await self._store.record_attempt(
+            updated = await self._deliveries.record_attempt(
                 delivery.id,
                 ok=ok,
                 status=status,
                 error=error,
                 next_attempt_at=next_at,
-                at=self._clock(),
+                at=self._clock.time(),
                 duration_ms=duration_ms,
             )
         except Exception:
@@ -293,5 +288,5 @@ class DeliveryQueue:
                 d.attempts,
                 d.last_status,
                 d.last_error,
-                (d.next_attempt_at or 0.0) - self._clock(),
+                (d.next_attempt_at or 0.0) - self._clock.time(),
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from coral_server.clock import Clock
 from coral_server.store import Delivery, DeliveryAttempt, DeliveryFilter, DeliveryNotFound
 from coral_server.store.database import Database
 from coral_server.webhooks.queue import DeliveryQueue
@@ -23,6 +24,7 @@ class Webhooks:
         max_attempts: int = 8,
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
+        clock: Clock | None = None,
     ) -> None:
         self.signer = signer
         self._database = database
@@ -31,6 +33,7 @@ class Webhooks:
             "max_attempts": max_attempts,
             "base_delay_s": base_delay_s,
             "max_delay_s": max_delay_s,
+            "clock": clock,
         }
         self._queue: DeliveryQueue | None = None
 
@@ -38,7 +41,7 @@ class Webhooks:
         """Start delivering, beginning with whatever an earlier run left pending."""
         if self._queue is not None:
             return
-        queue = DeliveryQueue(self._database.store, self.signer, **self._options)
+        queue = DeliveryQueue(self._database.store.deliveries, self.signer, **self._options)
         await queue.start()
         self._queue = queue
 
@@ -67,15 +70,15 @@ class Webhooks:
         return await self.queue.send(kind, url, payload, subject=subject, signature_header=signature_header)
 
     async def find(self, where: DeliveryFilter) -> list[Delivery]:
-        return await self._database.store.list_deliveries(where)
+        return await self._database.store.deliveries.listing(where)
 
     async def get(self, id: str) -> tuple[Delivery, list[DeliveryAttempt]]:
         """One delivery and its attempts (raises `DeliveryNotFound`)."""
-        store = self._database.store
-        delivery = await store.get_delivery(id)
+        deliveries = self._database.store.deliveries
+        delivery = await deliveries.get(id)
         if delivery is None:
             raise DeliveryNotFound(id)
-        return delivery, await store.delivery_attempts(id)
+        return delivery, await deliveries.attempts(id)
 
     async def retry(self, id: str, extra_attempts: int) -> Delivery:
         return await self.queue.retry(id, extra_attempts)

@@ -31,11 +31,11 @@ async def test_reopening_keeps_schema_and_data(tmp_path: Path) -> None:
 
     path = tmp_path / "coral.db"
     first = await SqliteStore.open(path)
-    await first.enqueue_delivery(new_delivery("d1", headers={"X-A": "b"}, body=b"\x00\xffraw"))
+    await first.deliveries.enqueue(new_delivery("d1", headers={"X-A": "b"}, body=b"\x00\xffraw"))
     await first.close()
     second = await SqliteStore.open(path)
     try:
-        got = await second.get_delivery("d1")
+        got = await second.deliveries.get("d1")
         assert got is not None and got.body == b"\x00\xffraw" and got.headers == {"X-A": "b"}
     finally:
         await second.close()
@@ -94,6 +94,52 @@ def test_version_1_database_is_upgraded_keeping_its_deliveries(tmp_path: Path) -
         assert conn.execute("SELECT COUNT(*) FROM webhook_attempts").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_version_2_database_is_upgraded_keeping_its_deliveries_and_attempts(tmp_path: Path) -> None:
+    from coral_server.store.migrations import MIGRATIONS
+
+    conn = raw(tmp_path / "db")
+    try:
+        apply_migrations(conn, MIGRATIONS[:2])
+        conn.execute(
+            "INSERT INTO webhook_deliveries (id, kind, url, headers, body, signature_header, status,"
+            " max_attempts, next_attempt_at, created_at, subject) VALUES ('old', 'k', 'http://x', '{}',"
+            " x'00', 'X-Coral-Signature', 'pending', 3, 1.0, 1.0, 'ns/s1')"
+        )
+        conn.execute(
+            "INSERT INTO webhook_attempts (delivery_id, number, at, status) VALUES ('old', 1, 1.5, 500)"
+        )
+        assert apply_migrations(conn) == list(range(3, LATEST + 1))
+        assert tuple(conn.execute("SELECT id, subject FROM webhook_deliveries").fetchone()) == (
+            "old",
+            "ns/s1",
+        )
+        assert conn.execute("SELECT COUNT(*) FROM webhook_attempts").fetchone()[0] == 1
+        for table in ("processes", "sessions", "session_messages"):
+            assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+async def test_an_upgraded_database_serves_every_part(tmp_path: Path) -> None:
+    from coral_server.store.migrations import MIGRATIONS
+
+    from .conftest import process_record, session_record
+
+    path = tmp_path / "coral.db"
+    conn = raw(path)
+    apply_migrations(conn, MIGRATIONS[:1])  # a database from the first release
+    conn.close()
+    store = await SqliteStore.open(path)
+    try:
+        await store.processes.add(process_record("p1"))
+        await store.sessions.add(session_record("s1"))
+        assert await store.sessions.append("s1", "message", b"{}") == 1
+        assert [p.id for p in await store.processes.listing()] == ["p1"]
+        assert [e.seq for e in await store.sessions.journal("s1")] == [1]
+    finally:
+        await store.close()
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from coral_server.clock import FakeClock
 from coral_server.store import Delivery, SqliteStore
 from coral_server.webhooks import WebhookSigner, WebhookVerificationError
 from coral_server.webhooks.queue import DeliveryQueue
@@ -154,6 +156,27 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.close()
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that stands still until the test moves it, starting at the real time (receivers check
+    signature timestamps against theirs, five minutes either way)."""
+    return FakeClock(time.time())
+
+
+async def move_to_retry(clock: FakeClock, attempts: Attempts, id: str, failed_attempts: int) -> Delivery:
+    """Once attempt `failed_attempts` of `id` has failed and the queue sleeps until its retry, move the
+    clock there; the queue must not wake a moment early. Returns the delivery as that attempt left it."""
+    failed = await attempts.until(id, lambda d: d.attempts >= failed_attempts)
+    assert (failed.status, failed.attempts) == ("pending", failed_attempts)
+    retry_at = failed.next_attempt_at
+    assert retry_at is not None
+    await clock.sleepers(due=retry_at)
+    clock.set(retry_at - 0.001)
+    assert clock.deadlines() == [retry_at]  # still asleep
+    clock.set(retry_at)
+    return failed
+
+
 QueueFactory = Callable[..., Awaitable[DeliveryQueue]]
 
 
@@ -165,7 +188,7 @@ async def make_queue() -> AsyncIterator[QueueFactory]:
     async def make(store: SqliteStore, **options: Any) -> DeliveryQueue:
         settings: dict[str, Any] = {"base_delay_s": 0.02, "max_delay_s": 0.1, "timeout_s": 2.0}
         settings.update(options)
-        queue = DeliveryQueue(store, WebhookSigner([NEW_SECRET, OLD_SECRET]), **settings)
+        queue = DeliveryQueue(store.deliveries, WebhookSigner([NEW_SECRET, OLD_SECRET]), **settings)
         await queue.start()
         made.append(queue)
         return queue

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from pathlib import Path
 
 import orjson
+import pytest
 from aiohttp import web
 
+from coral_server.clock import FakeClock
 from coral_server.store import DeliveryFilter, SqliteStore
 from coral_server.webhooks import WebhookSigner
 from coral_server.webhooks.queue import DeliveryQueue, retry_delay
 
-from .conftest import NEW_SECRET, Attempts, QueueFactory, Receiver, free_port
+from .conftest import NEW_SECRET, Attempts, QueueFactory, Receiver, free_port, move_to_retry
+
+# The production backoff (1 s doubling, capped at 300 s), on a fake clock: tests move time instead of
+# waiting, and with a seeded jitter every retry time is known in advance.
+BACKOFF = {"base_delay_s": 1.0, "max_delay_s": 300.0}
+
+
+def expected_delays(n: int, seed: int = 7) -> list[float]:
+    rng = random.Random(seed)
+    return [retry_delay(i, base_s=1.0, max_s=300.0, rng=rng) for i in range(1, n + 1)]
 
 
 async def always_500(_: int) -> web.StreamResponse:
@@ -39,8 +51,8 @@ async def test_delivered_once_with_both_signatures_verified(
     assert got.headers["Content-Type"] == "application/json"
     assert got.headers["webhook-id"] == sent.id
     assert got.headers["X-Coral-Namespace"] == "ns"
-    assert await store.get_delivery(sent.id) == done
-    assert await store.next_due_at() is None
+    assert await store.deliveries.get(sent.id) == done
+    assert await store.deliveries.next_due_at() is None
 
 
 async def test_bytes_are_sent_as_given_under_a_custom_header(
@@ -58,44 +70,58 @@ async def test_bytes_are_sent_as_given_under_a_custom_header(
 
 
 async def test_receiver_down_then_up_is_retried_until_delivered(
-    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory
+    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory, clock: FakeClock
 ) -> None:
     port = free_port()
     attempts = Attempts()
-    queue = await make_queue(store, on_attempt=attempts)
+    queue = await make_queue(store, on_attempt=attempts, clock=clock, rng=random.Random(7), **BACKOFF)
     sent = await queue.send("session.end", f"http://127.0.0.1:{port}/hook", {"a": 1})
 
+    await move_to_retry(clock, attempts, sent.id, 1)
     failing = await attempts.until(sent.id, lambda d: d.attempts >= 2)
     assert failing.status == "pending"
     assert failing.last_status is None and failing.last_error
     assert "Connect" in failing.last_error
 
     await receiver.start(port)
+    await move_to_retry(clock, attempts, sent.id, 2)
     done = await attempts.until(sent.id, lambda d: d.status == "delivered")
     assert done.attempts >= 3
     assert len(receiver.requests) == 1 and receiver.requests[0].problems == []
     assert [d.attempts for d in attempts.seen] == list(range(1, done.attempts + 1))
+    history = await store.deliveries.attempts(sent.id)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(history)]
+    assert gaps == pytest.approx(expected_delays(2))  # each retry exactly when its backoff said
 
 
 async def test_500s_are_retried_then_failed_after_max_attempts(
-    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory
+    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory, clock: FakeClock
 ) -> None:
     receiver.respond = always_500
     await receiver.start()
     attempts = Attempts()
-    queue = await make_queue(store, on_attempt=attempts, max_attempts=5)
+    queue = await make_queue(
+        store, on_attempt=attempts, max_attempts=5, clock=clock, rng=random.Random(7), **BACKOFF
+    )
+    start = clock.time()
     sent = await queue.send("session.end", receiver.url, {"a": 1}, max_attempts=3)
 
+    first = await move_to_retry(clock, attempts, sent.id, 1)
+    second = await move_to_retry(clock, attempts, sent.id, 2)
+    delays = expected_delays(2)
+    assert first.next_attempt_at == pytest.approx(start + delays[0])
+    assert second.next_attempt_at == pytest.approx(start + delays[0] + delays[1])
+    assert 1.0 <= delays[1] <= 2.0  # doubled, with jitter
     failed = await attempts.until(sent.id, lambda d: d.status != "pending")
     assert failed.status == "failed"
     assert (failed.attempts, failed.last_status, failed.last_error) == (3, 500, "HTTP 500")
     assert failed.next_attempt_at is None
     assert len(receiver.requests) == 3
-    assert [d.id for d in await store.list_deliveries(DeliveryFilter(status="failed"))] == [sent.id]
+    assert [d.id for d in await store.deliveries.listing(DeliveryFilter(status="failed"))] == [sent.id]
 
 
 async def test_same_webhook_id_on_every_retry(
-    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory
+    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory, clock: FakeClock
 ) -> None:
     async def fail_twice(n: int) -> web.StreamResponse:
         return web.Response(status=503 if n <= 2 else 204)
@@ -103,8 +129,10 @@ async def test_same_webhook_id_on_every_retry(
     receiver.respond = fail_twice
     await receiver.start()
     attempts = Attempts()
-    queue = await make_queue(store, on_attempt=attempts)
+    queue = await make_queue(store, on_attempt=attempts, clock=clock, **BACKOFF)
     sent = await queue.send("session.end", receiver.url, {"a": 1})
+    await move_to_retry(clock, attempts, sent.id, 1)
+    await move_to_retry(clock, attempts, sent.id, 2)
 
     done = await attempts.until(sent.id, lambda d: d.status == "delivered")
     assert (done.attempts, done.last_status) == (3, 204)
@@ -112,7 +140,9 @@ async def test_same_webhook_id_on_every_retry(
     assert all(r.problems == [] for r in receiver.requests)  # each attempt freshly signed and valid
 
 
-async def test_timeout_is_retried(receiver: Receiver, store: SqliteStore, make_queue: QueueFactory) -> None:
+async def test_timeout_is_retried(
+    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory, clock: FakeClock
+) -> None:
     async def hang_first(n: int) -> web.StreamResponse:
         if n == 1:
             await receiver.release.wait()
@@ -121,11 +151,15 @@ async def test_timeout_is_retried(receiver: Receiver, store: SqliteStore, make_q
     receiver.respond = hang_first
     await receiver.start()
     attempts = Attempts()
-    queue = await make_queue(store, on_attempt=attempts, timeout_s=0.2)
-    sent = await queue.send("session.end", receiver.url, {"a": 1})
+    impatient = await make_queue(store, on_attempt=attempts, timeout_s=0.2, clock=clock, **BACKOFF)
+    sent = await impatient.send("session.end", receiver.url, {"a": 1})
 
     first = await attempts.until(sent.id, lambda d: d.attempts >= 1)
     assert first.last_error is not None and "timeout" in first.last_error
+    # The retry goes through a queue with time to spare: a busy machine may take 0.2 s for any POST.
+    await impatient.close()
+    await make_queue(store, on_attempt=attempts, timeout_s=30, clock=clock, **BACKOFF)
+    await move_to_retry(clock, attempts, sent.id, 1)
     done = await attempts.until(sent.id, lambda d: d.status == "delivered")
     assert done.attempts == 2
     assert [r.headers["webhook-id"] for r in receiver.requests] == [sent.id] * 2
@@ -179,7 +213,7 @@ async def test_closing_mid_attempt_leaves_it_due_for_the_next_start(
     await receiver.changed.wait_until(lambda: len(receiver.requests) == 1)
     await first.close()  # cancels the hanging attempt: not counted, lease released
 
-    interrupted = await store.get_delivery(sent.id)
+    interrupted = await store.deliveries.get(sent.id)
     assert interrupted is not None
     assert (interrupted.status, interrupted.attempts) == ("pending", 0)
     attempts = Attempts()
@@ -192,10 +226,12 @@ async def test_closing_mid_attempt_leaves_it_due_for_the_next_start(
 async def test_queued_before_start_is_sent_on_start(receiver: Receiver, store: SqliteStore) -> None:
     await receiver.start()
     attempts = Attempts()
-    queue = DeliveryQueue(store, WebhookSigner([NEW_SECRET]), on_attempt=attempts, base_delay_s=0.02)
+    queue = DeliveryQueue(
+        store.deliveries, WebhookSigner([NEW_SECRET]), on_attempt=attempts, base_delay_s=0.02
+    )
     try:
         sent = await queue.send("session.end", receiver.url, {"a": 1})
-        assert (await store.get_delivery(sent.id)) is not None  # durable before any attempt
+        assert (await store.deliveries.get(sent.id)) is not None  # durable before any attempt
         assert receiver.requests == []
         await queue.start()
         await attempts.until(sent.id, lambda d: d.status == "delivered")
