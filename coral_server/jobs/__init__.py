@@ -1,0 +1,1 @@
+"""One-time jobs: worktrees, coding-agent CLIs, prompts."""
