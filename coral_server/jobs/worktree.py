@@ -503,7 +503,11 @@ async def cleanup_worktree(
     if removed and delete_empty_branch and wt.base_sha is not None:
         # Atomic: git deletes the ref only if it still points at the base (no commit on it).
         ref = f"refs/heads/{run_branch(wt.run_id)}"
-        deleted = (await git(wt.repo_path, "update-ref", "-d", ref, wt.base_sha, check=False)).ok
+        deleted = (
+            await git(
+                wt.repo_path, "update-ref", "-d", ref, wt.base_sha, check=False, lock_wait_s=lock_wait_s
+            )
+        ).ok
     branch = None if deleted and result.branch == run_branch(wt.run_id) else result.branch
     log.info("worktree.removed run=%s removed=%s branch_deleted=%s", wt.run_id, removed, deleted)
     return replace(result, branch=branch, worktree_removed=removed, branch_deleted=deleted)

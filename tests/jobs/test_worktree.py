@@ -176,16 +176,22 @@ async def test_create_makes_a_locked_worktree_on_its_own_branch(git_repo: GitRep
 
 
 async def test_two_runs_on_one_repository_at_once(git_repo: GitRepo) -> None:
-    ids = [1, 2, 3, 4]
+    ids = [1, 2, 3, 4, 5, 6]
     made = await asyncio.gather(*(create_worktree(str(git_repo.path), i) for i in ids))
     assert len({wt.path for wt in made}) == len(ids)
-    for wt in made:
+    working, idle = made[:4], made[4:]
+    for wt in working:
         git_repo.write(f"run{wt.run_id}.txt", f"run {wt.run_id}\n", cwd=wt.path)
+    # Packed branches: deleting the idle runs' empty branches now contends for packed-refs.lock.
+    git_repo.git("pack-refs", "--all")
     results = await asyncio.gather(*(cleanup_worktree(wt, author=AUTHOR) for wt in made))
     for wt, result in zip(made, results, strict=True):
+        assert not wt.path.exists() and result.worktree_removed
+        if wt in idle:
+            assert result.branch_deleted and f"coral/run-{wt.run_id}" not in git_repo.branches()
+            continue
         assert result.files_changed == (ChangedFile(f"run{wt.run_id}.txt", "A"),)
         assert git_repo.show(f"coral/run-{wt.run_id}", f"run{wt.run_id}.txt") == f"run {wt.run_id}\n"
-        assert not wt.path.exists()
     assert git_repo.worktree_paths() == [str(git_repo.path)]
     git_repo.assert_clean_state()
 
