@@ -52,7 +52,7 @@ async def recover_worktree(
             entry = e
             break
     if entry is None:
-        await git(repo, "worktree", "prune", check=False)
+        await git(repo, "worktree", "prune", check=False, lock_wait_s=lock_wait_s)
         gone = Worktree(run_id, repo, worktree_path(repo, run_id), run_branch(run_id), base_sha)
         left = await finish_worktree(gone, author=author)  # no directory: describes the branch
         return left if left.head_sha is not None else None
@@ -63,7 +63,7 @@ async def recover_worktree(
         )
     else:
         result = await finish_worktree(wt, author=author, lock_wait_s=lock_wait_s)
-        await git(repo, "worktree", "prune", check=False)
+        await git(repo, "worktree", "prune", check=False, lock_wait_s=lock_wait_s)
     log.info("worktree.recovered run=%s path=%s removed=%s", run_id, entry.path, result.worktree_removed)
     return result
 
@@ -96,5 +96,5 @@ async def recover_worktrees(
         )
         if found is not None:
             results[e.run_id] = found
-    await git(Path(repo_path), "worktree", "prune", check=False)
+    await git(Path(repo_path), "worktree", "prune", check=False, lock_wait_s=lock_wait_s)
     return results

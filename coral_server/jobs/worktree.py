@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from coral_server.jobs.git import DEFAULT_LOCK_WAIT_S, GitFailed, GitResult, git
+from coral_server.jobs.git import DEFAULT_LOCK_WAIT_S, GitFailed, GitResult, git, is_transient
 from coral_server.jobs.ignored import check_copy_patterns, copy_ignored_files
 from coral_server.jobs.repository import (
     PathLike,
@@ -65,6 +65,7 @@ __all__ = [
 
 log = logging.getLogger("coral_server.jobs.worktree")
 
+_WAIT = DEFAULT_LOCK_WAIT_S
 _REASON = re.compile(r"^coral run (\d+)(?: of (\S+))? \(base ([0-9a-f]{40,64})\)$")
 _AUTO_COMMIT_BODY = (
     "The run ended with changes it had not committed. coral_server committed them so that\n"
@@ -243,7 +244,7 @@ async def create_worktree(
     reason = _lock_reason(run_id, owner, repo.base_sha)
     add = ("worktree", "add", "--quiet", "--lock", "--reason", reason, "-b", branch, "--", str(path))
     try:
-        await git(repo.path, *add, repo.base_sha, lock_wait_s=lock_wait_s)
+        await _add(repo.path, (*add, repo.base_sha), branch, reason, repo.base_sha, lock_wait_s)
         wt = Worktree(run_id, repo.path, path, branch, repo.base_sha, base_branch)
         if patterns:
             wt = replace(wt, copied=await copy_ignored_files(repo.path, path, patterns))
@@ -258,6 +259,28 @@ async def create_worktree(
         raise
     log.info("worktree.created run=%s path=%s branch=%s base=%s", run_id, path, branch, repo.base_sha)
     return wt
+
+
+async def _add(
+    repo: Path, add: tuple[str, ...], branch: str, reason: str, base_sha: str, lock_wait_s: float
+) -> None:
+    """`git worktree add`, retried while another git process is busy. It can fail that way after making
+    the branch, so each retry first takes back what the failed attempt made."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + lock_wait_s, 0.02
+    while True:
+        try:
+            # Allowed to complete when cancelled: stopping it midway races git's own clean-up against
+            # the checkout it started; a whole worktree is then discarded cleanly.
+            await git(repo, *add, finish_on_cancel=True)
+            return
+        except GitFailed as exc:
+            if not is_transient(exc.result.stderr) or loop.time() + pause > deadline:
+                raise
+            log.info("worktree.add_retry repo=%s branch=%s error=%s", repo, branch, exc)
+            await _discard(repo, Path(add[-2]), branch, reason, base_sha)
+        await asyncio.sleep(pause)  # git's own lock timeouts poll the same way
+        pause = min(pause * 2, 0.25)
 
 
 def _busy(exc: GitFailed, branch: str, path: Path) -> RepositoryBusy | None:
@@ -275,15 +298,15 @@ def _busy(exc: GitFailed, branch: str, path: Path) -> RepositoryBusy | None:
 
 async def _discard(repo: Path, path: Path, branch: str, reason: str, base_sha: str) -> None:
     """Undo a creation that did not complete (nobody has worked in it yet): only what is ours."""
-    listed = await git(repo, "worktree", "list", "--porcelain", "-z", check=False)
+    listed = await git(repo, "worktree", "list", "--porcelain", "-z", check=False, lock_wait_s=_WAIT)
     entries = _parse_worktrees(listed.stdout) if listed.ok else []
     for e in entries:
         if e.locked == reason:
-            await git(repo, "worktree", "remove", "--force", "--force", str(e.path), check=False)
-    await git(repo, "worktree", "prune", check=False)
+            await git(repo, "worktree", "remove", "-f", "-f", str(e.path), check=False, lock_wait_s=_WAIT)
+    await git(repo, "worktree", "prune", check=False, lock_wait_s=_WAIT)
     if not any(e.branch == branch and e.locked != reason for e in entries):
         # Atomic: only while the branch still points at the base, i.e. holds nothing.
-        await git(repo, "update-ref", "-d", f"refs/heads/{branch}", base_sha, check=False)
+        await git(repo, "update-ref", "-d", f"refs/heads/{branch}", base_sha, check=False, lock_wait_s=_WAIT)
     log.info("worktree.discarded path=%s branch=%s", path, branch)
 
 
@@ -313,10 +336,11 @@ async def finish_worktree(
     """
     if not wt.isolated:
         return await _describe_in_place(wt)
-    present = await asyncio.to_thread(os.path.lexists, wt.path / ".git")
+    present = await asyncio.to_thread(_checked_out, wt.path)
     auto_sha = await _preserve(wt, author, lock_wait_s) if present else None
     result = await _describe(wt, present, auto_sha)
-    await git(wt.repo_path, "worktree", "unlock", str(wt.path), check=False)  # no longer in use by a run
+    # No longer in use by a run: unlocked, the user may remove it the usual way.
+    await git(wt.repo_path, "worktree", "unlock", str(wt.path), check=False, lock_wait_s=lock_wait_s)
     log.info(
         "worktree.finished run=%s branch=%s head=%s commits=%s auto_committed=%s",
         wt.run_id,
@@ -365,6 +389,14 @@ async def _git_in_worktree(path: Path, lock_wait_s: float, *args: str, **kw: Any
         return await git(path, *args, lock_wait_s=lock_wait_s, **kw)
 
 
+def _checked_out(path: Path) -> bool:
+    """Whether the worktree exists and git finished making it. A crash during `git worktree add` leaves
+    one without its index (written last): no agent ever worked there, and its missing files are not
+    deletions to commit."""
+    private = _private_git_dir(path)
+    return private is not None and (private / "index").exists()
+
+
 def _private_git_dir(path: Path) -> Path | None:
     """The worktree's own git directory (`<common>/worktrees/<name>`), read from its `.git` file."""
     try:
@@ -410,7 +442,7 @@ async def _describe(wt: Worktree, present: bool, auto_sha: str | None) -> Worktr
             head, ref = tip, run_ref
         else:
             ref = f"{run_ref}-detached"
-            await git(wt.repo_path, "update-ref", ref, head)
+            await git(wt.repo_path, "update-ref", ref, head, lock_wait_s=_WAIT)
             log.warning("worktree.detached_head_kept run=%s branch=%s head=%s", wt.run_id, ref, head)
     files, count = await _changes(wt.repo_path, wt.base_sha, head)
     return WorktreeResult(
@@ -532,7 +564,8 @@ async def _remove(repo: Path, path: Path, lock_wait_s: float) -> bool:
 
 async def list_worktrees(repo_path: PathLike) -> list[WorktreeEntry]:
     """Every worktree of the repository (`git worktree list --porcelain -z`), runs' ones recognised."""
-    return _parse_worktrees((await git(Path(repo_path), "worktree", "list", "--porcelain", "-z")).stdout)
+    listed = await git(Path(repo_path), "worktree", "list", "--porcelain", "-z", lock_wait_s=_WAIT)
+    return _parse_worktrees(listed.stdout)
 
 
 def _parse_worktrees(out: bytes) -> list[WorktreeEntry]:

@@ -196,6 +196,27 @@ async def test_two_runs_on_one_repository_at_once(git_repo: GitRepo) -> None:
     git_repo.assert_clean_state()
 
 
+async def test_runs_start_while_others_are_cleaned_up(git_repo: GitRepo) -> None:
+    repo = str(git_repo.path)
+    first = await asyncio.gather(*(create_worktree(repo, i) for i in range(1, 5)))
+    for wt in first:
+        git_repo.write("work.txt", f"{wt.run_id}\n", cwd=wt.path)
+    # Removing, unlocking and pruning worktrees while others are being added (git lists worktrees
+    # for both, and meets half-written ones).
+    outcome = await asyncio.gather(
+        *(cleanup_worktree(wt) for wt in first), *(create_worktree(repo, i) for i in range(5, 9))
+    )
+    second = [wt for wt in outcome if isinstance(wt, Worktree)]
+    assert all(r.worktree_removed and r.auto_committed for r in outcome[:4])
+    assert sorted(git_repo.worktree_paths()) == sorted([repo, *(str(wt.path) for wt in second)])
+    await asyncio.gather(*(cleanup_worktree(wt) for wt in second))
+    assert git_repo.worktree_paths() == [repo]
+    assert {b for b in git_repo.branches() if b.startswith("coral/")} == {
+        f"coral/run-{i}" for i in range(1, 5)
+    }
+    git_repo.assert_clean_state()
+
+
 async def test_busy_branch_fails_clearly_and_leaves_the_repository_intact(git_repo: GitRepo) -> None:
     git_repo.git("branch", "coral/run-7", "main")
     before = (git_repo.worktree_paths(), git_repo.branches(), git_repo.sha("coral/run-7"))
@@ -237,12 +258,12 @@ async def test_a_held_lock_fails_after_a_short_wait(git_repo: GitRepo) -> None:
 async def test_create_retries_while_a_lock_is_held(
     git_repo: GitRepo, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="coral_server.jobs.git")
+    caplog.set_level(logging.INFO, logger="coral_server.jobs.worktree")
     lock = git_repo.path / ".git" / "refs" / "heads" / "coral" / "run-6.lock"
     lock.parent.mkdir(parents=True)
     lock.write_text("")
     task = asyncio.create_task(create_worktree(str(git_repo.path), 6, lock_wait_s=30))
-    await wait_for(lambda: any("git.lock_busy" in r.getMessage() for r in caplog.records))
+    await wait_for(lambda: any("worktree.add_retry" in r.getMessage() for r in caplog.records))
     assert not task.done()
     lock.unlink()  # the other git process is done
     wt = await asyncio.wait_for(task, 30)
@@ -253,7 +274,7 @@ async def test_create_retries_while_a_lock_is_held(
 
 async def test_cancelled_create_leaves_nothing_behind(make_git_repo: MakeRepo) -> None:
     repo = make_git_repo("big")
-    repo.commit_many_files(20_000)  # a checkout long enough to be caught in the middle
+    repo.commit_many_files(5_000)  # a checkout long enough to be caught in the middle
     private = repo.path / ".git" / "worktrees" / "big_task_run_1"
     task = asyncio.create_task(create_worktree(str(repo.path), 1))
     await wait_for(private.exists)  # git is at work: it made the worktree's admin dir first
@@ -408,6 +429,33 @@ async def test_recover_a_worktree_whose_directory_is_gone(git_repo: GitRepo) -> 
     assert git_repo.show("coral/run-22", "kept.txt") == "committed\n"
     git_repo.assert_clean_state()
     assert await recover_worktree(str(git_repo.path), 99) is None
+
+
+async def test_recover_a_worktree_whose_creation_was_cut_short(git_repo: GitRepo) -> None:
+    # The state a crash leaves in the middle of `git worktree add`: registered, locked with our reason,
+    # branch made, nothing checked out yet (no index).
+    base = git_repo.sha("main")
+    path = git_repo.path.parent / "repo_task_run_23"
+    reason = f"coral run 23 (base {base})"
+    git_repo.git(
+        "worktree",
+        "add",
+        "-q",
+        "--no-checkout",
+        "--lock",
+        "--reason",
+        reason,
+        "-b",
+        "coral/run-23",
+        str(path),
+        base,
+    )
+    result = await recover_worktree(str(git_repo.path), 23)
+    assert result is not None
+    assert (result.auto_committed, result.commit_count, result.worktree_removed) == (False, 0, True)
+    assert result.branch_deleted and "coral/run-23" not in git_repo.branches()
+    assert git_repo.worktree_paths() == [str(git_repo.path)]
+    git_repo.assert_clean_state()
 
 
 async def test_recover_worktrees_touches_only_dead_runs_of_its_owner(
