@@ -46,7 +46,7 @@ async def recover_worktree(
     repo = normalise(repo_path)
     expected = await asyncio.to_thread(worktree_path(repo, run_id).resolve)
     entry = None
-    for e in await list_worktrees(repo):
+    for e in await list_worktrees(repo, lock_wait_s=lock_wait_s):
         ours = e.run_id == run_id and e.owner == owner
         if ours or (e.run_id is None and await asyncio.to_thread(e.path.resolve) == expected):
             entry = e
@@ -82,7 +82,7 @@ async def recover_worktrees(
     Worktrees of finished runs kept on purpose (cleanup_worktree=false) are unlocked, so never touched.
     """
     results: dict[int, WorktreeResult] = {}
-    for e in await list_worktrees(repo_path):
+    for e in await list_worktrees(repo_path, lock_wait_s=lock_wait_s):
         if e.run_id is None or e.owner != owner or e.run_id in active_run_ids:
             continue
         found = await recover_worktree(

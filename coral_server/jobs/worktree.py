@@ -65,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger("coral_server.jobs.worktree")
 
-_WAIT = DEFAULT_LOCK_WAIT_S
 _REASON = re.compile(r"^coral run (\d+)(?: of (\S+))? \(base ([0-9a-f]{40,64})\)$")
 _AUTO_COMMIT_BODY = (
     "The run ended with changes it had not committed. coral_server committed them so that\n"
@@ -252,10 +251,10 @@ async def create_worktree(
         busy = _busy(exc, branch, path)
         if busy is not None:  # someone else's branch, path or lock: touch nothing
             raise busy from exc
-        await asyncio.shield(_discard(repo.path, path, branch, reason, repo.base_sha))
+        await asyncio.shield(_discard(repo.path, path, branch, reason, repo.base_sha, lock_wait_s))
         raise
     except BaseException:  # cancelled, or the copy failed: take back whatever was made
-        await asyncio.shield(_discard(repo.path, path, branch, reason, repo.base_sha))
+        await asyncio.shield(_discard(repo.path, path, branch, reason, repo.base_sha, lock_wait_s))
         raise
     log.info("worktree.created run=%s path=%s branch=%s base=%s", run_id, path, branch, repo.base_sha)
     return wt
@@ -278,7 +277,7 @@ async def _add(
             if not is_transient(exc.result.stderr) or loop.time() + pause > deadline:
                 raise
             log.info("worktree.add_retry repo=%s branch=%s error=%s", repo, branch, exc)
-            await _discard(repo, Path(add[-2]), branch, reason, base_sha)
+            await _discard(repo, Path(add[-2]), branch, reason, base_sha, lock_wait_s)
         await asyncio.sleep(pause)  # git's own lock timeouts poll the same way
         pause = min(pause * 2, 0.25)
 
@@ -296,17 +295,18 @@ def _busy(exc: GitFailed, branch: str, path: Path) -> RepositoryBusy | None:
     return None
 
 
-async def _discard(repo: Path, path: Path, branch: str, reason: str, base_sha: str) -> None:
+async def _discard(repo: Path, path: Path, branch: str, reason: str, base_sha: str, wait: float) -> None:
     """Undo a creation that did not complete (nobody has worked in it yet): only what is ours."""
-    listed = await git(repo, "worktree", "list", "--porcelain", "-z", check=False, lock_wait_s=_WAIT)
+    listed = await git(repo, "worktree", "list", "--porcelain", "-z", check=False, lock_wait_s=wait)
     entries = _parse_worktrees(listed.stdout) if listed.ok else []
     for e in entries:
         if e.locked == reason:
-            await git(repo, "worktree", "remove", "-f", "-f", str(e.path), check=False, lock_wait_s=_WAIT)
-    await git(repo, "worktree", "prune", check=False, lock_wait_s=_WAIT)
-    if not any(e.branch == branch and e.locked != reason for e in entries):
+            await git(repo, "worktree", "remove", "-f", "-f", str(e.path), check=False, lock_wait_s=wait)
+    await git(repo, "worktree", "prune", check=False, lock_wait_s=wait)
+    mine = not any(e.branch == branch and e.locked != reason for e in entries)
+    if mine and await _rev(repo, f"refs/heads/{branch}") == base_sha:
         # Atomic: only while the branch still points at the base, i.e. holds nothing.
-        await git(repo, "update-ref", "-d", f"refs/heads/{branch}", base_sha, check=False, lock_wait_s=_WAIT)
+        await git(repo, "update-ref", "-d", f"refs/heads/{branch}", base_sha, check=False, lock_wait_s=wait)
     log.info("worktree.discarded path=%s branch=%s", path, branch)
 
 
@@ -442,7 +442,7 @@ async def _describe(wt: Worktree, present: bool, auto_sha: str | None) -> Worktr
             head, ref = tip, run_ref
         else:
             ref = f"{run_ref}-detached"
-            await git(wt.repo_path, "update-ref", ref, head, lock_wait_s=_WAIT)
+            await git(wt.repo_path, "update-ref", ref, head, lock_wait_s=DEFAULT_LOCK_WAIT_S)
             log.warning("worktree.detached_head_kept run=%s branch=%s head=%s", wt.run_id, ref, head)
     files, count = await _changes(wt.repo_path, wt.base_sha, head)
     return WorktreeResult(
@@ -562,9 +562,11 @@ async def _remove(repo: Path, path: Path, lock_wait_s: float) -> bool:
 # ---------------------------------------------------------------------------------------------- listing
 
 
-async def list_worktrees(repo_path: PathLike) -> list[WorktreeEntry]:
+async def list_worktrees(
+    repo_path: PathLike, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S
+) -> list[WorktreeEntry]:
     """Every worktree of the repository (`git worktree list --porcelain -z`), runs' ones recognised."""
-    listed = await git(Path(repo_path), "worktree", "list", "--porcelain", "-z", lock_wait_s=_WAIT)
+    listed = await git(Path(repo_path), "worktree", "list", "--porcelain", "-z", lock_wait_s=lock_wait_s)
     return _parse_worktrees(listed.stdout)
 
 

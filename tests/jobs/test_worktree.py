@@ -274,7 +274,7 @@ async def test_create_retries_while_a_lock_is_held(
 
 async def test_cancelled_create_leaves_nothing_behind(make_git_repo: MakeRepo) -> None:
     repo = make_git_repo("big")
-    repo.commit_many_files(5_000)  # a checkout long enough to be caught in the middle
+    repo.commit_many_files(2_000)  # a checkout long enough to be caught in the middle
     private = repo.path / ".git" / "worktrees" / "big_task_run_1"
     task = asyncio.create_task(create_worktree(str(repo.path), 1))
     await wait_for(private.exists)  # git is at work: it made the worktree's admin dir first
