@@ -162,6 +162,9 @@ class Session:
         except LaunchFailed as exc:
             agent.status, agent.error = "failed", str(exc)
             log.warning("agent.launch_failed session=%s agent=%s error=%s", self.id, agent.name, exc)
+        except Exception as exc:  # whatever a runtime raises ends the launch visibly, never in "pending"
+            agent.status, agent.error = "failed", f"launch failed: {type(exc).__name__}: {exc}"
+            log.exception("agent.launch_failed session=%s agent=%s", self.id, agent.name)
         else:
             agent.status = "running"
             self._emit("agent_started", agent=agent.name, runtime=agent.runtime)
