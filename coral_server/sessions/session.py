@@ -199,6 +199,9 @@ class Session:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+        # Launches that completed while the others were being stopped: theirs must stop too.
+        late = [a.handle for a in self.agents.values() if a.handle is not None and a.handle not in handles]
+        await asyncio.gather(*(h.stop(self._stop_grace_s) for h in late), return_exceptions=True)
         for agent in self.agents.values():
             self.mark_disconnected(agent)
             if agent.status in ("pending", "running"):
