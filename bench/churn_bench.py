@@ -1,4 +1,4 @@
-# ruff: noqa: ASYNC110, ASYNC220, ASYNC230  (a benchmark driver: blocking calls and polling are fine here)
+# ruff: noqa: ASYNC110  (a benchmark driver: blocking calls and polling are fine here)
 """Create/DELETE churn: many workers create a session of echo agents and delete it at once, for a while.
 
 Prints the errors (answers other than 200, requests that failed), the processes left running once every
@@ -16,7 +16,6 @@ import os
 import random
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,25 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from startup_bench import start_server
 
 MARKER = "CORAL_CHURN_BENCH"
-
-
-async def start_server(data_dir: Path, marker: str) -> tuple[subprocess.Popen[bytes], str]:
-    # The server's log goes to a file: an undrained pipe would block the server once full.
-    log_path = data_dir / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
-    cmd = [sys.executable, "-m", "coral_server", "--port", "0", "--data-dir", str(data_dir)]
-    env = {**os.environ, MARKER: marker}
-    proc = subprocess.Popen([*cmd, "--log-level", "WARNING"], stderr=log, env=env)
-    for _ in range(600):
-        found = re.search(r"listening on (http://\S+)", log_path.read_text())
-        if found:
-            return proc, found.group(1)
-        if proc.poll() is not None:
-            raise RuntimeError("server exited: " + log_path.read_text())
-        await asyncio.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 def body(agents: int, namespace: str) -> dict[str, Any]:
@@ -121,8 +104,9 @@ async def no_sessions(http: aiohttp.ClientSession, url: str, timeout: float) -> 
 
 async def churn(args: argparse.Namespace) -> None:
     marker = uuid.uuid4().hex
+    os.environ[MARKER] = marker  # the server inherits it, and so do its zygote and its agents
     with tempfile.TemporaryDirectory(prefix="coral-churn-") as tmp:
-        proc, url = await start_server(Path(tmp), marker)
+        proc, url = await start_server(tmp)
         try:
             # One connection for the readings, another pool for the workers (closed before the last one).
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
@@ -181,9 +165,16 @@ async def run(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors[f"{type(exc).__name__}: {exc}"[:100]] += 1
 
+    async def halfway() -> int:
+        """RSS half-way through: growth that goes on in the second half is what would be a leak."""
+        await asyncio.sleep(args.duration / 2)
+        return fds_and_rss(server)[1]
+
     started = time.monotonic()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.workers)) as workers:
+        half = asyncio.create_task(halfway())
         await asyncio.gather(*(worker(workers, n) for n in range(args.workers)))
+        rss_half = await half
     elapsed = time.monotonic() - started
     drained = await no_sessions(http, url, 60)
     # Agents stopping after the last DELETE answered get a moment to be reaped.
@@ -209,7 +200,10 @@ async def run(
         f"  zygote restarts: {restarts if first_zygotes else '(no zygote: python agents started directly)'}"
     )
     print(f"  server fds: {fds0} -> {fds1} ({fds1 - fds0:+d})")
-    print(f"  server RSS: {rss0 / 1024:.1f} MB -> {rss1 / 1024:.1f} MB ({(rss1 - rss0) / 1024:+.1f} MB)")
+    print(
+        f"  server RSS: {rss0 / 1024:.1f} MB -> {rss_half / 1024:.1f} MB half-way -> {rss1 / 1024:.1f} MB"
+        f" ({(rss1 - rss0) / 1024:+.1f} MB; second half {(rss1 - rss_half) / 1024:+.1f} MB)"
+    )
     print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
