@@ -84,6 +84,13 @@ class AgentSpec(_In):
     plugins: list[Plugin] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("systemPrompt")
+    @classmethod
+    def _prompt_fits_the_environment(cls, prompt: str | None) -> str | None:
+        if prompt is not None and "\0" in prompt:
+            raise ValueError("must not contain a NUL character (it is passed in an environment variable)")
+        return prompt
+
 
 class HttpTransport(_In):
     type: Literal["http"]

@@ -114,6 +114,7 @@ def resolve_options(
         typed, problems = check_value(
             spec.type, value, f"{base}.value", secret=spec.secret, validation=spec.validation
         )
+        problems = problems or _untransportable(spec, typed, f"{base}.value")
         if problems:
             errors.extend(problems)
         else:
@@ -121,6 +122,23 @@ def resolve_options(
     if errors:
         raise OptionsInvalid(errors)
     return resolved
+
+
+def _untransportable(spec: OptionSpec, value: object, path: str) -> list[FieldError]:
+    """Text an environment variable cannot carry: a NUL byte (the C environment ends strings there)."""
+    if spec.transport != "env" or spec.item_type != "string" or spec.base64:
+        return []
+    if isinstance(value, list):
+        items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        items = [(path, value)]
+    return [
+        FieldError(
+            where, "must not contain a NUL character (the option is passed in an environment variable)"
+        )
+        for where, item in items
+        if isinstance(item, str) and "\0" in item
+    ]
 
 
 def _unwrap(entry: object, spec: OptionSpec, base: str, errors: list[FieldError]) -> tuple[object, bool]:

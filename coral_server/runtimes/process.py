@@ -139,6 +139,8 @@ class ProcessRuntime:
             )
         except OSError as exc:
             raise LaunchFailed(f"cannot start {spec.command[0]!r}: {exc.strerror or exc}") from exc
+        except ValueError as exc:  # e.g. a NUL byte in an argument or the environment
+            raise LaunchFailed(f"cannot start {spec.command[0]!r}: {exc}") from exc
         return ProcessHandle.of(proc, log, self._clock)
 
     async def _fork(self, zygote: Zygote, spec: LaunchSpec, log: AgentLog) -> AgentHandle:

@@ -193,6 +193,8 @@ class Session:
             agent.mailbox.close()
         await self.crew.stop_all()
         await self.crew.cancel_tasks()
+        # Launches that completed while the others were being stopped: theirs must stop too.
+        await self.crew.stop_all()
         for agent in self.agents.values():
             self.mark_disconnected(agent)
             if agent.unit is not None and agent.unit.status in ("pending", "running"):

@@ -70,6 +70,7 @@ class Crew:
         self.units: dict[str, Unit] = {}
         self._supervisor = supervisor
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped: set[int] = set()  # ids of the handles already stopped
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """Run `coro` as a task this crew owns (cancelled by `cancel_tasks`)."""
@@ -109,6 +110,8 @@ class Crew:
         """Stop every running unit: SIGTERM (or the engine's stop), SIGKILL after the grace period."""
         grace = self._supervisor.stop_grace_s if grace is None else grace
         handles = [u.handle for u in self.units.values() if u.handle is not None]
+        handles = [h for h in handles if id(h) not in self._stopped]
+        self._stopped.update(id(h) for h in handles)
         await asyncio.gather(*(h.stop(grace) for h in handles), return_exceptions=True)
 
     async def stop(self, unit: Unit, grace: float | None = None) -> None:
@@ -178,8 +181,8 @@ class Supervisor:
             unit.status, unit.error = "failed", str(exc)
         except OSError as exc:
             unit.status, unit.error = "failed", f"cannot prepare the agent: {exc}"
-        except Exception as exc:  # any other launch error still ends the unit visibly
-            unit.status, unit.error = "failed", f"cannot start the agent: {exc}"
+        except Exception as exc:  # whatever a runtime raises ends the launch visibly, never "pending"
+            unit.status, unit.error = "failed", f"launch failed: {type(exc).__name__}: {exc}"
             log.exception("unit.launch_error owner=%s unit=%s", unit.owner.id, unit.name)
         else:
             unit.status = "running"

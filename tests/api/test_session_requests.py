@@ -366,6 +366,16 @@ BAD_REQUESTS: list[Any] = [
     pytest.param(
         session_body([opts_agent(options=["NAME"])]), [(f"{A0}.options", None)], id="options-not-an-object"
     ),
+    # An environment variable cannot hold a NUL: the agent could never start.
+    pytest.param(with_options(TOKEN="a\0b"), [(f"{A0}.options.TOKEN.value", "NUL")], id="option-nul"),
+    pytest.param(
+        with_options(TAGS={"type": "list[string]", "value": ["ok", "a\0"]}),
+        [(f"{A0}.options.TAGS.value[1]", "NUL")],
+        id="option-list-item-nul",
+    ),
+    pytest.param(
+        session_body([opts_agent(systemPrompt="be\0brief")]), [(f"{A0}.systemPrompt", "NUL")], id="prompt-nul"
+    ),
 ]
 
 

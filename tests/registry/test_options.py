@@ -181,6 +181,20 @@ def test_list_reports_every_bad_item(make_agent: MakeAgent) -> None:
     assert [e.path for e in errors] == ["options.V.value[1]", "options.V.value[2]", "options.V.value[4]"]
 
 
+def test_nul_only_rejected_where_an_environment_variable_carries_it(make_agent: MakeAgent) -> None:
+    for type_, raw, suffix in [
+        ("string", "a\0b", ""),
+        ("secret", "a\0b", ""),
+        ("list[string]", ["x", "\0"], "[1]"),
+    ]:
+        [error] = errors_of(one(make_agent, type_), {"V": raw})
+        assert error.path == f"options.V.value{suffix}" and "NUL" in error.message
+    # A file, a base64-encoded variable or a blob carries any byte.
+    for type_, extra in [("string", 'transport = "fs"'), ("string", "base64 = true"), ("blob", "")]:
+        raw = "AGE=" if type_ == "blob" else "a\0b"
+        assert resolve_options(one(make_agent, type_, extra), {"V": raw})
+
+
 def test_regex_must_match_fully(make_agent: MakeAgent) -> None:
     manifest = one(make_agent, "string", 'validation = { regex = "[a-z]+" }')
     assert resolve_options(manifest, {"V": "abc"})[0].value == "abc"

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from coral_server.runtimes import AgentLog, LaunchSpec, Owner
+from coral_server.runtimes import AgentHandle, AgentLog, LaunchSpec, Owner
 from coral_server.runtimes.process import ProcessRuntime, preloadable
-from coral_server.runtimes.zygote import Zygote
+from coral_server.runtimes.zygote import Zygote, ZygoteUnavailable
+from tests.processes import marked
 
 
 def now() -> int:
@@ -182,8 +185,103 @@ async def test_a_dead_zygote_is_replaced_and_its_children_still_watched(
     assert await first.stop(grace=5) == -1
     again = AgentLog()
     second = await runtime.launch(script(tmp_path, body, "again.py"), again)
-    assert int(await wait_for_line(again)) != old
+    parent = int(await wait_for_line(again))
+    # Forked by a new zygote: not by the dead one, and not started directly by this process.
+    assert parent not in (old, os.getpid())
     await second.stop(grace=5)
+
+
+async def test_launches_that_fill_the_socket_all_get_their_pid(tmp_path: Path, zygote: Zygote) -> None:
+    # 40 requests of 60 KB each: far more than the socket holds, so most wait for it to drain.
+    spec = script(tmp_path, "import os; print(os.getppid())\n")
+    spec.env["LARGE"] = "x" * 60_000
+    runtime = ProcessRuntime(now, zygote)
+    logs = [AgentLog() for _ in range(40)]
+    async with asyncio.timeout(60):
+        handles = await asyncio.gather(*(runtime.launch(spec, log) for log in logs))
+        assert await asyncio.gather(*(h.wait() for h in handles)) == [0] * 40
+    assert len({log.lines[0].text for log in logs}) == 1  # every one forked by the zygote
+
+
+async def stop_all(handles: list[AgentHandle]) -> None:
+    await asyncio.gather(*(h.stop(grace=5) for h in handles))
+
+
+async def test_cancelled_launches_leave_nothing_running_and_the_zygote_serving(
+    tmp_path: Path, zygote: Zygote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The zygote starts with the marker, so every child it forks carries it too.
+    marker = f"CORAL_TEST_MARK={uuid.uuid4().hex}"
+    monkeypatch.setenv(*marker.split("="))
+    runtime = ProcessRuntime(now, zygote)
+    body = "import os, time; print(os.getppid(), flush=True); time.sleep(60)\n"
+    spec = script(tmp_path, body)
+    spec.env.update([marker.split("=")])  # a launch started directly would carry it as well
+    log = AgentLog()
+    first = await runtime.launch(spec, log)
+    the_zygote = int(await wait_for_line(log))
+    # Cancel launches at every stage: before the request went out, after it went out and before
+    # the pid came back, and after the pid came back but before the launch saw it.
+    delays: list[int | float] = [*range(12), 0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
+    finished: list[AgentHandle] = []
+    for delay in delays:
+        launch = asyncio.ensure_future(runtime.launch(spec, AgentLog()))
+        if isinstance(delay, int):
+            for _ in range(delay):
+                await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(delay)
+        launch.cancel()
+        [outcome] = await asyncio.gather(launch, return_exceptions=True)
+        if not isinstance(outcome, BaseException):
+            finished.append(outcome)  # it had completed: a handle like any other
+    await stop_all(finished)
+    # The zygote survived all of that and still forks.
+    later = AgentLog()
+    last = await runtime.launch(spec, later)
+    assert int(await wait_for_line(later)) == the_zygote
+    await stop_all([first, last])
+    async with asyncio.timeout(10):
+        while marked(marker) - {the_zygote}:
+            await asyncio.sleep(0.02)
+
+
+def silent_zygote(tmp_path: Path, ready: bool) -> str:
+    """A stand-in for the zygote's interpreter: it takes requests and never answers them."""
+    silent = tmp_path / "silent.py"
+    silent.write_text(
+        "import socket, sys\n"
+        "s = socket.socket(fileno=int(sys.argv[1]))\n"
+        + ("s.send(b'{\"ready\": true}')\n" if ready else "")
+        + "while s.recv(1 << 20):\n    pass\n"
+    )
+    stub = tmp_path / "silent-python"  # called as: stub -m coral_server.runtimes.zygote FD
+    stub.write_text(f'#!/bin/sh\nexec {sys.executable} {silent} "$3"\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    return str(stub)
+
+
+@pytest.mark.parametrize("ready", [False, True], ids=["never-ready", "never-answers"])
+async def test_a_zygote_that_does_not_answer_fails_the_launch_in_time(tmp_path: Path, ready: bool) -> None:
+    zygote = Zygote(python=silent_zygote(tmp_path, ready), spawn_timeout_s=1.0)
+    try:
+        read_end, write_end = os.pipe()
+        started = time.monotonic()
+        with pytest.raises(ZygoteUnavailable, match="no answer from the zygote within 1 s"):
+            await zygote.spawn([sys.executable, "x.py"], str(tmp_path), {}, write_end, write_end)
+        assert time.monotonic() - started < 10
+        os.close(read_end)
+        os.close(write_end)
+        # The runtime then starts the agent the usual way: it runs, as this process's child.
+        log = AgentLog()
+        handle = await ProcessRuntime(now, zygote).launch(
+            script(tmp_path, "import os; print(os.getppid())\n"), log
+        )
+        async with asyncio.timeout(30):
+            assert await handle.wait() == 0
+        assert texts(log, "stdout") == [str(os.getpid())]
+    finally:
+        await zygote.close()
 
 
 async def test_closing_the_server_end_kills_the_zygotes_children(tmp_path: Path) -> None:
