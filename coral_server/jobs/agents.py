@@ -278,7 +278,11 @@ class ClaudeCli(AgentCli):
             config = json.loads((home / ".claude.json").read_text())
         except (OSError, ValueError):
             return None
-        project = (config.get("projects") or {}).get(str(cwd.resolve())) or {}
+        # The CLI files a git worktree's totals under its main repository's path; a fresh HOME per run
+        # holds one run's entries, so any entry that has totals is this run's.
+        projects = config.get("projects") or {}
+        entries = [projects.get(str(cwd.resolve())) or {}, *projects.values()]
+        project = next((e for e in entries if isinstance(e, dict) and "lastSessionId" in e), {})
         session_id = _str_or_none(project.get("lastSessionId"))
         transcript = _transcript(home, session_id)
         if session_id is None and transcript is None:

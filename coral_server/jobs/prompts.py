@@ -20,7 +20,8 @@ Claude Code (2.1) draws a permission prompt at the bottom of the screen, under a
      Esc to cancel · Tab to amend · ctrl+e to explain
 
 A digit picks an option at once (no Enter); Esc declines. After a decline the CLI stops and waits
-for the user ("Interrupted · What should Claude do instead?").
+for the user, under the declined call: "Interrupted · What should Claude do instead?" (Esc) or
+"User rejected write to hello.txt" (the No option).
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ class ScreenReading:
     input_text: str | None = None  # what is typed in the input box (READY and BUSY)
     turn_end: TurnEnd | None = None  # how the last turn ended, when the screen says (READY)
 
+    @property
+    def idle(self) -> bool:
+        """Ready with an empty input box: text just submitted still shows until the CLI takes it."""
+        return self.state is ScreenState.READY and not self.input_text
+
 
 def read_screen(agent_type: str, lines: Sequence[str]) -> ScreenReading:
     """What an agent type's screen shows (STARTING for agent types without a reader)."""
@@ -144,6 +150,9 @@ _RULE = re.compile(r"^─{20,}$")
 _OPTION = re.compile(rf"^\s*(?:{POINTER}\s+)?(\d)\.\s+(\S.*?)\s*$")
 _SPINNER = re.compile(r"^[·✢✳✶✻✽*]\s+\S.*…")  # "✽ Pouncing…", "· Recombobulating… (esc to interrupt)"
 _DONE = re.compile(r"^✻\s+\S+(?:\s\S+)?\s+for\s+\d")  # "✻ Worked for 4s", "✻ Sautéed for 1m 2s"
+# Under the last tool call after a decline: "⎿  Interrupted · What should Claude do instead?" (Esc),
+# "⎿  User rejected write to hello.txt" (No).
+_REFUSED = re.compile(r"^⎿\s+(Interrupted · What should Claude do instead\?|User rejected )")
 _TOOLS_BY_TITLE = {
     "Bash command": "Bash",
     "Create file": "Write",
@@ -181,9 +190,10 @@ def read_claude_screen(lines: Sequence[str]) -> ScreenReading:
     if "esc to interrupt" in status or any(_SPINNER.match(row) for row in above[-3:]):
         return ScreenReading(ScreenState.BUSY, input_text=text)
     turn_end = None
+    last_block = above[_last_index(above, lambda row: row.startswith(("●", POINTER))) :]
     if above and _DONE.match(above[-1]):
         turn_end = TurnEnd.DONE
-    elif above and "What should Claude do instead?" in above[-1]:
+    elif any(_REFUSED.search(row) for row in last_block):
         turn_end = TurnEnd.INTERRUPTED
     return ScreenReading(ScreenState.READY, input_text=text, turn_end=turn_end)
 
@@ -287,6 +297,10 @@ def _input_box(rows: list[str]) -> tuple[int, int, str] | None:
         text = "\n".join(row[2:].rstrip() for row in rows[top + 1 : bottom]).strip()
         return top, bottom, text
     return None
+
+
+def _last_index(rows: Sequence[str], test: Callable[[str], bool]) -> int:
+    return next((i for i in range(len(rows) - 1, -1, -1) if test(rows[i])), 0)
 
 
 def _text(rows: Sequence[str]) -> str:

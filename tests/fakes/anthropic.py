@@ -17,8 +17,9 @@ answer starts and then waits until `fake.release()`, or forever: for timeout and
 callable that gets the request body and returns one of those. Past the script the fake answers
 `final_text`.
 
-Requests that are not the agent's loop (no `tools` offered: titles, topic checks, summaries from a
-smaller model) are answered with `side_text` and never consume the script; `POST
+Requests that are not the agent's loop (no `tools` offered: session titles, topic checks, summaries)
+are answered with `side_text` (as a JSON object when the request asks for a JSON schema, as Claude
+Code's title request does) and never consume the script; `POST
 /v1/messages/count_tokens` answers a rough count. Every request is recorded in `fake.requests`
 (`fake.turn_requests` keeps only the agent loop's). Both streaming (SSE) and plain JSON answers.
 """
@@ -266,7 +267,7 @@ class FakeAnthropic:
             return body
         record = RecordedRequest(request.method, request.path, dict(request.headers), body)
         if not body.get("tools"):
-            record.reply = self.side_text
+            record.reply = self._side_reply(body)
         else:
             record.turn = self._turn_for(body)
             record.reply = self._reply(record.turn, body)
@@ -281,6 +282,15 @@ class FakeAnthropic:
         if isinstance(reply, Hold):
             await self._hold()
         return web.json_response(self._message(model, answer, record.turn))
+
+    def _side_reply(self, body: dict[str, Any]) -> str:
+        """`side_text`, or an object of the JSON schema the request asks for (session titles)."""
+        schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return self.side_text
+        samples = {"string": self.side_text, "number": 0, "integer": 0, "boolean": False, "array": []}
+        properties = schema.get("properties") or {}
+        return json.dumps({k: samples.get(v.get("type")) for k, v in properties.items()})
 
     # -- the script -----------------------------------------------------------------------------
 

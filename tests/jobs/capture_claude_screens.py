@@ -170,6 +170,15 @@ async def main() -> None:
 
     await session(seeded, ["--", "edit the notes"], script, flow)
 
+    async def decline_write(term: Terminal, fake: FakeAnthropic, repo: Path) -> None:
+        await term.wait_for(shown("Do you want to create hello.txt?"))
+        term.send("3")
+        await term.wait_for(lambda s: "User rejected" in s and "for shortcuts" in s)
+        save(term, "declined_write")
+
+    hello: list[object] = [lambda repo: write(f"{repo}/hello.txt", "hello\n"), "ok"]
+    await session(seeded, ["--", "add hello.txt"], hello, decline_write)
+
 
 if __name__ == "__main__":
     try:

@@ -106,6 +106,7 @@ def test_first_run_dialogs_are_told_apart_from_permission_prompts(
         ("ready_bypass_permissions", None),
         ("done", TurnEnd.DONE),
         ("declined", TurnEnd.INTERRUPTED),
+        ("declined_write", TurnEnd.INTERRUPTED),
         ("ctrl_c_once", TurnEnd.DONE),
     ],
 )
@@ -121,7 +122,9 @@ def test_busy_while_the_model_or_a_tool_works(name: str) -> None:
 
 
 def test_the_input_box_text_is_read_including_several_lines() -> None:
-    assert read_claude_screen(screen("typed")).input_text == "go on"
+    typed = read_claude_screen(screen("typed"))
+    assert typed.input_text == "go on" and typed.state is ScreenState.READY and not typed.idle
+    assert read_claude_screen(screen("done")).idle
     assert read_claude_screen(screen("pasted_multiline")).input_text == "line one\nline two\nline three"
 
 
