@@ -1,1 +1,1 @@
-"""One-time jobs: worktrees, coding-agent CLIs, prompts."""
+"""One-time jobs: worktrees, coding-agent CLIs (how to run each, what its terminal asks), the executor."""
