@@ -126,3 +126,7 @@ def make_git_repo(tmp_path: Path) -> Callable[..., GitRepo]:
         return init_git_repo(tmp_path / name, files, bare=bare)
 
     return make
+
+
+# The CLI tests' repository (a plain path, with an identity an agent commits with).
+from tests.jobs.clis import agent_repo  # noqa: E402, F401
