@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -14,17 +15,22 @@ from coral_server.api import docs
 from coral_server.api import events as event_routes
 from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
+from coral_server.api import runs as run_routes
 from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import EVENTS, REGISTRY, SESSIONS, SETTINGS, WEBHOOKS
+from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, WEBHOOKS
 from coral_server.clock import SystemClock
 from coral_server.config import Settings
 from coral_server.events import EventBus
+from coral_server.jobs.agents import AGENTS, Endpoint, Secret, find_binary
+from coral_server.jobs.executor import AgentSetup, JobExecutor, JobSettings
 from coral_server.mcp.endpoint import McpEndpoint
+from coral_server.redaction import SECRETS
 from coral_server.registry import Registry
+from coral_server.runs.service import Runs
 from coral_server.runtimes import Runtime
 from coral_server.runtimes.docker import DockerEngine, DockerRuntime, DockerSettings
 from coral_server.runtimes.external import ExternalRuntime
@@ -132,7 +138,17 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     app[MCP] = McpEndpoint(
         sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"
     )
+    app[RUNS] = Runs(
+        lambda: database.store.runs,
+        app[EVENTS],
+        clock,
+        {"job": JobExecutor(app[SUPERVISOR], _job_settings(settings))},
+        cap=settings.max_concurrent_jobs,
+        instance=settings.resolve_instance_id(),
+        webhooks=app[WEBHOOKS],
+    )
     session_routes.add_routes(app)
+    run_routes.add_routes(app)
     registry_routes.add_routes(app)
     event_routes.add_routes(app)
     webhook_routes.add_routes(app)
@@ -149,6 +165,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
 
 
 async def _close_sessions(app: web.Application) -> None:
+    await app[RUNS].close()  # their agents stopped, their work committed to their branches
     await app[SESSIONS].shutdown()
 
 
@@ -170,6 +187,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # What a crashed server left: its processes (killed), its sessions (closed, end reports sent).
     await app[SUPERVISOR].reap_orphans(app[DOCKER].remove)
     await app[SESSIONS].recover(app[REPORTER].send)
+    await app[RUNS].start()  # runs a dead server left active end (server_restart), their work kept
     try:
         yield
     finally:
@@ -181,6 +199,40 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[DOCKER].close()
         await app[WEBHOOKS].close()
         await app[DATABASE].close()
+
+
+# Where `scripts/install-clis.sh` puts the coding-agent CLIs (or $CORAL_TOOLS_DIR).
+TOOLS_DIR = Path(__file__).resolve().parent.parent / ".tools"
+
+
+def _job_settings(settings: Settings) -> JobSettings:
+    """The agent types this server can run (those whose CLI is found), their endpoints and keys."""
+    tools = [Path(os.environ["CORAL_TOOLS_DIR"])] if os.environ.get("CORAL_TOOLS_DIR") else []
+    tools.append(TOOLS_DIR)
+    configured = {
+        "claude": (settings.claude_bin, settings.anthropic_base_url, settings.anthropic_api_key),
+        "gemini": (settings.gemini_bin, settings.gemini_base_url, settings.gemini_api_key),
+        "codex": (settings.codex_bin, settings.openai_base_url, settings.openai_api_key),
+    }
+    agents: dict[str, AgentSetup] = {}
+    for name, cli in AGENTS.items():
+        binary, base_url, key = configured[name]
+        if binary is None:
+            found = find_binary(cli, tools, os.environ.get("PATH"))
+            binary = None if found is None else str(found)
+        if binary is None:
+            continue
+        key = key or os.environ.get(cli.key_variable) or ""
+        if key:
+            SECRETS.add(key)
+        agents[name] = AgentSetup(cli, binary, Endpoint(Secret(key), base_url))
+    return JobSettings(
+        agents=agents,
+        allowed_roots=None if settings.job_roots is None else tuple(p.resolve() for p in settings.job_roots),
+        stop_grace_s=settings.stop_grace_s,
+        base_env={k: v for k, v in os.environ.items() if not k.startswith("CORAL_")},
+        owner=settings.resolve_instance_id(),
+    )
 
 
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

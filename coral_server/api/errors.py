@@ -11,9 +11,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from coral_server.api import views
+from coral_server.jobs.repository import RepositoryInvalid, RepositoryNotAllowed
+from coral_server.jobs.spec import JobSpecInvalid
 from coral_server.registry import AgentNotInRegistry
 from coral_server.sessions import errors as se
+from coral_server.sessions.service import StoreUnavailable
 from coral_server.store import DeliveryFinished, DeliveryNotFound
+from coral_server.store.runs import RunNotFound
 
 log = logging.getLogger("coral_server.api")
 
@@ -32,6 +36,9 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (se.NotExternal, 409),
     (se.SessionRequestInvalid, 400),
     (se.SessionError, 400),
+    (RepositoryNotAllowed, 403),
+    (RunNotFound, 404),
+    (StoreUnavailable, 503),
 ]
 _MAPPED = tuple(kind for kind, _ in _STATUS)
 _BODY_HEADERS = frozenset({"Content-Type", "Content-Length", "Content-Encoding"})
@@ -100,6 +107,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, str(exc), exc.problems)
     except se.SessionRequestInvalid as exc:
         return error_response(400, "invalid session request", [(p.path, p.message) for p in exc.problems])
+    except JobSpecInvalid as exc:
+        return error_response(400, str(exc), exc.problems)
+    except RepositoryInvalid as exc:
+        return error_response(400, f"'{exc.field}': {exc.message}", [(exc.field, exc.message)])
     except _MAPPED as exc:
         for kind, status in _STATUS:
             if isinstance(exc, kind):

@@ -21,9 +21,11 @@ from aiohttp import web
 
 from coral_server.api import views
 from coral_server.api.errors import BadRequest
-from coral_server.api.keys import EVENTS, SESSIONS
-from coral_server.api.models import SessionSnapshot
+from coral_server.api.keys import EVENTS, RUNS, SESSIONS
+from coral_server.api.runs import run_id_of, run_view
 from coral_server.events import Subscription
+from coral_server.runs.model import FINAL
+from coral_server.runs.service import topic as run_topic
 from coral_server.sessions import Session
 
 log = logging.getLogger("coral_server.api")
@@ -43,7 +45,7 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 class EventStream:
     """What one client gets: an optional snapshot first, then the subscription's events."""
 
-    snapshot: SessionSnapshot | None
+    snapshot: Mapping[str, Any] | None
     subscription: Subscription | None
     types: frozenset[str] | None
 
@@ -90,22 +92,51 @@ def _types(request: web.Request) -> frozenset[str] | None:
     return frozenset(t.strip() for t in raw.split(",") if t.strip())
 
 
-def open_stream(request: web.Request) -> EventStream:
-    """Resolve the session (404 if unknown), then take the snapshot and subscribe in one step."""
-    info = request.match_info
-    session: Session = request.app[SESSIONS].get(info["namespace"], info["session"])
+Snapshot = Callable[[int], dict[str, Any]]
+Opener = Callable[[web.Request], Awaitable[EventStream]]
+
+
+def _stream(request: web.Request, topic: str, snapshot: Snapshot, ended: bool, final_seq: int) -> EventStream:
+    """Take the snapshot and subscribe in one step (no await here: both must see the same instant)."""
     bus = request.app[EVENTS]
     after = _resume_point(request)
     types = _types(request)
-    topic = session.topic
-    # No await from here on: the snapshot and the subscription must see the same instant.
     if after is not None and bus.can_resume(topic, after):
         return EventStream(None, bus.subscribe(topic, after), types)
-    if session.closed_at is not None and not bus.has_topic(topic):
-        # Closed and its topic already forgotten (held for reading): the final state is all there is.
-        return EventStream(views.session_snapshot(session, session.final_seq), None, types)
+    if ended and not bus.has_topic(topic):
+        # Ended and its topic already forgotten: the final state is all there is.
+        return EventStream(snapshot(final_seq), None, types)
     seq = bus.last_seq(topic)
-    return EventStream(views.session_snapshot(session, seq), bus.subscribe(topic, seq), types)
+    return EventStream(snapshot(seq), bus.subscribe(topic, seq), types)
+
+
+async def open_stream(request: web.Request) -> EventStream:
+    """A session's stream (404 if the session is unknown)."""
+    info = request.match_info
+    session: Session = request.app[SESSIONS].get(info["namespace"], info["session"])
+    return _stream(
+        request,
+        session.topic,
+        lambda seq: dict(views.session_snapshot(session, seq)),
+        session.closed_at is not None,
+        session.final_seq,
+    )
+
+
+async def open_run_stream(request: web.Request) -> EventStream:
+    """A run's stream: a snapshot of the run (as `GET /api/tasks/runs/{id}` shows it), then its events:
+    `run_status`, `run_output` (terminal output), `run_input_needed`, `run_auto_accepted`."""
+    run = await request.app[RUNS].get(run_id_of(request))
+    bus = request.app[EVENTS]
+    topic = run_topic(run.id)
+    final = bus.last_seq(topic)
+    return _stream(
+        request,
+        topic,
+        lambda seq: {"seq": seq, "type": "snapshot", **run_view(run)},
+        run.status in FINAL,
+        final,
+    )
 
 
 def _sse_frame(payload: Mapping[str, Any]) -> bytes:
@@ -116,8 +147,21 @@ def _sse_frame(payload: Mapping[str, Any]) -> bytes:
     )
 
 
-async def sse_events(request: web.Request) -> web.StreamResponse:
-    stream = open_stream(request)
+def sse_route(opener: Opener) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await sse_events(request, await opener(request))
+
+    return handler
+
+
+def ws_route(opener: Opener) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await ws_events(request, await opener(request))
+
+    return handler
+
+
+async def sse_events(request: web.Request, stream: EventStream) -> web.StreamResponse:
     try:
         response = web.StreamResponse(
             headers={
@@ -148,8 +192,7 @@ async def _drain(ws: web.WebSocketResponse) -> None:
         pass
 
 
-async def ws_events(request: web.Request) -> web.StreamResponse:
-    stream = open_stream(request)
+async def ws_events(request: web.Request, stream: EventStream) -> web.StreamResponse:
     try:
         ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, timeout=WS_CLOSE_TIMEOUT_S)
         await ws.prepare(request)
@@ -175,5 +218,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/ws/v1/events/{namespace}/{session}", ws_events)
-    app.router.add_get("/api/v1/events/{namespace}/{session}", sse_events)
+    app.router.add_get("/ws/v1/events/{namespace}/{session}", ws_route(open_stream))
+    app.router.add_get("/api/v1/events/{namespace}/{session}", sse_route(open_stream))
+    app.router.add_get("/ws/v1/runs/{run_id}/events", ws_route(open_run_stream))
+    app.router.add_get("/api/tasks/runs/{run_id}/events", sse_route(open_run_stream))

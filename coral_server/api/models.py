@@ -529,6 +529,7 @@ class FieldProblem(TypedDict):
 
 @Wire
 class ErrorBody(TypedDict):
+    error: str  # the same text: the key clients of the jobs and tasks systems read
     message: str
     errors: NotRequired[list[FieldProblem]]
 

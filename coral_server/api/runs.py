@@ -50,14 +50,13 @@ def run_view(run: Run, *, output: bool = True) -> dict[str, Any]:
     return view
 
 
-def _run_id(request: web.Request) -> int:
+def run_id_of(request: web.Request) -> int:
+    """The run id of the path; an id that is not a number is an unknown run (404)."""
     raw = request.match_info["run_id"]
     try:
         return int(raw)
     except ValueError:
-        raise web.HTTPNotFound(
-            text='{"error": "Run not found", "message": "Run not found"}', content_type="application/json"
-        ) from None
+        raise RunNotFound(raw) from None
 
 
 def _not_found(message: str = "Run not found") -> web.Response:
@@ -87,7 +86,7 @@ async def submit(request: web.Request) -> web.Response:
 
 async def get_run(request: web.Request) -> web.Response:
     try:
-        run = await request.app[RUNS].get(_run_id(request))
+        run = await request.app[RUNS].get(run_id_of(request))
     except RunNotFound:
         return _not_found()
     return json_response(run_view(run))
@@ -127,7 +126,7 @@ async def list_runs(request: web.Request) -> web.Response:
 
 async def kill(request: web.Request) -> web.Response:
     try:
-        await request.app[RUNS].kill(_run_id(request))
+        await request.app[RUNS].kill(run_id_of(request))
     except (RunNotActive, RunNotFound) as exc:
         detail = f"Run not found or not active ({exc})"
         return json_response({"error": "Run not found or not active", "message": detail}, 404)
@@ -140,7 +139,7 @@ async def answer(request: web.Request) -> web.Response:
     if not isinstance(text, str):
         raise BadRequest("'text' is required", [("text", "expected a string")])
     try:
-        await request.app[RUNS].answer(_run_id(request), text)
+        await request.app[RUNS].answer(run_id_of(request), text)
     except RunNotFound:
         return _not_found()
     except RunNotWaiting as exc:

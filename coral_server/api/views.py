@@ -295,7 +295,7 @@ def _payload(body: bytes) -> Any:
 
 
 def error_body(message: str, problems: list[tuple[str, str]] | None = None) -> m.ErrorBody:
-    body: m.ErrorBody = {"message": message}
+    body: m.ErrorBody = {"error": message, "message": message}
     if problems:
         body["errors"] = [{"field": f, "message": text} for f, text in problems]
     return body

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from coral_server.jobs.agents import AgentCli, AgentOutputError, Endpoint
+from coral_server.jobs.prompts import READERS, ScreenState, TerminalScreen, TurnEnd, read_screen
 from coral_server.jobs.recovery import recover_worktree
 from coral_server.jobs.spec import JobSpec, parse_job
 from coral_server.jobs.worktree import (
@@ -33,79 +35,45 @@ from coral_server.jobs.worktree import (
 from coral_server.runs.model import Run
 from coral_server.runs.service import Outcome, RunContext
 from coral_server.runtimes import AgentLog, LaunchSpec, LogLine, Owner, Terminal
+from coral_server.runtimes.pty import COLS, ROWS
 from coral_server.supervision import Crew, Supervisor, Unit
 
 log = logging.getLogger("coral_server.jobs")
 
-
-class Screen(Protocol):
-    """What an interactive CLI shows, rendered from its terminal output."""
-
-    def feed(self, data: str) -> None: ...
+SETTLE_S = 0.05  # how long a terminal screen is left to settle before it is read
+EXIT_KEYS = b"/exit\r"
 
 
 @dataclass(frozen=True, slots=True)
-class Prompt:
-    """A question the CLI asks on its screen: what it asks and the keys that answer yes / no."""
+class AgentSetup:
+    """One agent type as this server runs it: the CLI, where its binary is, its model API."""
 
-    question: str
-    yes: bytes
-    no: bytes
-
-
-class CodingAgent(Protocol):
-    """One coding-agent CLI (claude, gemini, codex): how to run it and read what it did."""
-
-    name: str
-
-    def interactive(self, flags: Sequence[str], auto_accept: bool) -> bool:
-        """Whether this run needs a terminal (a permission prompt may come, or auto-accept is on)."""
-        ...
-
-    def command(self, prompt: str, flags: Sequence[str], *, interactive: bool) -> list[str]: ...
-
-    def environment(self, home: Path) -> dict[str, str]:
-        """The CLI's environment with `home` as its fresh HOME (prepared here: no first-run dialogs)."""
-        ...
-
-    def result(self, output: str) -> dict[str, Any] | None:
-        """What its output says it did (final text, usage, cost...), if anything."""
-        ...
-
-    def screen(self) -> Screen: ...
-
-    def prompt(self, screen: Screen) -> Prompt | None:
-        """The permission prompt shown now, if any."""
-        ...
-
-    def finished(self, screen: Screen) -> bool:
-        """Whether an interactive session is done with the task (idle again after working)."""
-        ...
-
-    def exit_keys(self) -> bytes: ...
+    cli: AgentCli
+    binary: str
+    endpoint: Endpoint
 
 
 @dataclass(frozen=True, slots=True)
 class JobSettings:
     """What the server was told about jobs."""
 
+    agents: Mapping[str, AgentSetup]
     allowed_roots: tuple[Path, ...] | None = None  # None: anywhere
     author: GitAuthor = DEFAULT_AUTHOR
     stop_grace_s: float = 5.0
+    base_env: Mapping[str, str] = field(default_factory=dict)  # what CLIs may take from ours (PATH...)
+    owner: str | None = None  # marks our worktrees' locks (the instance id)
 
 
 class JobExecutor:
     """The executor of runs of kind "job"."""
 
-    def __init__(
-        self, supervisor: Supervisor, agents: Mapping[str, CodingAgent], settings: JobSettings
-    ) -> None:
+    def __init__(self, supervisor: Supervisor, settings: JobSettings) -> None:
         self.supervisor = supervisor
-        self.agents = dict(agents)
         self.settings = settings
 
     async def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        job = parse_job(spec, frozenset(self.agents))
+        job = parse_job(spec, frozenset(self.settings.agents))
         await validate_repository(
             job.repo_path,
             base_branch=job.base_branch,
@@ -119,13 +87,17 @@ class JobExecutor:
         if not job.create_worktree:
             return None
         result = await recover_worktree(
-            job.repo_path, run.id, remove=job.cleanup_worktree, author=self.settings.author
+            job.repo_path,
+            run.id,
+            owner=self.settings.owner,
+            remove=job.cleanup_worktree,
+            author=self.settings.author,
         )
         return None if result is None else {"worktree": result.to_json()}
 
     async def execute(self, run: Run, ctx: RunContext) -> Outcome:
         job = JobSpec.model_validate(run.spec)
-        agent = self.agents[job.agent_type]
+        agent = self.settings.agents[job.agent_type]
         try:
             if job.create_worktree:
                 wt = await create_worktree(
@@ -133,6 +105,7 @@ class JobExecutor:
                     run.id,
                     base_branch=job.base_branch,
                     allowed_roots=self.settings.allowed_roots,
+                    owner=self.settings.owner,
                 )
             else:
                 wt = await use_repository_in_place(
@@ -144,7 +117,7 @@ class JobExecutor:
         crew = self.supervisor.crew(Owner("run", str(run.id)))
         outcome = Outcome("failed", "error", "the agent did not run")
         try:
-            outcome = await _Job(run, ctx, job, agent, wt, crew).drive()
+            outcome = await _Job(run, ctx, job, agent, wt, crew, self.settings.base_env).drive()
         finally:
             await crew.stop_all(self.settings.stop_grace_s)
             await crew.close()
@@ -175,35 +148,59 @@ class _Job:
     """One execution of a job's CLI: launch, watch output and prompts, race exit/kill/deadline."""
 
     def __init__(
-        self, run: Run, ctx: RunContext, job: JobSpec, agent: CodingAgent, wt: Worktree, crew: Crew
+        self,
+        run: Run,
+        ctx: RunContext,
+        job: JobSpec,
+        agent: AgentSetup,
+        wt: Worktree,
+        crew: Crew,
+        base_env: Mapping[str, str],
     ) -> None:
         self.run, self.ctx, self.job, self.agent, self.wt, self.crew = run, ctx, job, agent, wt, crew
-        self.interactive = agent.interactive(job.flag_list, job.auto_accept)
+        self.base_env = base_env
+        cli = agent.cli
+        # A terminal when a permission prompt may come (or auto-accept is asked for) and the CLI's
+        # screens are known; otherwise headless, JSON on stdout.
+        self.interactive = cli.name in READERS and (
+            job.auto_accept or not cli.skips_permissions(job.flag_list)
+        )
         self.log = AgentLog(max_bytes=1024 * 1024)
-        self.screen = agent.screen() if self.interactive else None
+        self.screen: TerminalScreen | None = None
         self.changed = asyncio.Event()
         self.unit: Unit | None = None
-        self.output: list[str] = []
+        self.stdout: list[str] = []
+        self.home = crew.work_dir / "home"
 
     def _line(self, line: LogLine) -> None:
-        text = line.text if line.stream == "pty" else line.text + "\n"
-        if line.stream == "stdout":
-            self.output.append(line.text)
-        if self.screen is not None and line.stream == "pty":
-            self.screen.feed(text)
-        self.ctx.output(text)
+        if line.stream == "pty":
+            if self.screen is not None:
+                self.screen.feed(line.text.encode())
+            self.ctx.output(line.text)
+        else:
+            if line.stream == "stdout":
+                self.stdout.append(line.text)
+            self.ctx.output(line.text + "\n")
         self.changed.set()
 
     def _spec(self, files_dir: Path) -> LaunchSpec:
-        home = files_dir / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        command = self.agent.command(self.job.prompt, self.job.flag_list, interactive=self.interactive)
+        cli, agent = self.agent.cli, self.agent
+        cli.prepare_home(self.home, self.wt.path, agent.endpoint)
+        launch = cli.launch(
+            binary=agent.binary,
+            prompt=self.job.prompt,
+            flags=self.job.flags,
+            endpoint=agent.endpoint,
+            home=self.home,
+            mode="interactive" if self.interactive else "headless",
+            base_env=self.base_env,
+        )
         return LaunchSpec(
             owner=self.crew.owner,
             name="cli",
-            command=command,
+            command=launch.argv,
             cwd=self.wt.path,
-            env=self.agent.environment(home),
+            env=launch.env,
             pty=self.interactive,
         )
 
@@ -232,58 +229,107 @@ class _Job:
             ended.cancel()
         if unit.status == "failed":
             return Outcome("failed", "error", unit.error)
+        agent = self._result()
+        result: dict[str, Any] = {
+            "agent": agent,
+            "exit_code": unit.exit_code,
+            "mode": "interactive" if self.interactive else "headless",
+        }
         if self.ctx.killed.is_set():
             reason = self.ctx.kill_reason
             if reason == "user_cancelled":
-                return Outcome("killed", reason, "killed by request")
-            return Outcome("failed", reason, "the server stopped")
+                return Outcome("killed", reason, "killed by request", result)
+            return Outcome("failed", reason, "the server stopped", result)
         if deadline.done() and not deadline.cancelled():
-            return Outcome("killed", "timeout", f"the job ran longer than {self.job.max_duration_s} s")
-        result = self.agent.result("\n".join(self.output)) or {}
+            return Outcome(
+                "killed", "timeout", f"the job ran longer than {self.job.max_duration_s} s", result
+            )
         code = unit.exit_code
-        if code == 0:
-            return Outcome("completed", "agent_done", None, {"agent": result, "exit_code": 0})
-        tail = " | ".join(line.text for line in self.log.tail(3)).strip()[-500:]
-        return Outcome(
-            "failed",
-            "agent_error",
-            f"the agent exited with code {code}: {tail}",
-            {"agent": result, "exit_code": code},
-        )
+        if code == 0 and not (agent or {}).get("isError"):
+            return Outcome("completed", "agent_done", None, result)
+        tail = " | ".join(line.text.strip() for line in self.log.tail(3) if line.text.strip())[-500:]
+        return Outcome("failed", "agent_error", f"the agent exited with code {code}: {tail}", result)
+
+    def _result(self) -> dict[str, Any] | None:
+        cli = self.agent.cli
+        try:
+            if self.interactive:
+                found = cli.read_interactive_result(self.home, self.wt.path)
+            else:
+                found = cli.parse_headless("\n".join(self.stdout))
+        except AgentOutputError:
+            return None
+        return None if found is None else found.to_json()
 
     async def _watch(self, started: asyncio.Event) -> None:
         """On the terminal: answer permission prompts, and end the session once the task is done."""
         await started.wait()
-        assert self.screen is not None and self.unit is not None and self.unit.handle is not None
+        assert self.unit is not None and self.unit.handle is not None
         handle = self.unit.handle
         if not isinstance(handle, Terminal):
             return
+        terminal = handle
+
+        def reply(data: str) -> None:  # the terminal's answers to the CLI's queries (cursor position)
+            with contextlib.suppress(OSError):
+                terminal.write(data.encode())
+
+        self.screen = TerminalScreen(COLS, ROWS, answer=reply)
+        self.screen.feed("".join(line.text for line in self.log.lines if line.stream == "pty").encode())
         accepted = 0
+        answered: str | None = None  # the prompt last answered: not answered twice while it clears
+        cli = self.agent.cli.name
         while True:
             await self.changed.wait()
             self.changed.clear()
-            await asyncio.sleep(0.05)  # let a screen that is being drawn settle
-            prompt = self.agent.prompt(self.screen)
-            if prompt is not None:
+            await asyncio.sleep(SETTLE_S)  # let a screen that is being drawn settle
+            reading = read_screen(cli, self.screen.lines())
+            prompt = reading.prompt
+            if reading.state is ScreenState.PERMISSION and prompt is not None:
+                if prompt.text == answered:
+                    continue
+                answered = prompt.text
                 if self.job.auto_accept and accepted < self.job.max_auto_accepts:
                     accepted += 1
-                    handle.write(prompt.yes)
-                    await self.ctx.auto_accepted(prompt.question, "yes")
+                    terminal.write(prompt.yes_keys.encode())
+                    await self.ctx.auto_accepted(prompt.summary(), "yes")
                 else:
-                    answer = await self.ctx.wait_input(prompt.question)
-                    handle.write(_answer_keys(answer, prompt))
+                    answer = await self.ctx.wait_input(f"{prompt.summary()} - {prompt.question}")
+                    terminal.write(_answer_keys(answer, prompt.yes_keys, prompt.no_keys))
                 continue
-            if self.agent.finished(self.screen):
+            answered = None
+            if (
+                reading.state is ScreenState.DIALOG
+                and reading.dialog is not None
+                and reading.dialog.accept_keys
+            ):
+                terminal.write(reading.dialog.accept_keys.encode())
+                continue
+            if reading.idle and reading.turn_end is TurnEnd.INTERRUPTED:
+                answer = await self.ctx.wait_input("The agent stopped: what should it do instead?")
+                terminal.write(_typed(answer))
+                continue
+            if reading.idle and reading.turn_end is TurnEnd.DONE:
                 with contextlib.suppress(OSError):
-                    handle.write(self.agent.exit_keys())
+                    terminal.write(EXIT_KEYS)
                 return
 
 
-def _answer_keys(answer: str, prompt: Prompt) -> bytes:
-    """A human's answer: yes/no words choose the prompt's keys; anything else is typed as it is."""
+def _typed(text: str) -> bytes:
+    """Text typed into the CLI's input box and submitted (pasted, so newlines stay in it)."""
+    if "\n" in text:
+        return b"\x1b[200~" + text.encode() + b"\x1b[201~\r"
+    return text.encode() + b"\r"
+
+
+def _answer_keys(answer: str, yes: str, no: str) -> bytes:
+    """A human's answer to a permission prompt: yes/no words pick the prompt's keys; a digit picks
+    that option; anything else is typed as it is."""
     word = answer.strip().lower()
-    if word in ("y", "yes", "1"):
-        return prompt.yes
-    if word in ("n", "no", "3", "esc"):
-        return prompt.no
-    return answer.encode() + b"\r"
+    if word in ("y", "yes"):
+        return yes.encode()
+    if word in ("n", "no"):
+        return no.encode()
+    if word.isdigit() and len(word) == 1:
+        return word.encode()
+    return _typed(answer)
