@@ -3,23 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
+import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
-from coral_server.app import build_app, serve
+from coral_server.app import ZYGOTE, build_app, serve
 from coral_server.config import BUNDLED_REGISTRY, Settings
 
 FIXTURE_REGISTRY = Path(__file__).parent / "fixtures" / "registry"
 AGENT_IMAGE = "coral-agents:0.1.0"
+# How long a test waits for a condition by default: generous, since a wait that succeeds returns at
+# once, and a busy 2-core machine (a cold zygote importing the MCP SDK, other suites) is slow.
+WAIT_S = 30.0
+
+T = TypeVar("T")
+
+
+async def wait_until(
+    condition: Callable[[], T | Awaitable[T]],
+    timeout: float = WAIT_S,
+    *,
+    interval: float = 0.02,
+    what: str | Callable[[], str] = "the condition",
+) -> T:
+    """Poll `condition` (sync or async) until it returns something truthy, and return that.
+
+    How tests wait: on the condition, with a timeout, never a fixed sleep. `what` (or what it
+    returns when called) names the condition in the failure.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what() if callable(what) else what}: not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def loop_steps(count: int = 10) -> None:
+    """Run the event loop `count` iterations: a wake-up already in flight has landed by then.
+
+    For checks that something did NOT happen in pure-asyncio tests; counts steps, not time.
+    """
+    for _ in range(count):
+        await asyncio.sleep(0)
 
 
 def docker_engine() -> Any:
-    """A docker SDK client of an engine that has the agents' image; else skip (fail if required)."""
+    """A docker SDK client of an engine that has the agents' image; else skip (fail if required).
+
+    The caller closes it."""
+    client = None
     try:
         import docker
 
@@ -28,11 +73,52 @@ def docker_engine() -> Any:
         client.images.get(AGENT_IMAGE)
         return client
     except Exception as exc:
+        if client is not None:
+            client.close()
         if os.environ.get("CORAL_TEST_DOCKER") == "1":
             raise AssertionError(
                 f"CORAL_TEST_DOCKER=1 but the engine or {AGENT_IMAGE} is unusable: {exc}"
             ) from exc
         pytest.skip(f"no Docker engine with {AGENT_IMAGE}: {exc}")
+
+
+class _Records(logging.Handler):
+    """Collects what asyncio logs as errors (it reports instead of warning)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def take(self) -> str:
+        """What was reported since the last take, formatted ('' if nothing)."""
+        text = "\n".join(self.format(r) for r in self.records)
+        self.records.clear()
+        return text
+
+
+ASYNCIO_REPORTS = _Records()
+logging.getLogger("asyncio").addHandler(ASYNCIO_REPORTS)
+
+
+@pytest.fixture(autouse=True)
+def asyncio_reports_fail() -> Iterator[None]:
+    """What the event loop reports (a task exception nobody retrieved, a callback that raised)
+    fails the test, as warnings do (those are errors too, see pyproject.toml)."""
+    yield
+    reported = ASYNCIO_REPORTS.take()
+    assert not reported, f"asyncio reported:\n{reported}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Reports that came after the last test's teardown (e.g. when a task was collected) fail the run."""
+    gc.collect()  # a task in a reference cycle reports only once collected
+    reported = ASYNCIO_REPORTS.take()
+    if reported:
+        print(f"\nasyncio reported after the last test:\n{reported}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 class Coral:
@@ -72,27 +158,34 @@ class Coral:
         return out  # type: ignore[no-any-return]
 
     async def wait_for(
-        self, ns: str, sid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15
+        self, ns: str, sid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT_S
     ) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        state: dict[str, Any] = {}
-        while loop.time() < deadline:
-            state = await self.state(ns, sid)
-            if predicate(state):
-                return state
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"condition not met within {timeout}s; last state: {state}")
+        """The session's state, once `predicate` holds for it."""
+        last: dict[str, Any] = {}
 
-    async def wait_gone(self, ns: str, sid: str, timeout: float = 15) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
+        async def holds() -> dict[str, Any] | None:
+            nonlocal last
+            last = await self.state(ns, sid)
+            return last if predicate(last) else None
+
+        return await wait_until(holds, timeout, interval=0.05, what=lambda: f"last state {last}")
+
+    async def wait_gone(self, ns: str, sid: str, timeout: float = WAIT_S) -> None:
+        """Until the session's state answers 404 (it was forgotten)."""
+
+        async def gone() -> bool:
             status, _ = await self.request("GET", f"/api/v1/local/session/{ns}/{sid}")
-            if status == 404:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"session {sid} still present after {timeout}s")
+            return status == 404
+
+        await wait_until(gone, timeout, interval=0.05, what=f"session {sid} gone")
+
+    async def warm_python_agents(self) -> None:
+        """Start the server's zygote now (it starts on the first Python launch otherwise).
+
+        Its MCP SDK import takes seconds on a busy machine; a test whose time budget (a TTL, a
+        persistence window) starts when the session is created must not spend it there.
+        """
+        await self.app[ZYGOTE].start()
 
     async def connection_url(self, ns: str, sid: str, agent: str) -> str:
         status, out = await self.request("GET", f"/api/v1/local/session/{ns}/{sid}/agents/{agent}/connection")

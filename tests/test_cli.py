@@ -52,6 +52,19 @@ class Server:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def close(self) -> None:
+        """Kill it if it still runs, reap it and close its pipes."""
+        close(self.proc)
+
+
+def close(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
 
 def start(tmp_path: Path, *args: str) -> Server:
     proc = subprocess.Popen(
@@ -75,8 +88,7 @@ def start(tmp_path: Path, *args: str) -> Server:
         match = LISTENING.search(line)
         if match:
             return Server(proc, int(match.group(2)), line)
-    proc.kill()
-    proc.wait()
+    close(proc)
     raise AssertionError("server did not print its port: " + "".join(seen))
 
 
@@ -84,9 +96,7 @@ def start(tmp_path: Path, *args: str) -> Server:
 def server(tmp_path: Path) -> Iterator[Server]:
     srv = start(tmp_path)
     yield srv
-    if srv.proc.poll() is None:
-        srv.proc.kill()
-        srv.proc.wait()
+    srv.close()
 
 
 def test_help_documents_the_flags() -> None:
@@ -145,9 +155,10 @@ def test_auth_key_flag(tmp_path: Path) -> None:
         assert srv.get("/api/v1/session")[0] == 401
         assert srv.get("/api/v1/session", {"Authorization": "Bearer abc"}) == (200, [])
         assert srv.get("/api/v1/session", {"Authorization": "Bearer def"}) == (200, [])
-    finally:
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=10) == 0
+    finally:
+        srv.close()
 
 
 def test_registry_flag_replaces_bundled(tmp_path: Path) -> None:
@@ -157,9 +168,10 @@ def test_registry_flag_replaces_bundled(tmp_path: Path) -> None:
         assert status == 200
         assert isinstance(registry, list)
         assert registry[0]["agents"] == [{"name": "opts", "versions": ["1.0.0"]}]
-    finally:
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=10) == 0
+    finally:
+        srv.close()
 
 
 @pytest.mark.parametrize(
@@ -179,7 +191,7 @@ def test_bad_configuration_exits_2_with_message(args: list[str], fragment: str) 
 
 
 def test_bad_log_level_exits_2_with_message(tmp_path: Path) -> None:
-    result = run("--port", "0", "--data-dir", str(tmp_path), "--log-level", "LOUD", timeout=10)
+    result = run("--port", "0", "--data-dir", str(tmp_path), "--log-level", "LOUD")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "log" in result.stderr.lower()

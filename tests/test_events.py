@@ -148,7 +148,7 @@ async def test_close_ends_subscribers_after_the_final_event() -> None:
     bus = EventBus()
     subscription = bus.subscribe("t")
     waiting = asyncio.create_task(collect(subscription))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop step (not a wait for time): the reader starts and blocks
     bus.publish("t", "session_closed", {"reason": "done"})
     bus.close_topic("t")
     events = await waiting
@@ -178,7 +178,7 @@ async def test_close_all_ends_every_stream() -> None:
     bus = EventBus()
     subscriptions = [bus.subscribe(f"t{i}") for i in range(3)]
     pending = [asyncio.create_task(collect(s)) for s in subscriptions]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop step (not a wait for time): the readers start and block
     bus.close_all()
     assert await asyncio.gather(*pending) == [[], [], []]
     assert bus.topics() == []

@@ -338,6 +338,12 @@ class CoralAgent:
             stopper = asyncio.ensure_future(self._stop.wait())
             try:
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                # Cancelled (e.g. the SDK tearing down a dead connection): the wait's outcome is
+                # nobody's now; retrieve it so asyncio does not report an unretrieved exception.
+                waiter.cancel()
+                waiter.add_done_callback(_outcome_dropped)
+                raise
             finally:
                 stopper.cancel()
             if not waiter.done():
@@ -431,6 +437,11 @@ def configure_logging() -> None:
     )
     for noisy in ("httpx2", "httpcore2", "mcp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _outcome_dropped(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _contains(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:

@@ -48,14 +48,16 @@ async def call_asgi(
     extra: dict[str, Any] | None = None,
     on_sent: Callable[[], None] | None = None,
     on_client_gone: Callable[[], None] | None = None,
+    done: asyncio.Event | None = None,
 ) -> web.StreamResponse:
     """Run one ASGI request to completion and stream its answer through aiohttp.
 
     `receive()` blocks after the body until the answer is complete or the client is gone: ASGI
     servers behave that way and the SDK's SSE code loops on it (a spinning receive freezes the loop).
+    Setting `done` (if given) tells the app its client is gone, so it can end as it would then.
     """
     scope = build_scope(request, body, root_path, extra or {})
-    done = asyncio.Event()
+    done = done if done is not None else asyncio.Event()
     body_sent = False
     response: web.StreamResponse | None = None
 

@@ -186,9 +186,25 @@ class McpEndpoint:
             async with self.sse.connect_sse(scope, receive, send) as (read, write):
                 await server.run(read, write, server.create_initialization_options())
 
+        gone = asyncio.Event()
+        extra = self._extra(session, agent, Delivery(), route)
+        call = asyncio.ensure_future(
+            call_asgi(request, app, body=b"", root_path=root, extra=extra, done=gone)
+        )
         try:
-            extra = self._extra(session, agent, Delivery(), route)
-            return await call_asgi(request, app, body=b"", root_path=root, extra=extra)
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # End the SDK's SSE connection as a client disconnect does: cancelled, it would leave
+            # streams it opened unclosed. It ends at once; the bound is a safety net.
+            gone.set()
+            try:
+                async with asyncio.timeout(5):
+                    await asyncio.wait({call})
+            except TimeoutError:
+                pass
+            finally:
+                call.cancel()
+            raise
         finally:
             self._sse_tasks[agent.secret].discard(task)
             if not self._sse_tasks[agent.secret] and not self._mcp_sessions[agent.secret]:

@@ -117,6 +117,16 @@ def _attach(api: Any, container_id: str) -> Any:
     return api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
 
 
+def _close_socket(sock: Any) -> None:
+    """Close an attach socket: for a local engine docker-py hands out a SocketIO, and closing that
+    leaves the socket under it open (until the garbage collector finds it)."""
+    inner = getattr(sock, "_sock", None)  # (SocketIO.close() forgets it)
+    with contextlib.suppress(OSError):
+        sock.close()
+        if inner is not None:
+            inner.close()
+
+
 def _copy_output(sock: Any, log: AgentLog, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
     pending = {"stdout": b"", "stderr": b""}
 
@@ -154,8 +164,7 @@ def _watch(
     except Exception as exc:  # the stream broke (engine gone, connection reset...): keep the exit
         logger.debug("docker.output_ended container=%s error=%r", container_id[:12], exc)
     finally:
-        with contextlib.suppress(OSError):
-            sock.close()
+        _close_socket(sock)
     # The output ends when the container does (or if the stream broke: then this waits for the exit).
     try:
         code = int(api.wait(container_id).get("StatusCode", -1))
@@ -304,8 +313,7 @@ class DockerRuntime:
             await self._engine.run(api.start, container_id)
         except APIError as exc:
             if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
+                _close_socket(sock)
             with contextlib.suppress(NotFound, APIError):
                 await self._engine.run(api.remove_container, container_id, force=True)
             raise LaunchFailed(f"container could not start: {exc.explanation or exc}") from exc

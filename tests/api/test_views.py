@@ -7,7 +7,6 @@ each comparison together with the domain view it compares against.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,11 @@ import orjson
 from coral_server.api import views
 from coral_server.api.keys import REGISTRY, SESSIONS
 from coral_server.sessions import Session
-from tests.conftest import Coral, agent_spec, session_body
+from tests.conftest import Coral, agent_spec, session_body, wait_until
 
 
 def same_bytes(ours: Any, theirs: Any) -> None:
     assert orjson.dumps(ours) == orjson.dumps(theirs)
-
-
-async def wait_until(check: Any, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.05)
 
 
 def assert_same_as_domain(session: Session) -> None:

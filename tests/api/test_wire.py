@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 
 from coral_server.api.models import RESPONSE_MODELS
 from coral_server.api.schemas import SCHEMA_DIR
-from tests.conftest import Coral, agent_spec, session_body, start_coral
+from tests.conftest import WAIT_S, Coral, agent_spec, session_body, start_coral, wait_until
 
 Body = Any
 HOLD = {"mode": "hold_after_exit", "duration": 60_000}  # closed sessions stay readable
@@ -127,13 +127,14 @@ async def served_doc(coral: Coral) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
-async def poll(coral: Coral, path: str, done: Any, timeout: float = 30) -> Body:
-    async with asyncio.timeout(timeout):
-        while True:
-            status, body = await coral.request("GET", path)
-            if status == 200 and done(body):
-                return body
-            await asyncio.sleep(0.05)
+async def poll(coral: Coral, path: str, done: Any, timeout: float = WAIT_S) -> Body:
+    """GET `path` until it answers 200 with a body `done` accepts; that body."""
+
+    async def answered() -> Body | None:
+        status, body = await coral.request("GET", path)
+        return body if status == 200 and done(body) else None
+
+    return await wait_until(answered, timeout, interval=0.05, what=f"GET {path}")
 
 
 async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[Body]:

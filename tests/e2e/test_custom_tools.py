@@ -42,6 +42,7 @@ class Receiver:
         self.mode = "ok"
         self.seen: set[str] = set()
         self.url = ""
+        self.released = asyncio.Event()  # "slow" answers only once this is set (at teardown)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -51,7 +52,7 @@ class Receiver:
         if self.mode == "500":
             return web.Response(status=500, text="database on fire")
         if self.mode == "slow":
-            await asyncio.sleep(3)
+            await self.released.wait()
         if self.mode == "bad-output":
             return web.json_response({"reportId": 42})
         if self.mode == "not-json":
@@ -70,12 +71,14 @@ async def receiver() -> AsyncIterator[Receiver]:
     await site.start()
     rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
     yield rec
+    rec.released.set()
     await runner.cleanup()
 
 
 @pytest.fixture
 async def wcoral(tmp_path: Path) -> AsyncIterator[Coral]:
-    async for server in start_coral(tmp_path, webhook_secrets=(SECRET,), custom_tool_timeout_s=0.5):
+    # The default timeout (30 s): a busy machine must not turn a good answer into a timeout.
+    async for server in start_coral(tmp_path, webhook_secrets=(SECRET,)):
         yield server
 
 
@@ -128,18 +131,21 @@ async def test_submit_report_end_to_end(wcoral: Coral, receiver: Receiver) -> No
     ],
 )
 async def test_custom_tool_failures_are_tool_errors(
-    wcoral: Coral, receiver: Receiver, mode: str, arguments: dict[str, Any], expected: str
+    tmp_path: Path, receiver: Receiver, mode: str, arguments: dict[str, Any], expected: str
 ) -> None:
     receiver.mode = mode
     url = "http://127.0.0.1:9/hook" if mode == "down" else receiver.url
-    ns, sid = await wcoral.create_session(tool_body(url))
-    async with connect(await wcoral.connection_url(ns, sid, "writer")) as writer:
-        is_error, payload = await writer.call("submit_report", **arguments)
-        assert is_error and expected in str(payload), payload
-        if "input schema" in expected or "of type" in expected:
-            assert receiver.calls == []  # bad arguments never reach the app
-        # The agent keeps working after the failure.
-        assert (await writer.ok("coral_wait_for_message", maxWaitMs=1)) == {"status": "Timeout reached"}
+    # A short timeout only where it is what is tested ("slow" never answers in time).
+    timeout = 0.5 if mode == "slow" else 30.0
+    async for wcoral in start_coral(tmp_path, webhook_secrets=(SECRET,), custom_tool_timeout_s=timeout):
+        ns, sid = await wcoral.create_session(tool_body(url))
+        async with connect(await wcoral.connection_url(ns, sid, "writer")) as writer:
+            is_error, payload = await writer.call("submit_report", **arguments)
+            assert is_error and expected in str(payload), payload
+            if "input schema" in expected or "of type" in expected:
+                assert receiver.calls == []  # bad arguments never reach the app
+            # The agent keeps working after the failure.
+            assert (await writer.ok("coral_wait_for_message", maxWaitMs=1)) == {"status": "Timeout reached"}
 
 
 async def test_flat_reference_spelling_and_bad_schema(wcoral: Coral, receiver: Receiver) -> None:

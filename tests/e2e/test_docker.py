@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,10 @@ IMAGE = AGENT_IMAGE
 
 
 @pytest.fixture
-def engine() -> Any:
-    return docker_engine()
+def engine() -> Iterator[Any]:
+    engine = docker_engine()
+    yield engine
+    engine.close()
 
 
 @pytest.fixture
@@ -136,7 +137,6 @@ async def test_restart_sweeps_orphans_of_the_same_instance(tmp_path: Path, engin
             assert len(labelled(engine, instance="someone-else")) == 1
     finally:
         other.remove(force=True)
-        await asyncio.sleep(0)
 
 
 async def test_memory_and_cpu_limits_apply(tmp_path: Path, engine: Any) -> None:

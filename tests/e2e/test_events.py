@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Coral, agent_spec, session_body, start_coral
+from tests.conftest import WAIT_S, Coral, agent_spec, session_body, start_coral
 from tests.e2e.mcp_client import connect
 
 Event = dict[str, Any]
@@ -34,7 +34,7 @@ async def ws_stream(
         yield ws
 
 
-async def next_event(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> Event | None:
+async def next_event(ws: aiohttp.ClientWebSocketResponse, timeout: float = WAIT_S) -> Event | None:
     """The next event, or None once the server has closed the stream."""
     msg = await ws.receive(timeout=timeout)
     if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
@@ -44,7 +44,7 @@ async def next_event(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -
 
 
 async def read_until(
-    ws: aiohttp.ClientWebSocketResponse, done: Callable[[Event], bool], timeout: float = 10
+    ws: aiohttp.ClientWebSocketResponse, done: Callable[[Event], bool], timeout: float = WAIT_S
 ) -> list[Event]:
     """Events up to and including the first one `done` accepts."""
     events: list[Event] = []
@@ -57,7 +57,7 @@ async def read_until(
                 return events
 
 
-async def read_to_end(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> list[Event]:
+async def read_to_end(ws: aiohttp.ClientWebSocketResponse, timeout: float = WAIT_S) -> list[Event]:
     events: list[Event] = []
     async with asyncio.timeout(timeout):
         while (event := await next_event(ws)) is not None:
@@ -96,7 +96,7 @@ async def sse_read(
 ) -> list[Event]:
     events: list[Event] = []
     url = f"{coral.base_url}/api/v1/events/{ns}/{sid}{query}"
-    async with asyncio.timeout(10), coral.http.get(url, headers={**coral.headers, **headers}) as resp:
+    async with asyncio.timeout(WAIT_S), coral.http.get(url, headers={**coral.headers, **headers}) as resp:
         assert resp.status == 200 and resp.content_type == "text/event-stream"
         async for event in sse_events(resp):
             events.append(event)

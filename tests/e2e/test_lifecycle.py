@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Coral, agent_spec, session_body, start_coral
+from tests.conftest import Coral, agent_spec, session_body, start_coral, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -24,17 +23,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-async def wait_pids(path: Path, timeout: float = 10) -> list[int]:
-    async with asyncio.timeout(timeout):
-        while not path.exists() or not path.read_text().endswith("\n"):
-            await asyncio.sleep(0.02)
+async def wait_pids(path: Path, timeout: float = 30) -> list[int]:
+    """The pids a sleeper wrote (its own, its grandchild's), once it has written them."""
+    await wait_until(lambda: path.exists() and path.read_text().endswith("\n"), timeout, what=f"{path}")
     return [int(p) for p in path.read_text().split()]
 
 
 async def wait_dead(pids: list[int], timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while any(alive(p) for p in pids):
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: not any(alive(p) for p in pids), timeout, what=f"{pids} dead")
 
 
 def sleeper(name: str, pid_file: Path, **options: object) -> dict[str, object]:
@@ -44,6 +40,9 @@ def sleeper(name: str, pid_file: Path, **options: object) -> dict[str, object]:
 
 
 async def test_ttl_kills_every_process_even_deaf_to_sigterm(coral: Coral, tmp_path: Path) -> None:
+    # The TTL runs from the session's creation: the agents must be running well within it, so the
+    # zygote's SDK import (seconds on a busy machine) is paid before, not inside the 1.5 s.
+    await coral.warm_python_agents()
     files = [tmp_path / "a.pid", tmp_path / "b.pid"]
     ns, sid = await coral.create_session(
         session_body([sleeper("a", files[0]), sleeper("b", files[1])], ttl=1500)

@@ -196,6 +196,8 @@ async def test_blocking_agent_holds_its_group(coral: Coral) -> None:
         pending = asyncio.create_task(
             early.ok("coral_create_thread", threadName="t", participantNames=["gate"])
         )
+        # Proving that nothing happens for a while: the call is held (an unheld one returns in
+        # milliseconds; a slow machine can only make this check weaker, never fail it falsely).
         await asyncio.sleep(0.3)
         assert not pending.done()  # held: the blocking agent has not connected
         async with connect(ug):

@@ -33,18 +33,20 @@ async def test_abandoned_wait_gives_the_message_to_the_next_wait(coral: Coral) -
         )
         tid = (await a.ok("coral_create_thread", threadName="t", participantNames=["b"]))["thread"]["id"]
 
-        # b waits, then gives up: its client closes the request after 200 ms.
+        # b waits, then gives up: once its wait is running, its client closes the request.
         async with aiohttp.ClientSession() as impatient:
-            request = impatient.post(
-                url_b, json=call(2, "coral_wait_for_mention", maxWaitMs=5000), headers=headers
+            # (60 s: longer than wait_for's timeout below, so a wait that is not stopped fails the test.)
+            request = asyncio.ensure_future(
+                impatient.post(
+                    url_b, json=call(2, "coral_wait_for_mention", maxWaitMs=60_000), headers=headers
+                )
             )
-            try:
-                async with asyncio.timeout(0.2):
-                    await request
-            except TimeoutError:
-                pass
-        # Sent while the abandoned wait would still be running (5 s): it must not swallow it.
-        await asyncio.sleep(0.1)
+            await coral.wait_for(ns, sid, lambda s: s["agents"][1]["isWaiting"])
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+        # Sent while the abandoned wait would still be running, once the server has seen the client
+        # go and stopped it: it must not swallow the message.
+        await coral.wait_for(ns, sid, lambda s: not s["agents"][1]["isWaiting"])
         await a.ok("coral_send_message", threadId=tid, content="are you there?", mentions=["b"])
         async with http.post(
             url_b, json=call(3, "coral_wait_for_mention", maxWaitMs=2000), headers=headers

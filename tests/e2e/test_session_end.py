@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from coral_server.webhooks.verify import verify_coral_signature, verify_webhook
-from tests.conftest import Coral, agent_spec, session_body, start_coral
+from tests.conftest import WAIT_S, Coral, agent_spec, session_body, start_coral, wait_until
 from tests.e2e.mcp_client import connect
 
 SECRET = "end-report-secret"
@@ -64,7 +64,7 @@ class EndReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def next_report(self, timeout: float = 10) -> dict[str, Any]:
+    async def next_report(self, timeout: float = WAIT_S) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while not self.reports:
                 self.arrived.clear()
@@ -96,16 +96,16 @@ async def deliveries(coral: Coral, query: str = "") -> list[dict[str, Any]]:
     return out  # type: ignore[no-any-return]
 
 
-async def wait_delivery(coral: Coral, query: str, check: Any, timeout: float = 10) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+async def wait_delivery(coral: Coral, query: str, check: Any, timeout: float = WAIT_S) -> dict[str, Any]:
+    """The newest delivery `query` lists, once `check` accepts it."""
     found: list[dict[str, Any]] = []
-    while loop.time() < deadline:
+
+    async def matching() -> dict[str, Any] | None:
+        nonlocal found
         found = await deliveries(coral, query)
-        if found and check(found[0]):
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no matching delivery within {timeout}s: {found}")
+        return found[0] if found and check(found[0]) else None
+
+    return await wait_until(matching, timeout, interval=0.05, what=lambda: f"a matching delivery in {found}")
 
 
 async def test_report_on_delete_carries_threads_messages_and_agents(
@@ -282,6 +282,8 @@ async def test_bad_session_end_url_is_a_400(coral: Coral) -> None:
 
 
 async def test_minimum_time_keeps_a_closed_session_readable(coral: Coral, tmp_path: Path) -> None:
+    # The window runs from creation and the agent must exit well inside it: no zygote start in it.
+    await coral.warm_python_agents()
     options = {
         "PID_FILE": {"type": "string", "value": str(tmp_path / "m.pid")},
         "EXIT_AFTER_S": {"type": "f64", "value": 0.05},
@@ -295,7 +297,7 @@ async def test_minimum_time_keeps_a_closed_session_readable(coral: Coral, tmp_pa
     state = await coral.wait_for(ns, sid, lambda s: s["closing"] and "closedAt" in s)
     assert state["closeReason"] == "all_agents_exited"
     assert state["agents"][0]["exitCode"] == 7
-    await coral.wait_gone(ns, sid, timeout=10)
+    await coral.wait_gone(ns, sid)
     # Gone only once the minimum time since creation has passed (it closed long before).
     assert time.time() * 1000 - state["timestamp"] >= 2400
     assert state["closedAt"] - state["timestamp"] < 2000
@@ -309,4 +311,4 @@ async def test_persistence_none_forgets_at_once(coral: Coral, tmp_path: Path) ->
     ns, sid = await coral.create_session(
         session_body([agent_spec("n", "sleeper", options=options)], persistenceMode={"type": "None"})
     )
-    await coral.wait_gone(ns, sid, timeout=10)
+    await coral.wait_gone(ns, sid)

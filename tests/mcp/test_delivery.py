@@ -7,6 +7,7 @@ import asyncio
 from coral_server.mcp.delivery import Delivery
 from coral_server.sessions.mailbox import Mailbox
 from coral_server.sessions.model import Message
+from tests.conftest import loop_steps, wait_until
 
 
 def msg(i: int) -> Message:
@@ -35,8 +36,7 @@ async def test_abandon_after_take_puts_message_back_first() -> None:
 async def test_abandon_cancels_a_pending_wait() -> None:
     box, delivery = Mailbox(), Delivery()
     waiter = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
-    await asyncio.sleep(0.01)
-    assert box.waiting == 1
+    await wait_until(lambda: box.waiting == 1)
     delivery.abandon()
     assert await asyncio.wait_for(waiter, 1) is None
     assert box.waiting == 0
@@ -47,19 +47,19 @@ async def test_abandon_cancels_a_pending_wait() -> None:
 async def test_cancelling_the_handler_stops_the_take() -> None:
     box, delivery = Mailbox(), Delivery()
     handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: box.waiting == 1)
     handler.cancel()
     await asyncio.gather(handler, return_exceptions=True)
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: box.waiting == 0)  # the take's task ends with its handler
     box.put(msg(4))
-    await asyncio.sleep(0.01)
+    await loop_steps()
     assert len(box) == 1 and box.waiting == 0
 
 
 async def test_handler_cancelled_after_its_take_finished_gives_the_message_back() -> None:
     box, delivery = Mailbox(), Delivery()
     handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: box.waiting == 1)
     box.put(msg(5))
     await asyncio.sleep(0)  # the take finished with the message; the handler has not resumed yet
     handler.cancel()
@@ -73,7 +73,7 @@ async def test_abandon_while_the_handler_is_cancelled_still_raises() -> None:
     # The handler's own cancellation wins over an abandon: it must not turn into a normal return.
     box, delivery = Mailbox(), Delivery()
     handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: box.waiting == 1)
     delivery.abandon()
     handler.cancel()
     await asyncio.gather(handler, return_exceptions=True)

@@ -14,6 +14,7 @@ from coral_server.mcp.generations import surface_for
 from coral_server.mcp.surface import Caller, call_tool
 from coral_server.registry import AgentManifest, Generation
 from coral_server.sessions import Session, SessionAgent
+from tests.conftest import wait_until
 from tests.mcp.sessions import unlaunched_session
 
 
@@ -54,8 +55,7 @@ async def test_woken_waits_finish_before_the_senders_call(session: Session) -> N
         asyncio.create_task(wait(b, "coral_wait_for_mention")),
         asyncio.create_task(wait(c, "coral_wait_for_message")),
     ]
-    await asyncio.sleep(0.01)
-    assert session.agents["b"].mailbox.waiting == session.agents["c"].mailbox.waiting == 1
+    await wait_until(lambda: session.agents["b"].mailbox.waiting == session.agents["c"].mailbox.waiting == 1)
     await call(a, "coral_send_message", threadId=thread["id"], content="hi", mentions=["b"])
     finished.append("a")
     await asyncio.gather(*waits)

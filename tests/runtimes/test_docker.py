@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,14 @@ import pytest
 
 from coral_server.runtimes import AgentLog, LaunchFailed, LaunchSpec, Owner
 from coral_server.runtimes.docker import DockerEngine, DockerRuntime, DockerSettings
-from tests.conftest import AGENT_IMAGE, docker_engine
+from tests.conftest import AGENT_IMAGE, docker_engine, wait_until
 
 
 @pytest.fixture
-def client() -> Any:
-    return docker_engine()
+def client() -> Iterator[Any]:
+    engine = docker_engine()
+    yield engine
+    engine.close()
 
 
 @pytest.fixture
@@ -76,9 +78,8 @@ async def test_stop_forwards_sigterm_and_removes(client: Any, engine: DockerEngi
     runtime = DockerRuntime(engine, now)
     code = "import time; print('up', flush=True); time.sleep(60)"
     handles = await asyncio.gather(*(runtime.launch(spec(code, session="stop"), log) for log in logs))
+    await wait_until(lambda: all(log.lines for log in logs), what="every container printed 'up'")
     async with asyncio.timeout(30):
-        while not all(log.lines for log in logs):
-            await asyncio.sleep(0.02)
         codes = await asyncio.gather(*(h.stop(grace=5) for h in handles))
     assert codes == [143, 143, 143]  # the container's init passed SIGTERM on: no SIGKILL was needed
     assert containers(client, engine, "stop") == []

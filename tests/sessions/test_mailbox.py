@@ -6,6 +6,7 @@ import asyncio
 
 from coral_server.sessions.mailbox import Mailbox
 from coral_server.sessions.model import Message
+from tests.conftest import loop_steps, wait_until
 
 
 def msg(i: int, sender: str = "a", mentions: tuple[str, ...] = ()) -> Message:
@@ -34,10 +35,9 @@ async def test_filtered_take_leaves_other_messages_queued() -> None:
 async def test_blocked_take_is_woken_by_a_matching_put_only() -> None:
     box = Mailbox()
     waiter = asyncio.create_task(box.take(lambda m: m.sender == "b", 5))
-    await asyncio.sleep(0.01)
-    assert box.waiting == 1
+    await wait_until(lambda: box.waiting == 1)
     box.put(msg(1, sender="a"))
-    await asyncio.sleep(0.01)
+    await loop_steps()
     assert not waiter.done()
     box.put(msg(2, sender="b"))
     got = await asyncio.wait_for(waiter, 1)
@@ -49,7 +49,7 @@ async def test_two_waiters_with_different_filters_both_served() -> None:
     box = Mailbox()
     w1 = asyncio.create_task(box.take(lambda m: m.sender == "x", 5))
     w2 = asyncio.create_task(box.take(lambda m: m.sender == "y", 5))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: box.waiting == 2)
     box.put(msg(1, sender="y"))
     box.put(msg(2, sender="x"))
     r1, r2 = await asyncio.wait_for(asyncio.gather(w1, w2), 1)
@@ -63,7 +63,7 @@ async def test_timeout_returns_none_and_close_wakes_waiters() -> None:
     assert await box.take(lambda m: True, 0.05) is None
     assert loop.time() - start >= 0.04
     waiter = asyncio.create_task(box.take(lambda m: True, 30))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: box.waiting == 1)
     box.close()
     assert await asyncio.wait_for(waiter, 1) is None
 
