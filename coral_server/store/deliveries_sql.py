@@ -26,11 +26,18 @@ _COLUMNS = (
     "id, kind, url, headers, body, signature_header, status, attempts, max_attempts, "
     "next_attempt_at, last_error, last_status, created_at, delivered_at, subject"
 )
+# Deliveries about one subject (a session, a run) go out in the order they were made: one is
+# claimable only once no earlier one of its subject is still pending (in flight or waiting to retry).
+_FIRST_OF_SUBJECT = (
+    "subject IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_deliveries AS earlier"
+    " WHERE earlier.subject = webhook_deliveries.subject AND earlier.status = 'pending'"
+    " AND earlier.rowid < webhook_deliveries.rowid)"
+)
 # A pending delivery is due when its next attempt is; a claim leases that time itself.
 DUE = leases.LeasedTable(
     table="webhook_deliveries",
     lease_column="next_attempt_at",
-    where="status = 'pending'",
+    where=f"status = 'pending' AND ({_FIRST_OF_SUBJECT})",
     order_by=("next_attempt_at", "created_at", "id"),
     columns=_COLUMNS,
 )
@@ -182,7 +189,8 @@ def retry(conn: sqlite3.Connection, id: str, at: float, extra_attempts: int) -> 
 
 def next_due_at(conn: sqlite3.Connection) -> float | None:
     row = conn.execute(
-        "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
+        "SELECT MIN(next_attempt_at) FROM webhook_deliveries"
+        f" WHERE status = 'pending' AND ({_FIRST_OF_SUBJECT})"
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 

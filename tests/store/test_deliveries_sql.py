@@ -191,3 +191,23 @@ async def test_an_attempt_without_a_time_is_stamped_by_the_store_clock(tmp_path:
         assert [a.at for a in await store.deliveries.attempts("d")] == [5_007.0]
     finally:
         await store.close()
+
+
+async def test_deliveries_of_one_subject_go_out_in_the_order_they_were_made(store: SqliteStore) -> None:
+    await store.deliveries.enqueue(new_delivery("first", due=10.0, subject="runs/1"))
+    await store.deliveries.enqueue(new_delivery("second", due=10.0, subject="runs/1"))
+    await store.deliveries.enqueue(new_delivery("other", due=10.0, subject="runs/2"))
+    await store.deliveries.enqueue(new_delivery("free", due=10.0))
+    # Only the first of each subject (and every delivery without one) may go now.
+    claimed = await store.deliveries.claim_due(10.0, 10, lease_until=60.0)
+    assert sorted(d.id for d in claimed) == ["first", "free", "other"]
+    # "first" fails and waits for its retry: "second" still waits behind it, and nothing is due
+    # before the retry (no busy wake-up for a delivery that cannot go).
+    await store.deliveries.record_attempt("first", ok=False, status=500, error="down", next_attempt_at=30.0)
+    for d in ("other", "free"):
+        await store.deliveries.record_attempt(d, ok=True, status=200, error=None, next_attempt_at=None)
+    assert await store.deliveries.due(29.0, 10) == []
+    assert await store.deliveries.next_due_at() == 30.0
+    assert [d.id for d in await store.deliveries.claim_due(30.0, 10, lease_until=90.0)] == ["first"]
+    await store.deliveries.record_attempt("first", ok=True, status=200, error=None, next_attempt_at=None)
+    assert [d.id for d in await store.deliveries.claim_due(30.0, 10, lease_until=90.0)] == ["second"]
