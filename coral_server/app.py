@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -142,7 +144,18 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         lambda: database.store.runs,
         app[EVENTS],
         clock,
-        {"job": JobExecutor(app[SUPERVISOR], _job_settings(settings))},
+        {
+            "job": JobExecutor(
+                app[SUPERVISOR],
+                replace(
+                    _job_settings(settings),
+                    parse_session=functools.partial(
+                        session_routes.parse_session, sessions, prefix="session."
+                    ),
+                ),
+                sessions,
+            )
+        },
         cap=settings.max_concurrent_jobs,
         instance=settings.resolve_instance_id(),
         webhooks=app[WEBHOOKS],

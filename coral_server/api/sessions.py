@@ -18,8 +18,8 @@ from coral_server.api.models import (
     CustomTool,
     RuntimeSettings,
 )
-from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, Session, SessionRequest
-from coral_server.sessions.errors import NotExternal
+from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, Session, SessionRequest, Sessions
+from coral_server.sessions.errors import NotExternal, SessionRequestInvalid
 
 MAX_LOG_LINES = 10_000
 
@@ -86,7 +86,7 @@ def _custom_tool(name: str, tool: CustomTool) -> CustomToolSpec:
     )
 
 
-def _registry_problems(request: web.Request, raw: dict[str, Any]) -> list[tuple[str, str]]:
+def _registry_problems(sessions: Sessions, raw: dict[str, Any]) -> list[tuple[str, str]]:
     """Best effort: registry and option checks of the agents that are well-formed on their own."""
     graph = raw.get("agentGraphRequest")
     agents = graph.get("agents") if isinstance(graph, dict) else None
@@ -109,19 +109,37 @@ def _registry_problems(request: web.Request, raw: dict[str, Any]) -> list[tuple[
         )
     )
     partial.custom_tools = {name: CustomToolSpec(name=name, url="") for name in tool_names}
-    return [(p.path, p.message) for p in request.app[SESSIONS].check_agents(partial, indices)]
+    return [(p.path, p.message) for p in sessions.check_agents(partial, indices)]
+
+
+def parse_session(sessions: Sessions, raw: Any, prefix: str = "session.") -> SessionRequest:
+    """A session request body as the domain's request, registry checked; a 400 names every wrong
+    field (under `prefix`, e.g. "session." for a job's session)."""
+    if not isinstance(raw, dict):
+        raise BadRequest(
+            "a session request must be a JSON object", [(prefix or "(body)", "expected an object")]
+        )
+    try:
+        body = CreateSessionRequest.model_validate(raw)
+    except ValidationError as exc:
+        problems = problems_of(exc) + _registry_problems(sessions, raw)
+        raise BadRequest("invalid session request", [(prefix + f, m) for f, m in problems]) from None
+    request = to_domain(body)
+    if prefix:
+        try:
+            sessions.validate(request)
+        except SessionRequestInvalid as exc:
+            problems = [(prefix + p.path, p.message) for p in exc.problems]
+            raise BadRequest("invalid session request", problems) from None
+    return request
 
 
 async def create_session(request: web.Request) -> web.Response:
     raw = await read_json(request)
     if not isinstance(raw, dict):
         raise BadRequest("request body must be a JSON object", [("(body)", "expected an object")])
-    try:
-        body = CreateSessionRequest.model_validate(raw)
-    except ValidationError as exc:
-        problems = problems_of(exc) + _registry_problems(request, raw)
-        raise BadRequest("invalid session request", problems) from None
-    session = await request.app[SESSIONS].create(to_domain(body))
+    sessions = request.app[SESSIONS]
+    session = await sessions.create(parse_session(sessions, raw, prefix=""))
     return json_response(views.created(session))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from coral_server.runs.model import Run
 from coral_server.runs.service import Outcome, RunContext
 from coral_server.runtimes import AgentLog, LaunchSpec, LogLine, Owner, Terminal
 from coral_server.runtimes.pty import COLS, ROWS
+from coral_server.sessions import SessionRequest, Sessions
 from coral_server.supervision import Crew, Supervisor, Unit
 
 log = logging.getLogger("coral_server.jobs")
@@ -63,17 +64,29 @@ class JobSettings:
     stop_grace_s: float = 5.0
     base_env: Mapping[str, str] = field(default_factory=dict)  # what CLIs may take from ours (PATH...)
     owner: str | None = None  # marks our worktrees' locks (the instance id)
+    # agent_type "coral": a session request body -> the domain's request (400 naming fields if bad).
+    parse_session: Callable[[Any], SessionRequest] | None = None
 
 
 class JobExecutor:
     """The executor of runs of kind "job"."""
 
-    def __init__(self, supervisor: Supervisor, settings: JobSettings) -> None:
+    def __init__(
+        self, supervisor: Supervisor, settings: JobSettings, sessions: Sessions | None = None
+    ) -> None:
         self.supervisor = supervisor
         self.settings = settings
+        self.sessions = sessions
+
+    @property
+    def agent_types(self) -> frozenset[str]:
+        coral = {"coral"} if self.sessions is not None and self.settings.parse_session else set()
+        return frozenset(self.settings.agents) | coral
 
     async def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        job = parse_job(spec, frozenset(self.settings.agents))
+        job = parse_job(spec, self.agent_types)
+        if job.agent_type == "coral" and self.settings.parse_session is not None:
+            self.settings.parse_session(job.session)
         await validate_repository(
             job.repo_path,
             base_branch=job.base_branch,
@@ -97,7 +110,6 @@ class JobExecutor:
 
     async def execute(self, run: Run, ctx: RunContext) -> Outcome:
         job = JobSpec.model_validate(run.spec)
-        agent = self.settings.agents[job.agent_type]
         try:
             if job.create_worktree:
                 wt = await create_worktree(
@@ -114,15 +126,69 @@ class JobExecutor:
         except WorktreeError as exc:
             return Outcome("failed", "error", f"cannot prepare the worktree: {exc}")
         await ctx.note(worktree_path=str(wt.path), branch=wt.branch)
-        crew = self.supervisor.crew(Owner("run", str(run.id)))
         outcome = Outcome("failed", "error", "the agent did not run")
         try:
-            outcome = await _Job(run, ctx, job, agent, wt, crew, self.settings.base_env).drive()
+            if job.agent_type == "coral":
+                outcome = await self._session(run, ctx, job, wt)
+            else:
+                outcome = await self._cli(run, ctx, job, wt)
+        finally:
+            outcome.result = {**(outcome.result or {}), **await self._finish(wt, job)}
+        return outcome
+
+    async def _cli(self, run: Run, ctx: RunContext, job: JobSpec, wt: Worktree) -> Outcome:
+        crew = self.supervisor.crew(Owner("run", str(run.id)))
+        agent = self.settings.agents[job.agent_type]
+        try:
+            return await _Job(run, ctx, job, agent, wt, crew, self.settings.base_env).drive()
         finally:
             await crew.stop_all(self.settings.stop_grace_s)
             await crew.close()
-            outcome.result = {**(outcome.result or {}), **await self._finish(wt, job)}
-        return outcome
+
+    async def _session(self, run: Run, ctx: RunContext, job: JobSpec, wt: Worktree) -> Outcome:
+        """A Coral session whose local agents work in the worktree; the run ends with the session."""
+        assert self.sessions is not None and self.settings.parse_session is not None
+        request = self.settings.parse_session(job.session)
+        request.work_dir = wt.path
+        request.annotations = {**request.annotations, "coral.run": str(run.id)}
+        session = await self.sessions.create(request)
+        await ctx.running()
+        ctx.output(f"session {session.namespace}/{session.id} started\n")
+        closed = asyncio.ensure_future(session.wait_closed())
+        killed = asyncio.ensure_future(ctx.killed.wait())
+        deadline = asyncio.ensure_future(ctx.service.clock.sleep(job.max_duration_s))
+        try:
+            await asyncio.wait({closed, killed, deadline}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (killed, deadline):
+                task.cancel()
+        if not closed.done():
+            timed_out = deadline.done() and not deadline.cancelled()
+            await session.close("ttl" if timed_out else "deleted", f"run {run.id} ended")
+            await closed
+        result: dict[str, Any] = {
+            "session": {
+                "namespace": session.namespace,
+                "sessionId": session.id,
+                "closeReason": session.close_reason,
+                "agents": [
+                    {"name": a.name, "status": a.status, "exitCode": a.exit_code, "error": a.error}
+                    for a in session.agents.values()
+                ],
+                "threads": len(session.threads),
+                "messages": sum(len(t.messages) for t in session.threads.values()),
+            }
+        }
+        if ctx.killed.is_set():
+            if ctx.kill_reason == "user_cancelled":
+                return Outcome("killed", "user_cancelled", "killed by request", result)
+            return Outcome("failed", ctx.kill_reason, "the server stopped", result)
+        if session.close_reason == "ttl" and deadline.done() and not deadline.cancelled():
+            return Outcome("killed", "timeout", f"the job ran longer than {job.max_duration_s} s", result)
+        failed = [a.name for a in session.agents.values() if a.status == "failed"]
+        if failed:
+            return Outcome("failed", "agent_error", f"agents failed to start: {', '.join(failed)}", result)
+        return Outcome("completed", "agent_done", None, result)
 
     async def _finish(self, wt: Worktree, job: JobSpec) -> dict[str, Any]:
         try:

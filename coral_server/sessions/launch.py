@@ -54,8 +54,9 @@ class AgentLauncher:
             system_prompt=agent.system_prompt,
         )
 
-    def spec(self, owner: Owner, agent: SessionAgent, files_dir: Path) -> LaunchSpec:
-        """The agent's launch spec; its file options are written under `files_dir`."""
+    def spec(self, owner: Owner, agent: SessionAgent, files_dir: Path, cwd: Path | None = None) -> LaunchSpec:
+        """The agent's launch spec; its file options are written under `files_dir`. With `cwd` (a
+        job's worktree) it works there, its command's files still found in its manifest's folder."""
         manifest = agent.manifest
         opt_env = materialize(agent.options, files_dir)
         SECRETS.discard(*agent.secret_values)  # held once per agent, however often it is launched
@@ -76,6 +77,8 @@ class AgentLauncher:
             if manifest.executable is None:
                 raise LaunchFailed(f"agent {manifest.name!r} has no executable runtime")
             command = [manifest.executable.path, *manifest.executable.arguments]
+            if cwd is not None:
+                command = [_anchored(part, manifest.root) for part in command]
         elif agent.runtime == "docker" and manifest.docker is not None:
             command = list(manifest.docker.command or [])
             image = manifest.docker.image
@@ -85,8 +88,16 @@ class AgentLauncher:
             owner=owner,
             name=agent.name,
             command=command,
-            cwd=manifest.root,
+            cwd=manifest.root if cwd is None or agent.runtime != "executable" else cwd,
             env=env,
             image=image,
             files=tuple(opt_env.files),
         )
+
+
+def _anchored(part: str, root: Path) -> str:
+    """A command part naming a file of the agent's folder, made absolute (the agent works elsewhere)."""
+    candidate = root / part
+    if Path(part).is_absolute() or not candidate.exists():
+        return part
+    return str(candidate.resolve())

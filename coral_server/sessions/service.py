@@ -221,6 +221,10 @@ class Sessions:
         agent.log.max_bytes = self.settings.log_buffer_bytes
         return agent
 
+    def validate(self, request: SessionRequest) -> None:
+        """Check a request against the registry without creating anything (`SessionRequestInvalid`)."""
+        self._build_agents(request)
+
     async def create(self, request: SessionRequest) -> Session:
         """Validate the request against the registry, then start the session's agents."""
         agents = self._build_agents(request)
@@ -249,6 +253,7 @@ class Sessions:
             end_webhook=request.end_webhook,
             journal=Journal(session_id, self._records),
         )
+        session.agent_cwd = request.work_dir
         session.namespace_transient = ns.delete_on_last_exit
         await self._record(session)
         ns.sessions[session_id] = session
@@ -270,7 +275,7 @@ class Sessions:
         return self.launcher.connection_url(agent)
 
     def _launch_spec(self, session: Session, agent: SessionAgent, files_dir: Path) -> LaunchSpec:
-        return self.launcher.spec(session.crew.owner, agent, files_dir)
+        return self.launcher.spec(session.crew.owner, agent, files_dir, cwd=session.agent_cwd)
 
     async def _record(self, session: Session) -> None:
         """Keep the session in the store until it is closed, so a crash can still report it."""

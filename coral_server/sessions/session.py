@@ -83,6 +83,7 @@ class Session:
         self.namespace_transient = True  # the namespace goes with its last session (set by Sessions)
         self.custom_tools = custom_tools or {}
         self.crew = crew
+        self.agent_cwd: Path | None = None  # where local agents work (a job's worktree), if not at home
         self.journal = journal  # threads and messages, kept in the store for a crash's end report
         self._build_spec = build_spec
         self._on_closed = on_closed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -56,3 +57,5 @@ class SessionRequest:
     annotations: dict[str, str] = field(default_factory=dict)
     # JSON path of the agents list in the request, for error messages.
     agents_path: str = "agentGraphRequest.agents"
+    # Where local agents work (a job's worktree); None: each in its manifest's folder.
+    work_dir: Path | None = None

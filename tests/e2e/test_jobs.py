@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from coral_server.webhooks.verify import verify_webhook
-from tests.conftest import Coral, start_coral
+from tests.conftest import Coral, agent_spec, session_body, start_coral
 from tests.fakes.anthropic import FakeAnthropic, Hold, bash
 from tests.jobs.clis import agent_repo, claude_binary, git
 
@@ -312,3 +312,37 @@ async def test_status_webhooks_arrive_signed_and_in_order_and_output_streams_liv
 
 def test_git_is_here() -> None:
     assert subprocess.run(["git", "--version"], capture_output=True, check=True).returncode == 0
+
+
+async def test_a_coral_job_runs_a_session_whose_agents_work_in_the_worktree(
+    tmp_path: Path, agent_repo: Path, claude_bin: Path
+) -> None:
+    options = {
+        "PID_FILE": {"type": "string", "value": "pid.txt"},  # relative: written where the agent works
+        "EXIT_AFTER_S": 0.2,
+        "IGNORE_TERM": False,
+    }
+    session = session_body([agent_spec("worker", "sleeper", options=options)], namespace="jobs")
+    async with FakeAnthropic([]) as fake:
+        async for coral in server(tmp_path, fake, claude_bin):
+            bad = job(agent_repo, agent_type="coral")
+            status, out = await coral.request("POST", "/api/tasks/run", bad)
+            assert (status, out["errors"][0]["field"]) == (400, "session"), out
+            unknown = session_body([agent_spec("x", "no-such-agent")], namespace="jobs")
+            wrong = job(agent_repo, agent_type="coral", session=unknown)
+            status, out = await coral.request("POST", "/api/tasks/run", wrong)
+            assert status == 400, out
+            assert out["errors"][0]["field"].startswith("session.agentGraphRequest.agents[0]"), out
+            right = job(agent_repo, agent_type="coral", session=session)
+            status, out = await coral.request("POST", "/api/tasks/run", right)
+            assert status == 200, out
+            run = await run_until(coral, out["run_id"], ("completed", "failed", "killed"))
+    assert (run["status"], run["exit_reason"]) == ("completed", "agent_done"), run
+    ran = run["result"]["session"]
+    assert ran["closeReason"] == "all_agents_exited"
+    assert [(a["name"], a["status"], a["exitCode"]) for a in ran["agents"]] == [("worker", "exited", 7)]
+    # The agent worked in the worktree: its file is on the run's branch, committed for it.
+    assert run["result"]["auto_committed"] is True
+    pid_line = git(agent_repo, "show", f"coral/run-{run['id']}:pid.txt")
+    assert len(pid_line.split()) == 2
+    assert not Path(run["worktree_path"]).exists()
