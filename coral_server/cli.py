@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from coral_server.app import build_app, serve
 from coral_server.config import ConfigError, load_settings
@@ -26,8 +28,15 @@ async def _run(argv: Sequence[str] | None) -> int:
         stream=sys.stderr,
     )
     install_redaction()  # no registered secret reaches the log, whichever logger writes the line
-    app = build_app(settings)
-    runner, port = await serve(app, settings.host, settings.port)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        app = build_app(settings)
+        runner, port = await serve(app, settings.host, settings.port)
+    except (OSError, sqlite3.Error) as exc:
+        # One line that names what is wrong, not a chained traceback (a read-only, full or
+        # non-directory data dir, a port in use...).
+        print(f"coral-server: cannot start: {_cause(exc, settings.data_dir)}", file=sys.stderr)
+        return 2
     print(f"coral-server listening on http://{settings.host}:{port} (API docs: /ui/docs)", file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -37,6 +46,17 @@ async def _run(argv: Sequence[str] | None) -> int:
     await stop.wait()
     await runner.cleanup()  # closes every session: no agent outlives the server
     return 0
+
+
+def _cause(exc: BaseException, data_dir: Path) -> str:
+    """The root cause of a start-up failure, with the path it is about."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, sqlite3.Error):
+        return f"{data_dir / 'coral.db'}: {exc}"
+    return str(exc) or type(exc).__name__
 
 
 def _schemas(argv: Sequence[str]) -> int:

@@ -201,3 +201,21 @@ def test_schemas_check() -> None:
     result = run("schemas", "--check")
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file", "a database that is not one"])
+def test_a_data_dir_that_cannot_be_used_is_one_clear_line(tmp_path: Path, kind: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory\n")
+    data = {"a file": blocker, "under a file": blocker / "data"}.get(kind, tmp_path / "data")
+    if kind == "a database that is not one":
+        data.mkdir()
+        (data / "coral.db").write_text("this is not a SQLite database, it is text " * 100)
+    done = run("--port", "0", "--data-dir", str(data))
+    # Besides the usual log lines (none above INFO), the failure is one line, not a traceback.
+    lines = [line for line in done.stderr.splitlines() if line.startswith("coral-server:")]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert " ERROR " not in done.stderr and " WARNING " not in done.stderr, done.stderr
+    assert lines[0].startswith("coral-server: cannot start: ")
+    assert str(blocker if kind != "a database that is not one" else data / "coral.db") in lines[0]
