@@ -22,7 +22,7 @@ from aiohttp import web
 from coral_server.api import views
 from coral_server.api.errors import BadRequest
 from coral_server.api.keys import EVENTS, RUNS, SESSIONS
-from coral_server.api.runs import run_id_of, run_view
+from coral_server.api.runs import run_id_of
 from coral_server.events import Subscription
 from coral_server.runs.model import FINAL
 from coral_server.runs.service import topic as run_topic
@@ -133,7 +133,7 @@ async def open_run_stream(request: web.Request) -> EventStream:
     return _stream(
         request,
         topic,
-        lambda seq: {"seq": seq, "type": "snapshot", **run_view(run)},
+        lambda seq: dict(views.run_snapshot(run, seq)),
         run.status in FINAL,
         final,
     )

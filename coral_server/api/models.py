@@ -19,7 +19,10 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from coral_server.jobs.spec import JobSpec
 from coral_server.registry import OptionTransport, RuntimeTransport
+from coral_server.runs.model import ExitReason, RunStatus, Trigger
+from coral_server.runs.service import OUTPUT_KEEP
 from coral_server.store import DeliveryStatus
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
@@ -278,6 +281,13 @@ class RetryDeliveryRequest(_In):
     attempts: JsonInt = Field(default=1, ge=1, le=100, description="How many more attempts.")
 
 
+class RunInput(_In):
+    text: str = Field(
+        description='The answer: "yes"/"no" (or an option\'s digit) to a permission prompt, else text typed '
+        "into the agent's input box and submitted."
+    )
+
+
 # -- responses ----------------------------------------------------------------------------------
 # TypedDicts, built as plain dicts by `api/views.py` (pydantic validation of a large session state
 # costs about 7x its building). mypy checks every dict the views build against these shapes, pydantic
@@ -521,6 +531,86 @@ class DeliveryDetail(DeliveryOut):
     attemptLog: list[DeliveryAttemptOut]
 
 
+IsoTime = Annotated[str, Field(description="ISO 8601, UTC, ms")]
+MaybeIsoTime = Annotated[str | None, Field(description="ISO 8601, UTC, ms; null until it happens")]
+
+
+@Wire
+class RunSubmitted(TypedDict):
+    run_id: int
+    status: Annotated[RunStatus, Field(description="pending: admitted; it starts when the cap allows")]
+
+
+@Wire
+class RunOut(TypedDict):
+    """A run: the original jobs system's fields, then ours."""
+
+    id: Annotated[int, Field(description="The run's id (the same as run_id)")]
+    run_id: int
+    status: RunStatus
+    trigger_type: Annotated[Trigger, Field(description="What started it: api for POST /api/tasks/run")]
+    kind: Annotated[str, Field(description="What executes it: job (a coding-agent CLI in a worktree)")]
+    display_name: str
+    agent_type: Annotated[str | None, Field(description="claude, gemini, codex or coral")]
+    worktree_path: Annotated[str | None, Field(description="{repo_path}_task_run_{id}; null until made")]
+    branch: Annotated[str | None, Field(description="The run's branch, coral/run-{id}; null until made")]
+    session_id: Annotated[str, Field(description="run-{id}")]
+    scheduled_at: IsoTime
+    created_at: IsoTime
+    started_at: MaybeIsoTime
+    finished_at: MaybeIsoTime
+    duration_s: Annotated[float | None, Field(description="From start to finish; null until it ends")]
+    exit_reason: Annotated[ExitReason | None, Field(description="Why it ended; null while active")]
+    error_msg: str | None
+    result: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="Once it ended: mode (headless or interactive), exit_code, agent (the CLI's final "
+            "text, isError, usage, costUsd, turns, sessionId), branch, head_sha, base_sha, commit_count, "
+            "files_changed, auto_committed (uncommitted work was committed to the branch), worktree"
+        ),
+    ]
+    waiting_for: Annotated[str | None, Field(description="What it asks while waiting_input")]
+    auto_accepts: Annotated[
+        list[dict[str, Any]],
+        Field(description="Each permission prompt answered yes for it: {at, question, answer}"),
+    ]
+    task_id: Annotated[int | None, Field(description="The scheduled task that made it; null for a job")]
+    attempt: int
+    priority: int
+    prompt: str | None
+    repo_path: str | None
+
+
+@Wire
+class RunDetail(RunOut):
+    output: Annotated[
+        str,
+        Field(description=f"The last {OUTPUT_KEEP} characters of its terminal output, kept after it ends"),
+    ]
+
+
+@Wire
+class RunSnapshot(RunDetail):
+    """The first event of a run's live stream: the run as GET shows it, plus the last seq it reflects."""
+
+    seq: int
+    type: Literal["snapshot"]
+
+
+@Wire
+class RunPage(TypedDict):
+    runs: Annotated[list[RunOut], Field(description="Newest first, without their output")]
+    next_before: Annotated[
+        int | None, Field(description="Pass as ?before= for the next page; null when this page is not full")
+    ]
+
+
+@Wire
+class OkBody(TypedDict):
+    ok: Literal[True]
+
+
 @Wire
 class FieldProblem(TypedDict):
     field: str
@@ -541,6 +631,8 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "PuppetSendMessage": PuppetSendMessage,
     "PuppetParticipant": PuppetParticipant,
     "RetryDeliveryRequest": RetryDeliveryRequest,
+    "JobSpec": JobSpec,
+    "RunInput": RunInput,
 }
 # Each response shape that has its own file in schemas/ (nested shapes are in their parents' $defs).
 RESPONSE_MODELS: dict[str, Any] = {
@@ -558,5 +650,10 @@ RESPONSE_MODELS: dict[str, Any] = {
     "RegistryAgentDetail": RegistryAgentDetail,
     "DeliveryOut": DeliveryOut,
     "DeliveryDetail": DeliveryDetail,
+    "RunSubmitted": RunSubmitted,
+    "RunPage": RunPage,
+    "RunDetail": RunDetail,
+    "RunSnapshot": RunSnapshot,
+    "OkBody": OkBody,
     "ErrorBody": ErrorBody,
 }

@@ -12,6 +12,9 @@ from coral_server import __version__
 from coral_server.api import models as m
 from coral_server.api.errors import json_response
 from coral_server.api.keys import SETTINGS
+from coral_server.api.runs import MAX_LIMIT
+from coral_server.jobs.spec import JobSpec
+from coral_server.runs.model import RUN_STATUSES, TRIGGERS
 
 REF = "#/components/schemas/{model}"
 
@@ -30,26 +33,40 @@ class Operation:
     errors: tuple[int, ...] = (400, 404)
     notes: tuple[tuple[int, str], ...] = ()  # (status, why) where the general reason says too little
     stream: str | None = None  # the media type of a streamed answer
+    first_event: Any = None  # the shape of a stream's first event (WebSocket or SSE)
 
 
 SUCCESS = {
     200: "OK",
     202: "Accepted",
-    101: "Switching to the WebSocket protocol: one JSON event per message, the first a SessionSnapshot",
+    101: "Switching to the WebSocket protocol: one JSON event per message, the first a {first}",
 }
 # Why each error status is answered (the body is always an ErrorBody).
 ERRORS = {
     400: "Invalid request: `errors` names each wrong field",
     401: "Missing or wrong bearer key",
+    403: "Not allowed on this server (see `message`)",
     404: "No such session, namespace, agent, thread, registry agent or delivery",
     409: "Conflicts with the current state (see `message`)",
     415: "The body says it is not JSON: send Content-Type: application/json",
+    429: "Too many at once: try again after Retry-After seconds",
+}
+# Headers an error answer carries besides its body.
+ERROR_HEADERS = {
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
 }
 
 _S = "/api/v1/session"
 _SID = "/api/v1/session/{namespace}/{sessionId}"
 _P = "/api/v1/puppet/{namespace}/{sessionId}/{agent}"
 _D = "/api/v1/webhooks/deliveries"
+_R = "/api/tasks/runs/{run_id}"
+_NO_RUN = (404, "No such run")
 _WITH_BODY = (400, 404, 409, 415)
 OPERATIONS: list[Operation] = [
     Operation(
@@ -186,6 +203,7 @@ OPERATIONS: list[Operation] = [
         "Live session events as Server-Sent Events (snapshot, then every change; Last-Event-ID resumes)",
         "events",
         stream="text/event-stream",
+        first_event=m.SessionSnapshot,
     ),
     Operation(
         "get",
@@ -193,6 +211,77 @@ OPERATIONS: list[Operation] = [
         "Live session events over a WebSocket (same events; ?token= instead of the header)",
         "events",
         status=101,
+        first_event=m.SessionSnapshot,
+    ),
+    Operation(
+        "post",
+        "/api/tasks/run",
+        "Run a one-time job: a coding agent on a prompt in its own git worktree (answers at once)",
+        "jobs",
+        JobSpec,
+        m.RunSubmitted,
+        errors=(400, 403, 415, 429),
+        notes=(
+            (400, "Invalid job: `errors` names the field (prompt, repo_path, agent_type, base_branch, ...)"),
+            (403, "repo_path is not under a directory that jobs may use (the jobs.allowedRoots setting)"),
+            (429, "At the cap of concurrent runs (CORAL_MAX_CONCURRENT_JOBS): try again after Retry-After"),
+        ),
+    ),
+    Operation(
+        "get",
+        "/api/tasks/runs",
+        "List runs, newest first (filter by status, trigger; ?before= pages on)",
+        "jobs",
+        response=m.RunPage,
+        errors=(400,),
+        notes=((400, "Invalid listing: a bad limit, before, status or trigger"),),
+    ),
+    Operation(
+        "get",
+        _R,
+        "One run: status, worktree, branch, times, exit reason, result and terminal output",
+        "jobs",
+        response=m.RunDetail,
+        errors=(404,),
+        notes=(_NO_RUN,),
+    ),
+    Operation(
+        "post",
+        _R + "/kill",
+        "Stop an active run (its work is kept on its branch)",
+        "jobs",
+        response=m.OkBody,
+        errors=(404,),
+        notes=((404, "No such run, or the run is no longer active (`message` says which)"),),
+    ),
+    Operation(
+        "post",
+        _R + "/input",
+        "Answer a run that waits for input (status waiting_input)",
+        "jobs",
+        m.RunInput,
+        m.OkBody,
+        errors=_WITH_BODY,
+        notes=(_NO_RUN, (409, "The run is not waiting for input")),
+    ),
+    Operation(
+        "get",
+        _R + "/events",
+        "Live run events as Server-Sent Events (snapshot, run_status, run_output, run_input_needed, "
+        "run_auto_accepted; Last-Event-ID resumes)",
+        "jobs",
+        stream="text/event-stream",
+        first_event=m.RunSnapshot,
+        notes=(_NO_RUN,),
+    ),
+    Operation(
+        "get",
+        "/ws/v1/runs/{run_id}/events",
+        "Live run events over a WebSocket (same events; ?token= instead of the header)",
+        "jobs",
+        status=101,
+        first_event=m.RunSnapshot,
+        notes=(_NO_RUN,),
     ),
 ]
 
@@ -232,22 +321,35 @@ _DELIVERY_QUERY = [
     ),
     _query("limit", "At most this many (default 100).", {"type": "integer", "minimum": 1, "maximum": 1000}),
 ]
+_RUN_QUERY = [
+    _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
+    _query("trigger", "Only runs started this way.", {"enum": list(TRIGGERS)}),
+    _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
+    _query(
+        "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    ),
+]
+_SSE_QUERY = [
+    *_EVENT_QUERY,
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "description": "As ?after= (EventSource sends it when it reconnects).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+]
+_WS_QUERY = [
+    *_EVENT_QUERY,
+    {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+]
 QUERY_PARAMS: dict[str, list[dict[str, Any]]] = {
     "/api/v1/webhooks/deliveries": _DELIVERY_QUERY,
-    "/api/v1/events/{namespace}/{sessionId}": [
-        *_EVENT_QUERY,
-        {
-            "name": "Last-Event-ID",
-            "in": "header",
-            "required": False,
-            "description": "As ?after= (EventSource sends it when it reconnects).",
-            "schema": {"type": "integer", "minimum": 0},
-        },
-    ],
-    "/ws/v1/events/{namespace}/{sessionId}": [
-        *_EVENT_QUERY,
-        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
-    ],
+    "/api/v1/events/{namespace}/{sessionId}": _SSE_QUERY,
+    "/ws/v1/events/{namespace}/{sessionId}": _WS_QUERY,
+    "/api/tasks/runs": _RUN_QUERY,
+    _R + "/events": _SSE_QUERY,
+    "/ws/v1/runs/{run_id}/events": _WS_QUERY,
 }
 
 
@@ -278,19 +380,20 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
         for part in op.path.split("/")
         if part.startswith("{")
     ] + QUERY_PARAMS.get(op.path, [])
-    ok: dict[str, Any] = {"description": SUCCESS[op.status]}
+    first = "" if op.first_event is None else _name(op.first_event)
+    ok: dict[str, Any] = {"description": SUCCESS[op.status].format(first=first)}
     if op.response is not None:
         ok["content"] = _content(op.response)
     if op.stream is not None:
-        ok["description"] = (
-            "Events (id: seq, event: type, data: the event's JSON); the first a SessionSnapshot"
-        )
+        ok["description"] = f"Events (id: seq, event: type, data: the event's JSON); the first a {first}"
         ok["content"] = {op.stream: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(op.status): ok}
     notes = dict(op.notes)
     for status in sorted({*op.errors, *((401,) if auth else ())}):
         why = notes.get(status, ERRORS[status])
         responses[str(status)] = {"description": why, "content": _content(m.ErrorBody)}
+        if status in ERROR_HEADERS:
+            responses[str(status)]["headers"] = ERROR_HEADERS[status]
     out: dict[str, Any] = {
         "summary": op.summary,
         "tags": [op.tag],

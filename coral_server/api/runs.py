@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from coral_server.api import views
 from coral_server.api.body import read_json
 from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import RUNS
-from coral_server.runs.model import RUN_STATUSES, TRIGGERS, Run
-from coral_server.runs.service import RunNotActive, RunNotWaiting, iso
+from coral_server.runs.model import RUN_STATUSES, TRIGGERS
+from coral_server.runs.service import RunNotActive, RunNotWaiting
 from coral_server.store.runs import RunFilter, RunLimitReached, RunNotFound
 
 MAX_LIMIT = 200
-
-
-def run_view(run: Run, *, output: bool = True) -> dict[str, Any]:
-    """A run as the API shows it: the original system's fields, then ours."""
-    view: dict[str, Any] = {
-        "id": run.id,
-        "run_id": run.id,
-        "status": run.status,
-        "trigger_type": run.trigger,
-        "kind": run.kind,
-        "display_name": run.display_name,
-        "agent_type": run.spec.get("agent_type"),
-        "worktree_path": run.worktree_path,
-        "branch": run.branch,
-        "session_id": f"run-{run.id}",
-        "scheduled_at": iso(run.created_at),
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "duration_s": run.duration_s,
-        "exit_reason": run.exit_reason,
-        "error_msg": run.error,
-        "result": run.result,
-        "waiting_for": run.waiting_for,
-        "auto_accepts": list(run.auto_accepts),
-        "task_id": run.task_id,
-        "attempt": run.attempt,
-        "priority": run.priority,
-        "prompt": run.spec.get("prompt"),
-        "repo_path": run.spec.get("repo_path"),
-    }
-    if output:
-        view["output"] = run.output
-    return view
 
 
 def run_id_of(request: web.Request) -> int:
@@ -59,8 +24,8 @@ def run_id_of(request: web.Request) -> int:
         raise RunNotFound(raw) from None
 
 
-def _not_found(message: str = "Run not found") -> web.Response:
-    return json_response({"error": message, "message": message}, 404)
+def _not_found() -> web.Response:
+    return json_response(views.error_body("Run not found"), 404)
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -78,10 +43,10 @@ async def submit(request: web.Request) -> web.Response:
         )
     except RunLimitReached as exc:
         message = f"Concurrent task limit reached (max: {exc.cap}). Try again later."
-        response = json_response({"error": message, "message": message}, 429)
+        response = json_response(views.error_body(message), 429)
         response.headers["Retry-After"] = "5"
         return response
-    return json_response({"run_id": run.id, "status": run.status})
+    return json_response(views.run_submitted(run))
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -89,7 +54,7 @@ async def get_run(request: web.Request) -> web.Response:
         run = await request.app[RUNS].get(run_id_of(request))
     except RunNotFound:
         return _not_found()
-    return json_response(run_view(run))
+    return json_response(views.run_detail(run))
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -119,9 +84,7 @@ async def list_runs(request: web.Request) -> web.Response:
         raise BadRequest("invalid run listing parameters", problems)
     where = RunFilter(status=status, trigger=trigger, before=before, limit=limit)  # type: ignore[arg-type]
     runs = await request.app[RUNS].listing(where)
-    items = [run_view(r, output=False) for r in runs]
-    page: dict[str, Any] = {"runs": items, "next_before": runs[-1].id if len(runs) == limit else None}
-    return json_response(page)
+    return json_response(views.run_page(runs, runs[-1].id if len(runs) == limit else None))
 
 
 async def kill(request: web.Request) -> web.Response:
@@ -129,8 +92,8 @@ async def kill(request: web.Request) -> web.Response:
         await request.app[RUNS].kill(run_id_of(request))
     except (RunNotActive, RunNotFound) as exc:
         detail = f"Run not found or not active ({exc})"
-        return json_response({"error": "Run not found or not active", "message": detail}, 404)
-    return json_response({"ok": True})
+        return json_response(views.error_body("Run not found or not active", detail=detail), 404)
+    return json_response(views.ok())
 
 
 async def answer(request: web.Request) -> web.Response:
@@ -144,8 +107,8 @@ async def answer(request: web.Request) -> web.Response:
         return _not_found()
     except RunNotWaiting as exc:
         message = f"Run {exc.run_id} is not waiting for input (status: {exc.status})"
-        return json_response({"error": message, "message": message}, 409)
-    return json_response({"ok": True})
+        return json_response(views.error_body(message), 409)
+    return json_response(views.ok())
 
 
 def add_routes(app: web.Application) -> None:

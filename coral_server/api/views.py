@@ -15,6 +15,8 @@ from typing_extensions import TypedDict
 
 from coral_server.api import models as m
 from coral_server.registry import AgentManifest, OptionSpec, Registry
+from coral_server.runs.model import Run
+from coral_server.runs.service import iso
 from coral_server.sessions import Message, Namespace, Session, SessionAgent, Thread
 from coral_server.store import Delivery, DeliveryAttempt
 
@@ -291,11 +293,70 @@ def _payload(body: bytes) -> Any:
         return body.decode("utf-8", "replace")
 
 
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def run_submitted(run: Run) -> m.RunSubmitted:
+    return {"run_id": run.id, "status": run.status}
+
+
+def run_out(run: Run) -> m.RunOut:
+    """A run as listings show it: the original jobs system's fields, then ours."""
+    return {
+        "id": run.id,
+        "run_id": run.id,
+        "status": run.status,
+        "trigger_type": run.trigger,
+        "kind": run.kind,
+        "display_name": run.display_name,
+        "agent_type": run.spec.get("agent_type"),
+        "worktree_path": run.worktree_path,
+        "branch": run.branch,
+        "session_id": f"run-{run.id}",
+        "scheduled_at": cast(str, iso(run.created_at)),
+        "created_at": cast(str, iso(run.created_at)),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration_s": run.duration_s,
+        "exit_reason": run.exit_reason,
+        "error_msg": run.error,
+        "result": run.result,
+        "waiting_for": run.waiting_for,
+        "auto_accepts": list(run.auto_accepts),
+        "task_id": run.task_id,
+        "attempt": run.attempt,
+        "priority": run.priority,
+        "prompt": run.spec.get("prompt"),
+        "repo_path": run.spec.get("repo_path"),
+    }
+
+
+def run_detail(run: Run) -> m.RunDetail:
+    """A run as `GET /api/tasks/runs/{id}` shows it: with the tail of its terminal output."""
+    return {**run_out(run), "output": run.output}
+
+
+def run_snapshot(run: Run, seq: int) -> m.RunSnapshot:
+    """The run as GET returns it, marked with the last seq of its topic it reflects."""
+    return {"seq": seq, "type": "snapshot", **run_detail(run)}
+
+
+def run_page(runs: list[Run], next_before: int | None) -> m.RunPage:
+    return {"runs": [run_out(r) for r in runs], "next_before": next_before}
+
+
+def ok() -> m.OkBody:
+    return {"ok": True}
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
-def error_body(message: str, problems: list[tuple[str, str]] | None = None) -> m.ErrorBody:
-    body: m.ErrorBody = {"error": message, "message": message}
+def error_body(
+    message: str, problems: list[tuple[str, str]] | None = None, *, detail: str | None = None
+) -> m.ErrorBody:
+    """`error` is `message`; so is the body's `message`, unless a longer `detail` is given."""
+    body: m.ErrorBody = {"error": message, "message": detail or message}
     if problems:
         body["errors"] = [{"field": f, "message": text} for f, text in problems]
     return body

@@ -2,7 +2,8 @@
 
 The domain's `to_http()`/`summary()` and the registry's `listing()`/`detail()` still exist (event
 payloads and the end report use some); until they go, these tests pin the wire views to them. Delete
-each comparison together with the domain view it compares against.
+each comparison together with the domain view it compares against. Runs have no domain view: their
+wire shape (the original jobs system's field names and order, which its clients read) is pinned here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import orjson
 
 from coral_server.api import views
 from coral_server.api.keys import REGISTRY, SESSIONS
+from coral_server.runs.model import Run
+from coral_server.runs.service import run_summary
 from coral_server.sessions import Session
 from tests.conftest import Coral, agent_spec, session_body, wait_until
 
@@ -92,3 +95,70 @@ async def test_registry_views_match_the_catalog(coral: Coral) -> None:
     assert len(manifests) >= 10
     for manifest in manifests:
         same_bytes(views.registry_agent_detail(manifest), registry.detail(manifest.name, manifest.version))
+
+
+def test_run_views_keep_the_jobs_wire_shape() -> None:
+    run = Run(
+        id=7,
+        kind="job",
+        trigger="api",
+        status="completed",
+        spec={"agent_type": "claude", "prompt": "add hello.txt", "repo_path": "/src/app", "flags": ""},
+        display_name="Hello",
+        created_at=1_700_000_000.0,
+        started_at=1_700_000_001.5,
+        finished_at=1_700_000_003.25,
+        exit_reason="agent_done",
+        result={"mode": "headless", "commit_count": 1},
+        worktree_path="/src/app_task_run_7",
+        branch="coral/run-7",
+        auto_accepts=[{"at": "2023-11-14T22:13:21.000Z", "question": "Bash: ls", "answer": "yes"}],
+        output="done\n",
+    )
+    detail = {
+        "id": 7,
+        "run_id": 7,
+        "status": "completed",
+        "trigger_type": "api",
+        "kind": "job",
+        "display_name": "Hello",
+        "agent_type": "claude",
+        "worktree_path": "/src/app_task_run_7",
+        "branch": "coral/run-7",
+        "session_id": "run-7",
+        "scheduled_at": "2023-11-14T22:13:20.000Z",
+        "created_at": "2023-11-14T22:13:20.000Z",
+        "started_at": "2023-11-14T22:13:21.500Z",
+        "finished_at": "2023-11-14T22:13:23.250Z",
+        "duration_s": 1.75,
+        "exit_reason": "agent_done",
+        "error_msg": None,
+        "result": {"mode": "headless", "commit_count": 1},
+        "waiting_for": None,
+        "auto_accepts": [{"at": "2023-11-14T22:13:21.000Z", "question": "Bash: ls", "answer": "yes"}],
+        "task_id": None,
+        "attempt": 1,
+        "priority": 5,
+        "prompt": "add hello.txt",
+        "repo_path": "/src/app",
+        "output": "done\n",
+    }
+    listed = {k: v for k, v in detail.items() if k != "output"}
+    same_bytes(views.run_detail(run), detail)
+    same_bytes(views.run_out(run), listed)
+    same_bytes(views.run_snapshot(run, 3), {"seq": 3, "type": "snapshot", **detail})
+    same_bytes(views.run_page([run], None), {"runs": [listed], "next_before": None})
+    same_bytes(views.run_submitted(run), {"run_id": 7, "status": "completed"})
+    same_bytes(views.ok(), {"ok": True})
+    # The run events' summary says what the view says.
+    summary = run_summary(run)
+    assert {k: listed[k] for k in summary} == summary
+
+
+def test_error_body_with_detail_keeps_error_short() -> None:
+    same_bytes(
+        views.error_body(
+            "Run not found or not active", detail="Run not found or not active (run 3 is killed)"
+        ),
+        {"error": "Run not found or not active", "message": "Run not found or not active (run 3 is killed)"},
+    )

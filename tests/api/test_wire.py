@@ -1,11 +1,11 @@
 """What a running server sends validates against `schemas/` and the OpenAPI document it serves.
 
 One scenario drives every documented route of a real server (sessions, registry, puppet, webhook
-deliveries, live events over SSE and WebSocket) through states that exercise every optional field,
-and checks each body twice: against the committed `schemas/<Shape>.json` and against the response
-schema the served document declares for that path, method and status. Schemas forbid undocumented
-fields, so a field sent but not documented fails here. The last check is that every documented
-operation was seen answering its success status.
+deliveries, live events over SSE and WebSocket, one-time job runs) through states that exercise
+every optional field, and checks each body twice: against the committed `schemas/<Shape>.json` and
+against the response schema the served document declares for that path, method and status. Schemas
+forbid undocumented fields, so a field sent but not documented fails here. The last check is that
+every documented operation was seen answering its success status.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from jsonschema import Draft202012Validator
 from coral_server.api.models import RESPONSE_MODELS
 from coral_server.api.schemas import SCHEMA_DIR
 from tests.conftest import WAIT_S, Coral, agent_spec, session_body, start_coral, wait_until
+from tests.jobs.conftest import init_git_repo
 
 Body = Any
 HOLD = {"mode": "hold_after_exit", "duration": 60_000}  # closed sessions stay readable
@@ -114,9 +116,62 @@ class FailingReceiver:
             await self._runner.cleanup()
 
 
+# What Claude Code prints headless (-p --output-format json) at the end of a run.
+CLAUDE_RESULT = {
+    "type": "result",
+    "subtype": "success",
+    "is_error": False,
+    "result": "done",
+    "num_turns": 1,
+    "session_id": "s",
+    "total_cost_usd": 0.0,
+    "usage": {},
+}
+# A permission prompt as Claude Code draws it (see coral_server/jobs/prompts.py).
+PERMISSION_PROMPT = [
+    "\u2500" * 60,
+    " Bash command",
+    "",
+    "   echo hi > hi.txt",
+    "   Write a greeting",
+    "",
+    " Do you want to proceed?",
+    " \u276f 1. Yes",
+    "   2. No",
+    "",
+    " Esc to cancel \u00b7 Tab to amend",
+]
+# A stand-in for Claude Code at the process boundary: headless it prints its result; on a terminal it
+# asks permission, takes one key (as the real CLI does: a digit, no Enter), acts on a yes and exits.
+FAKE_CLAUDE = f"""#!/usr/bin/env bash
+if [ "$1" = -p ]; then echo {shlex.quote(json.dumps(CLAUDE_RESULT, separators=(",", ":")))}; exit 0; fi
+printf '%s\\n' {" ".join(shlex.quote(row) for row in PERMISSION_PROMPT)}
+read -rsn1 key
+if [ "$key" = 1 ]; then echo hi > hi.txt; fi
+"""
+# Two runs wait for input at once, so a third meets the cap.
+MAX_JOBS = 2
+
+
+def fake_claude(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "claude"
+    script.write_text(FAKE_CLAUDE)
+    script.chmod(0o755)
+    return script
+
+
 @pytest.fixture
 async def wcoral(tmp_path: Path) -> AsyncIterator[Coral]:
-    settings = {"webhook_max_attempts": 1, "webhook_retry_max_s": 0.2, "webhook_secrets": ("wire",)}
+    (tmp_path / "jobs").mkdir()
+    settings = {
+        "webhook_max_attempts": 1,
+        "webhook_retry_max_s": 0.2,
+        "webhook_secrets": ("wire",),
+        "claude_bin": str(fake_claude(tmp_path / "bin")),
+        "job_roots": (tmp_path / "jobs",),
+        "max_concurrent_jobs": MAX_JOBS,
+    }
     async for server in start_coral(tmp_path, **settings):
         yield server
 
@@ -151,6 +206,7 @@ async def test_every_route_sends_what_its_schema_documents(wcoral: Coral, tmp_pa
     wire = Wire(coral, await served_doc(coral))
     async with FailingReceiver() as receiver:
         await drive_every_route(wire, coral, receiver, tmp_path)
+    await drive_runs(wire, coral, tmp_path)
     documented = {
         (method, path, next(s for s in op["responses"] if s.startswith(("2", "1"))))
         for path, item in wire.doc["paths"].items()
@@ -286,6 +342,84 @@ async def drive_puppet(wire: Wire, puppet: str) -> None:
         "summary": "done",
         "timestamp": closed["state"]["timestamp"],
     }
+
+
+FINAL = ("completed", "failed", "killed")
+
+
+async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
+    """Every run route: a headless job to its end, two that wait for input (answered, killed), the cap,
+    the live streams' snapshots, and each error status."""
+    repo = init_git_repo(tmp_path / "jobs" / "repo").path
+    headless = {"prompt": "say done", "repo_path": str(repo), "flags": "--dangerously-skip-permissions"}
+    submitted = await wire.call("POST", "/api/tasks/run", "RunSubmitted", json=headless)
+    assert submitted["status"] == "pending"
+    done_id = submitted["run_id"]
+    run_path = f"/api/tasks/runs/{done_id}"
+    await poll(coral, run_path, lambda r: r["status"] in FINAL)
+    done = await wire.call("GET", run_path, "RunDetail")
+    assert (done["status"], done["exit_reason"], done["trigger_type"]) == ("completed", "agent_done", "api")
+    assert done["result"]["mode"] == "headless" and done["result"]["agent"]["text"] == "done"
+    assert done["branch"] == f"coral/run-{done_id}" and '"result":"done"' in done["output"]
+    await wire.call("POST", run_path + "/kill", "ErrorBody", status=404)
+    await wire.call("POST", run_path + "/input", "ErrorBody", json={"text": "yes"}, status=409)
+
+    # -- two runs on a terminal, each paused at a permission prompt; a third is one too many
+    asking = {"prompt": "write a greeting", "repo_path": str(repo), "display_name": "asks"}
+    ids = [(await wire.call("POST", "/api/tasks/run", "RunSubmitted", json=asking))["run_id"] for _ in "ab"]
+    for run_id in ids:
+        waiting = await poll(
+            coral,
+            f"/api/tasks/runs/{run_id}",
+            lambda r: r["status"] not in ("pending", "running"),
+        )
+        assert waiting["status"] == "waiting_input", waiting
+    async with coral.http.post(coral.base_url + "/api/tasks/run", json=asking, headers=coral.headers) as resp:
+        wire.check("POST", "/api/tasks/run", resp.status, await resp.json(), "ErrorBody")
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+    assert "Retry-After" in wire.doc["paths"]["/api/tasks/run"]["post"]["responses"]["429"]["headers"]
+    answered, killed = ids
+    ws_url = coral.base_url.replace("http://", "ws://") + f"/ws/v1/runs/{answered}/events"
+    async with coral.http.ws_connect(ws_url, headers=coral.headers) as ws:
+        snapshot = json.loads((await ws.receive(timeout=10)).data)
+    check_event(wire, snapshot, "RunSnapshot")
+    assert snapshot["waiting_for"] == "Bash: echo hi > hi.txt - Do you want to proceed?", snapshot
+    wire.seen.add(("get", "/ws/v1/runs/{run_id}/events", "101"))
+    sse_path = f"/api/tasks/runs/{answered}/events"
+    async with coral.http.get(coral.base_url + sse_path, headers=coral.headers) as sse:
+        async with asyncio.timeout(15):
+            snapshot = await anext(sse_data(sse))
+        wire.seen.add(("get", wire.template(sse_path), str(sse.status)))
+    check_event(wire, snapshot, "RunSnapshot")
+    assert (snapshot["type"], snapshot["status"], snapshot["id"]) == ("snapshot", "waiting_input", answered)
+    await wire.call("POST", f"/api/tasks/runs/{answered}/input", "OkBody", json={"text": "yes"})
+    await wire.call("POST", f"/api/tasks/runs/{killed}/kill", "OkBody")
+    stopped = await poll(coral, f"/api/tasks/runs/{killed}", lambda r: r["status"] in FINAL)
+    assert (stopped["status"], stopped["exit_reason"]) == ("killed", "user_cancelled"), stopped
+    assert stopped["result"]["files_changed"] == []  # killed before any yes
+    await poll(coral, f"/api/tasks/runs/{answered}", lambda r: r["status"] in FINAL)
+    yes = await wire.call("GET", f"/api/tasks/runs/{answered}", "RunDetail")
+    assert (yes["status"], yes["result"]["mode"]) == ("completed", "interactive"), yes
+    assert [f["path"] for f in yes["result"]["files_changed"]] == ["hi.txt"]  # done after the yes
+
+    # -- listings: newest first, paged, filtered
+    page = await wire.call("GET", "/api/tasks/runs", "RunPage")
+    assert [r["id"] for r in page["runs"]] == [killed, answered, done_id] and page["next_before"] is None
+    assert all("output" not in r for r in page["runs"])
+    first = await wire.call("GET", "/api/tasks/runs?limit=1", "RunPage")
+    rest = await wire.call("GET", f"/api/tasks/runs?limit=2&before={first['next_before']}", "RunPage")
+    assert [r["id"] for r in rest["runs"]] == [answered, done_id]
+    completed = await wire.call("GET", "/api/tasks/runs?status=completed&trigger=api", "RunPage")
+    assert {r["id"] for r in completed["runs"]} == {answered, done_id}
+
+    # -- errors: a bad field, a repository outside the job roots, an unknown run, a bad listing
+    bad = await wire.call("POST", "/api/tasks/run", "ErrorBody", json={"repo_path": str(repo)}, status=400)
+    assert bad["errors"][0]["field"] == "prompt"
+    outside = {"prompt": "x", "repo_path": str(init_git_repo(tmp_path / "outside").path)}
+    await wire.call("POST", "/api/tasks/run", "ErrorBody", json=outside, status=403)
+    await wire.call("GET", "/api/tasks/runs/999", "ErrorBody", status=404)
+    await wire.call("POST", "/api/tasks/runs/999/input", "ErrorBody", json={"text": "x"}, status=404)
+    await wire.call("GET", "/api/tasks/runs?status=bogus", "ErrorBody", status=400)
 
 
 def check_event(wire: Wire, body: Body, shape: str) -> None:
