@@ -575,7 +575,7 @@ class RunOut(TypedDict):
         list[dict[str, Any]],
         Field(description="Each permission prompt answered yes for it: {at, question, answer}"),
     ]
-    task_id: Annotated[str | None, Field(description="The scheduled task (its UUID) that made it; null for a job")]
+    task_id: Annotated[str | None, Field(description="The scheduled task (UUID) that made it; null: a job")]
     attempt: int
     priority: int
     prompt: str | None
