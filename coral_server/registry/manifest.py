@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from coral_server.registry.editions import Generation, Transport, default_transport, manifest_generation
 from coral_server.registry.errors import ManifestInvalid
-from coral_server.registry.generations import Generation, Transport, default_transport, manifest_generation
 from coral_server.registry.values import (
     SCALAR_TYPES,
     canonical_type,
@@ -23,8 +23,8 @@ from coral_server.registry.values import (
 __all__ = [
     "MANIFEST_FILENAME",
     "AgentManifest",
-    "DockerRuntime",
-    "ExecutableRuntime",
+    "DockerSection",
+    "ExecutableSection",
     "OptionSpec",
     "OptionTransport",
     "RuntimeTransport",
@@ -76,7 +76,7 @@ class OptionSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ExecutableRuntime:
+class ExecutableSection:
     """Run the agent as a local process: ``path`` (relative to the manifest folder or on PATH)."""
 
     path: str
@@ -85,7 +85,7 @@ class ExecutableRuntime:
 
 
 @dataclass(frozen=True, slots=True)
-class DockerRuntime:
+class DockerSection:
     """Run the agent in a container from ``image``."""
 
     image: str
@@ -105,8 +105,8 @@ class AgentManifest:
     root: Path
     manifest_path: Path
     options: dict[str, OptionSpec] = field(default_factory=dict)
-    executable: ExecutableRuntime | None = None
-    docker: DockerRuntime | None = None
+    executable: ExecutableSection | None = None
+    docker: DockerSection | None = None
     capabilities: list[str] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)
 
@@ -258,14 +258,14 @@ def _transport(value: object, where: str, default: RuntimeTransport) -> RuntimeT
 
 def _runtimes(
     value: object, default: RuntimeTransport
-) -> tuple[ExecutableRuntime | None, DockerRuntime | None]:
+) -> tuple[ExecutableSection | None, DockerSection | None]:
     """The runtimes; one that names no transport gets ``default`` (its generation's)."""
     if value is None:
         raise _Bad("no runtime: add [runtimes.executable] or [runtimes.docker]")
     if not isinstance(value, Mapping):
         raise _Bad("[runtimes] must be a table")
-    executable: ExecutableRuntime | None = None
-    docker: DockerRuntime | None = None
+    executable: ExecutableSection | None = None
+    docker: DockerSection | None = None
 
     exe = value.get("executable")
     if exe is not None:
@@ -284,7 +284,7 @@ def _runtimes(
             path, arguments = command_list[0], command_list[1:] + arguments
         if not isinstance(path, str) or not path:
             raise _Bad(f"{where} path must be a non-empty string")
-        executable = ExecutableRuntime(path, arguments, _transport(exe.get("transport"), where, default))
+        executable = ExecutableSection(path, arguments, _transport(exe.get("transport"), where, default))
 
     dock = value.get("docker")
     if dock is not None:
@@ -296,7 +296,7 @@ def _runtimes(
             raise _Bad(f"{where} needs a non-empty string 'image'")
         raw_command = dock.get("command")
         command_opt = None if raw_command is None else _string_list(raw_command, f"{where} command")
-        docker = DockerRuntime(image, command_opt, _transport(dock.get("transport"), where, default))
+        docker = DockerSection(image, command_opt, _transport(dock.get("transport"), where, default))
 
     if executable is None and docker is None:
         raise _Bad("no runtime: add [runtimes.executable] or [runtimes.docker]")
