@@ -9,8 +9,8 @@ import pytest
 
 from coral_server.registry import (
     AgentManifest,
-    DockerRuntime,
-    ExecutableRuntime,
+    DockerSection,
+    ExecutableSection,
     Generation,
     ManifestInvalid,
     OptionSpec,
@@ -100,8 +100,8 @@ def test_current_format_edition_4(write_file: WriteFile, tmp_path: Path) -> None
     assert m.keywords == ["search", "web"]
     assert m.root == tmp_path / "researcher"
     assert m.manifest_path == path
-    assert m.executable == ExecutableRuntime("bash", ["run.sh", "--fast"], "sse")
-    assert m.docker == DockerRuntime(
+    assert m.executable == ExecutableSection("bash", ["run.sh", "--fast"], "sse")
+    assert m.docker == DockerSection(
         "example/researcher:1.2.3", ["python", "-m", "researcher"], "streamable_http"
     )
     assert list(m.options) == ["API_KEY", "MAX_ITERATIONS", "TEMPERATURE", "TAGS", "ICON", "MODE"]
@@ -149,7 +149,7 @@ def test_legacy_manifest_without_edition(write_file: WriteFile) -> None:
     assert m.generation is Generation.V1
     assert m.description is None and m.summary is None
     # 1.0 agents speak SSE only: a runtime naming no transport gets SSE
-    assert m.executable == ExecutableRuntime("python", ["main.py", "--verbose"], "sse")
+    assert m.executable == ExecutableSection("python", ["main.py", "--verbose"], "sse")
     assert m.docker is None
     assert m.options["RATIO"].type == "f64"
     assert m.options["RATIO"].default == 2.0 and isinstance(m.options["RATIO"].default, float)
@@ -175,7 +175,7 @@ def test_older_editions_are_tolerated(make_agent: MakeAgent, write_file: WriteFi
     m = load_manifest(path)
     assert m.edition == edition
     assert m.generation is (Generation.CURRENT if edition >= 3 else Generation.V1)
-    assert m.docker == DockerRuntime("img", None, "streamable_http")
+    assert m.docker == DockerSection("img", None, "streamable_http")
 
 
 def test_legacy_options_as_array_of_tables(write_file: WriteFile) -> None:
