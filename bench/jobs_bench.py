@@ -25,7 +25,8 @@ A repository of 10,000 committed files is generated once, in a temp dir, and use
       bench). A sampler polls `GET /api/tasks/runs?status=running` and the whole listing (pending,
       running, waiting_input) and counts the server's `claude` processes in /proc; afterwards the
       runs' own timestamps give the exact overlap. Beside it, the floor: the same number of hand runs
-      through a semaphore of the same size.
+      through a semaphore of the same size, half before and half after the server's runs (so a drift
+      of the machine's load falls on both).
 
 Everything runs on this machine in temp dirs that are removed at the end; nothing leaves 127.0.0.1.
 """
@@ -196,6 +197,7 @@ SCRIPT: list[Step] = [
 ]
 FINAL = ("completed", "failed", "killed")
 ACTIVE = ("pending", "running", "waiting_input")
+SAMPLE_S = 0.02  # the sampler's period (plus the time its two GETs and the /proc walk take)
 RUN_TIMEOUT_S = 180.0  # one run, however busy the machine: a bench that hangs is worse than a failure
 
 
@@ -460,7 +462,7 @@ class Peaks:
 
     running: int = 0  # GET /api/tasks/runs?status=running
     active: int = 0  # pending + running + waiting_input in one listing
-    claimed: int = 0  # running + waiting_input + pending with a started worktree (claimed)
+    with_worktree: int = 0  # active runs whose worktree is made (claimed and past `git worktree add`)
     processes: int = 0  # the server's claude processes in /proc
     samples: int = 0
     errors: list[str] = field(default_factory=list)
@@ -498,12 +500,12 @@ async def sample(coral: Coral, claude: Path, peaks: Peaks, stop: asyncio.Event) 
         statuses = [r["status"] for r in listing["runs"]]
         peaks.running = max(peaks.running, len(running["runs"]))
         peaks.active = max(peaks.active, sum(s in ACTIVE for s in statuses))
-        claimed = [r for r in listing["runs"] if r["status"] in ACTIVE and r["worktree_path"]]
-        peaks.claimed = max(peaks.claimed, len(claimed))
+        made = [r for r in listing["runs"] if r["status"] in ACTIVE and r["worktree_path"]]
+        peaks.with_worktree = max(peaks.with_worktree, len(made))
         peaks.processes = max(peaks.processes, await asyncio.to_thread(cli_processes, coral.proc.pid, exe))
         peaks.samples += 1
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(0.02):  # the sampling period
+            async with asyncio.timeout(SAMPLE_S):
                 await stop.wait()
 
 
@@ -548,26 +550,39 @@ def unix(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+@dataclass
+class Floor:
+    """Hand runs through a semaphore: how long they took, each run, the idle server's CPU meanwhile."""
+
+    seconds: float
+    runs: list[HandRun]
+    server_cpu: float
+
+
+async def queue_floor(coral: Coral, hand: Hand, runs: int, cap: int, name: str) -> Floor:
+    slots = asyncio.Semaphore(cap)
+
+    async def one(n: int) -> HandRun:
+        async with slots:
+            return await hand.run(f"{name}_{n}")
+
+    # The sampler runs here too (against the idle server), so both sides pay for it.
+    cpu_before = process_cpu(coral.proc.pid)
+    async with sampling(coral, hand.claude):
+        started = time.perf_counter()
+        done = await asyncio.gather(*(one(n) for n in range(runs)))
+        seconds = time.perf_counter() - started
+    return Floor(seconds, list(done), process_cpu(coral.proc.pid) - cpu_before)
+
+
 async def queue_through_cap(args: argparse.Namespace, coral: Coral, hand: Hand, repo: Path) -> None:
     print(
         f"-- 2c. {args.runs} runs through a cap of {args.cap}: one client, re-submitting {args.retry_s:g} s "
         "after a 429 (instead of its Retry-After)"
     )
-    floor_s = floor_cpu = 0.0
-    if args.queue_floor:
-        slots = asyncio.Semaphore(args.cap)
-
-        async def one(n: int) -> HandRun:
-            async with slots:
-                return await hand.run(f"q{n}")
-
-        # The sampler runs here too (against the idle server), so both sides pay for it.
-        cpu_before = process_cpu(coral.proc.pid)
-        async with sampling(coral, hand.claude):
-            started = time.perf_counter()
-            await asyncio.gather(*(one(n) for n in range(args.runs)))
-            floor_s = time.perf_counter() - started
-        floor_cpu = process_cpu(coral.proc.pid) - cpu_before
+    floors: list[Floor] = []
+    if args.queue_floor:  # its first half before the server's runs, its second after them
+        floors.append(await queue_floor(coral, hand, args.runs // 2, args.cap, "q1"))
 
     ids: list[int] = []
     followers: list[asyncio.Task[RunTimes]] = []
@@ -601,6 +616,8 @@ async def queue_through_cap(args: argparse.Namespace, coral: Coral, hand: Hand, 
             for task in followers:
                 task.cancel()
     server_cpu = process_cpu(coral.proc.pid) - cpu_before
+    if args.queue_floor:
+        floors.append(await queue_floor(coral, hand, args.runs - args.runs // 2, args.cap, "q2"))
     errors += [f"{e!r}" for e in ended if isinstance(e, BaseException)] + peaks.errors
 
     runs = [await coral.get(f"/api/tasks/runs/{run_id}") for run_id in ids]
@@ -614,15 +631,26 @@ async def queue_through_cap(args: argparse.Namespace, coral: Coral, hand: Hand, 
     done = sum(r["status"] == "completed" for r in runs)
 
     print(f"   completed {done} of {args.runs} in {total_s:.1f} s: {done / total_s:.2f} runs/s")
-    if args.queue_floor:
-        rate = args.runs / floor_s
+    if floors:
+        floor_s = sum(f.seconds for f in floors)
+        halves = " + ".join(f"{f.seconds:.1f} s" for f in floors)
         print(
-            f"   floor: {args.runs} hand runs through a semaphore of {args.cap} in {floor_s:.1f} s: "
-            f"{rate:.2f} runs/s; server/floor time {total_s / floor_s:.2f}x"
+            f"   floor: {args.runs} hand runs through a semaphore of {args.cap} in {floor_s:.1f} s "
+            f"({halves}, before and after): {args.runs / floor_s:.2f} runs/s; "
+            f"server/floor time {total_s / floor_s:.2f}x"
         )
+        hand_runs = [h for f in floors for h in f.runs]
+        print(wall_row("floor: git worktree add", [h.add for h in hand_runs]))
+        print(wall_row("floor: claude -p", [h.agent for h in hand_runs]))
+        print(wall_row("floor: git worktree remove", [h.remove for h in hand_runs]))
+    # The server's own clock (ms): admission -> the CLI started (claim + worktree + spawn), and the
+    # CLI started -> the run ended (the CLI, then finish + cleanup).
+    admitted = [unix(r["started_at"]) - unix(r["created_at"]) for r in runs if r["started_at"]]
+    print(wall_row("server: admitted -> running", admitted))
+    print(wall_row("server: running -> ended", [end - start for start, end in running]))
+    idle = f"; {sum(f.server_cpu for f in floors):.1f} s while idle beside the floor (the sampler's share)"
     print(
-        f"   server process CPU (not its children: git, claude): {server_cpu:.1f} s; "
-        f"{floor_cpu:.1f} s while idle beside the floor (the sampler's share)"
+        f"   server process CPU (not its children: git, claude): {server_cpu:.1f} s{idle if floors else ''}"
     )
     print(f"   submits: {len(accepted)} accepted (p50 {ms(statistics.median(accepted)).strip()}), ", end="")
     if refused:
@@ -632,7 +660,7 @@ async def queue_through_cap(args: argparse.Namespace, coral: Coral, hand: Hand, 
         print("none refused")
     print(
         f"   seen at once ({peaks.samples} samples): running {peaks.running}, active {peaks.active} "
-        f"(claimed {peaks.claimed}), claude processes {peaks.processes}"
+        f"(with a worktree {peaks.with_worktree}), claude processes {peaks.processes}"
     )
     print(
         f"   from the runs' timestamps: at most {max_overlap(running)} running, "
