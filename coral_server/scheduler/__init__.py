@@ -1,8 +1,9 @@
 """Scheduled tasks' planning core: schedules (cron, rrule, once, event), misfires and retry backoff.
 
 Pure functions of their inputs (times come in as arguments, never from a clock): `parse_schedule` /
-`load_schedule` check a schedule, `next_fires` plans it, `preview` answers `POST /tasks/preview`,
-`resolve_misfires` says what runs after a late look, `Backoff` spaces retries.
+`load_schedule` check a schedule (`Schedules` shares stored ones), `next_fires` plans it,
+`preview` answers `POST /tasks/preview`, `resolve_misfires` says what runs after a late look,
+`Backoff` spaces retries.
 """
 
 from coral_server.scheduler.backoff import (
@@ -20,6 +21,7 @@ from coral_server.scheduler.schedule import (
     Preview,
     Schedule,
     ScheduleKind,
+    Schedules,
     load_schedule,
     next_fires,
     parse_schedule,
@@ -39,6 +41,7 @@ __all__ = [
     "Schedule",
     "ScheduleInvalid",
     "ScheduleKind",
+    "Schedules",
     "TaskFieldInvalid",
     "load_schedule",
     "next_fires",

@@ -19,6 +19,7 @@ walked, so asking again from a later point continues the walk (not thread-safe: 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ __all__ = [
     "Preview",
     "Schedule",
     "ScheduleKind",
+    "Schedules",
     "load_schedule",
     "next_fires",
     "parse_schedule",
@@ -151,6 +153,36 @@ def load_schedule(kind: str, expr: str | None, timezone: str | None) -> Schedule
     A once time in the past or a finished rule loads, and simply has no more fires.
     """
     return _build(kind, expr, timezone, None)
+
+
+class Schedules:
+    """Stored schedules, shared: tasks with the same kind, expression and zone get one `Schedule`, so
+    planning many tasks walks each distinct schedule once (its kept walk answers the others).
+
+    Holds up to `limit` schedules, forgetting the least recently loaded. One owner (the scheduler
+    service), like a `Schedule`.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be 1 or more, not {limit}")
+        self._limit = limit
+        self._by_key: OrderedDict[tuple[str, str | None, str | None], Schedule] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def load(self, kind: str, expr: str | None, timezone: str | None) -> Schedule:
+        """`load_schedule`, answered from the ones already loaded when it can."""
+        key = (kind, expr, timezone)
+        schedule = self._by_key.get(key)
+        if schedule is None:
+            schedule = self._by_key[key] = load_schedule(kind, expr, timezone)
+            if len(self._by_key) > self._limit:
+                self._by_key.popitem(last=False)
+        else:
+            self._by_key.move_to_end(key)
+        return schedule
 
 
 def next_fires(schedule: Schedule, after: datetime, n: int = 1) -> list[datetime]:

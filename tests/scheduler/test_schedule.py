@@ -10,6 +10,7 @@ import pytest
 from coral_server.scheduler import (
     SCHEDULE_KINDS,
     ScheduleInvalid,
+    Schedules,
     load_schedule,
     next_fires,
     parse_schedule,
@@ -189,3 +190,22 @@ def test_preview_gives_the_next_fire_times_or_the_error() -> None:
     assert caught.value.problems == [("schedule_expr", "field 5 (day of week): 9 is out of range 0-7")]
     with pytest.raises(ValueError, match="n must be 1-100"):
         preview("cron", "0 0 * * *", "UTC", NOW, n=101)
+
+
+def test_schedules_share_one_per_kind_expression_and_zone() -> None:
+    schedules = Schedules(limit=2)
+    hourly = schedules.load("cron", "0 * * * *", "UTC")
+    assert schedules.load("cron", "0 * * * *", "UTC") is hourly
+    berlin = schedules.load("cron", "0 * * * *", "Europe/Berlin")
+    assert berlin is not hourly
+    # Two tasks asking from different points both get their own answer from the one walk.
+    assert next_fires(hourly, NOW, 1) == [NOW + timedelta(hours=1)]
+    assert next_fires(hourly, NOW + timedelta(minutes=90), 1) == [NOW + timedelta(hours=2)]
+    assert next_fires(hourly, NOW - timedelta(minutes=30), 1) == [NOW]
+    schedules.load("cron", "0 * * * *", "UTC")  # used: the Berlin one is now the oldest
+    schedules.load("once", "2026-03-02T09:00:00Z", "UTC")
+    assert len(schedules) == 2
+    assert schedules.load("cron", "0 * * * *", "UTC") is hourly
+    assert schedules.load("cron", "0 * * * *", "Europe/Berlin") is not berlin
+    with pytest.raises(ScheduleInvalid):
+        schedules.load("cron", "0 0 32 * *", "UTC")
