@@ -78,6 +78,10 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
             cpus=settings.docker_cpus,
             pull=settings.docker_pull,
             instance=settings.resolve_instance_id(),
+            pids_limit=settings.docker_pids_limit,
+            read_only=settings.docker_read_only,
+            user=settings.docker_user,
+            overrides=frozenset(settings.docker_manifest_overrides),
         )
     )
     app[DOCKER] = engine

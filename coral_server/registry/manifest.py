@@ -21,8 +21,10 @@ from coral_server.registry.values import (
 )
 
 __all__ = [
+    "CONTAINER_OVERRIDES",
     "MANIFEST_FILENAME",
     "AgentManifest",
+    "ContainerRequests",
     "DockerRuntime",
     "ExecutableRuntime",
     "OptionSpec",
@@ -84,6 +86,27 @@ class ExecutableRuntime:
     transport: RuntimeTransport = "streamable_http"
 
 
+# The [runtimes.docker] keys by which a manifest asks to change the server's container hardening;
+# each applies only if the operator allows it (setting docker.manifestOverrides).
+CONTAINER_OVERRIDES = ("capAdd", "noNewPrivileges", "pidsLimit", "readOnly", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRequests:
+    """What a manifest asks of its container beyond the server's hardening (None: nothing)."""
+
+    cap_add: tuple[str, ...] | None = None
+    no_new_privileges: bool | None = None
+    pids_limit: int | None = None
+    read_only: bool | None = None
+    user: str | None = None
+
+    def asked(self) -> list[str]:
+        """The manifest keys (CONTAINER_OVERRIDES) this asks to change."""
+        values = (self.cap_add, self.no_new_privileges, self.pids_limit, self.read_only, self.user)
+        return [key for key, value in zip(CONTAINER_OVERRIDES, values, strict=True) if value is not None]
+
+
 @dataclass(frozen=True, slots=True)
 class DockerRuntime:
     """Run the agent in a container from ``image``."""
@@ -91,6 +114,7 @@ class DockerRuntime:
     image: str
     command: list[str] | None = None
     transport: RuntimeTransport = "streamable_http"
+    container: ContainerRequests = ContainerRequests()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,11 +320,42 @@ def _runtimes(
             raise _Bad(f"{where} needs a non-empty string 'image'")
         raw_command = dock.get("command")
         command_opt = None if raw_command is None else _string_list(raw_command, f"{where} command")
-        docker = DockerRuntime(image, command_opt, _transport(dock.get("transport"), where, default))
+        docker = DockerRuntime(
+            image,
+            command_opt,
+            _transport(dock.get("transport"), where, default),
+            _container_requests(dock, where),
+        )
 
     if executable is None and docker is None:
         raise _Bad("no runtime: add [runtimes.executable] or [runtimes.docker]")
     return executable, docker
+
+
+def _container_requests(table: Mapping[str, object], where: str) -> ContainerRequests:
+    cap_add = table.get("capAdd")
+    caps = None if cap_add is None else tuple(_string_list(cap_add, f"{where} capAdd"))
+    if caps is not None and not all(re.fullmatch(r"[A-Za-z_]+", c) for c in caps):
+        raise _Bad(f"{where} capAdd must list capability names (e.g. NET_BIND_SERVICE)")
+    flags: dict[str, bool | None] = {}
+    for key in ("noNewPrivileges", "readOnly"):
+        value = table.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise _Bad(f"{where} {key} must be true or false")
+        flags[key] = value
+    pids = table.get("pidsLimit")
+    if pids is not None and (isinstance(pids, bool) or not isinstance(pids, int) or pids < 0):
+        raise _Bad(f"{where} pidsLimit must be an integer >= 0 (0: no limit)")
+    user = table.get("user")
+    if user is not None and (not isinstance(user, str) or not user or any(c.isspace() for c in user)):
+        raise _Bad(f"{where} user must be a user name or uid[:gid]")
+    return ContainerRequests(
+        cap_add=caps,
+        no_new_privileges=flags["noNewPrivileges"],
+        pids_limit=pids,
+        read_only=flags["readOnly"],
+        user=user,
+    )
 
 
 # -- options ---------------------------------------------------------------------------------------
