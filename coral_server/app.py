@@ -44,6 +44,7 @@ from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
 from coral_server.tools import CustomToolForwarder
+from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.secrets import load_or_create_secret
 from coral_server.webhooks.service import Webhooks
 from coral_server.webhooks.signing import WebhookSigner
@@ -90,6 +91,18 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     if zygote is not None:
         app[ZYGOTE] = zygote
     clock = SystemClock()
+    destinations = DestinationPolicy.configured(
+        settings.webhook_private_destinations,
+        settings.webhook_allow,
+        settings.webhook_deny,
+        has_auth_keys=bool(settings.auth_keys),
+    )
+    log.info(
+        "webhooks.destinations private=%s allow=%s deny=%s",
+        "allowed" if destinations.private else "refused",
+        len(destinations.allow),
+        len(destinations.deny),
+    )
     runtimes: dict[str, Runtime] = {
         "executable": ProcessRuntime(clock.now_ms, zygote),
         "docker": DockerRuntime(engine, clock.now_ms),
@@ -120,6 +133,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         events=app[EVENTS],
         clock=clock,
         records=lambda: database.store.sessions if database.is_open else None,
+        destinations=destinations,
     )
     app[SESSIONS] = sessions
     secrets, source = load_or_create_secret(settings.data_dir, settings.webhook_secrets)
@@ -129,6 +143,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     forwarder = CustomToolForwarder(
         lambda body, header, msg_id: signer.sign(body, signature_header=header, msg_id=msg_id),
         timeout_s=settings.custom_tool_timeout_s,
+        destinations=destinations,
     )
     app[FORWARDER] = forwarder
     app[WEBHOOKS] = Webhooks(
@@ -138,6 +153,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         max_attempts=settings.webhook_max_attempts,
         max_delay_s=settings.webhook_retry_max_s,
         clock=clock,
+        destinations=destinations,
     )
     app[REPORTER] = EndReporter(app[WEBHOOKS])
     sessions.on_closed.append(app[REPORTER])
@@ -156,6 +172,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
                     parse_session=functools.partial(
                         session_routes.parse_session, sessions, prefix="session."
                     ),
+                    destinations=destinations,
                 ),
                 sessions,
             )

@@ -38,6 +38,7 @@ from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, SessionRequest
 from coral_server.store.sessions import SessionRecord, SessionStore
 from coral_server.supervision import Supervisor, owner_alive
+from coral_server.webhooks.destinations import DestinationPolicy
 
 log = logging.getLogger("coral_server.sessions")
 
@@ -85,8 +86,11 @@ class Sessions:
         events: EventBus | None = None,
         clock: Clock | None = None,
         records: Callable[[], SessionStore | None] = lambda: None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.registry = registry
+        # Where webhooks and custom tools may point (checked when a session is asked for).
+        self.destinations = destinations if destinations is not None else DestinationPolicy()
         self._records = records
         # Where every session publishes its changes (topic: Session.topic).
         self.events = events if events is not None else EventBus()
@@ -225,9 +229,27 @@ class Sessions:
         """Check a request against the registry without creating anything (`SessionRequestInvalid`)."""
         self._build_agents(request)
 
+    async def check_destinations(self, request: SessionRequest) -> None:
+        """Refuse a request whose end webhook or custom tools point where the destination policy
+        forbids (`SessionRequestInvalid` naming each field); their calls are checked again later."""
+        targets = [
+            (f"agentGraphRequest.customTools.{name}.transport.url", tool.url)
+            for name, tool in request.custom_tools.items()
+        ]
+        if request.end_webhook is not None:
+            targets.insert(0, (request.end_webhook_path, request.end_webhook.url))
+        problems = []
+        for path, url in targets:
+            problem = await self.destinations.check(url)
+            if problem is not None:
+                problems.append(RequestProblem(path, f"destination not allowed: {problem}"))
+        if problems:
+            raise SessionRequestInvalid(problems)
+
     async def create(self, request: SessionRequest) -> Session:
         """Validate the request against the registry, then start the session's agents."""
         agents = self._build_agents(request)
+        await self.check_destinations(request)
         ns = self.namespaces.get(request.namespace)
         if ns is None:
             if not request.create_namespace:

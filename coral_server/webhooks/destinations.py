@@ -5,9 +5,10 @@ server send requests from inside its network; unchecked, it can reach loopback s
 ranges and cloud metadata addresses, and the deliveries API shows what answered (port probing).
 
 The policy is checked when the URL is given (`check`, which resolves host names) and again on
-every connection: `GuardedResolver` filters the addresses a host name resolves to, so a name that
-resolves differently later (DNS rebinding) still cannot reach a denied address, and `url_problem`
-covers IP literals, which HTTP clients connect to without resolving.
+every connection: `webhooks.guard.GuardedResolver` filters the addresses a host name resolves to,
+so a name that resolves differently later (DNS rebinding) still cannot reach a denied address, and
+`url_problem` covers IP literals, which HTTP clients connect to without resolving. (No HTTP here:
+the session and job domains check requests with it.)
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -53,7 +51,9 @@ class Rule:
             return address is not None and _plain(address) in self.network
         assert self.host is not None
         name = hostname.lower().rstrip(".")
-        return name == self.host or (self.subdomains and name.endswith("." + self.host))
+        if self.subdomains:
+            return name.endswith("." + self.host)
+        return name == self.host
 
 
 def parse_rule(entry: str) -> Rule:
@@ -104,7 +104,7 @@ def _kind(address: IPAddress) -> str | None:
     return None
 
 
-def _literal(host: str) -> IPAddress | None:
+def literal_address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -160,7 +160,7 @@ class DestinationPolicy:
             return f"not a valid URL ({exc})"
         if parts.scheme not in ("http", "https") or not hostname:
             return "must be an http(s) URL with a host"
-        return self.address_problem(hostname, _literal(hostname))
+        return self.address_problem(hostname, literal_address(hostname))
 
     async def check(self, url: str) -> str | None:
         """`url_problem`, then the addresses its host name resolves to now (a request-time check)."""
@@ -168,7 +168,7 @@ class DestinationPolicy:
         if problem is not None or self.open:
             return problem
         hostname = urlsplit(url).hostname or ""
-        if _literal(hostname) is not None:
+        if literal_address(hostname) is not None:
             return None
         try:
             async with asyncio.timeout(RESOLVE_TIMEOUT_S):
@@ -176,57 +176,8 @@ class DestinationPolicy:
         except (OSError, TimeoutError):
             return None  # unresolvable now; its connections are checked when they are made
         for info in infos:
-            address = _literal(str(info[4][0]))
+            address = literal_address(str(info[4][0]))
             problem = self.address_problem(hostname, address)
             if problem is not None:
                 return problem
         return None
-
-    def resolver(self) -> AbstractResolver:
-        """A resolver for HTTP clients that connects only to allowed addresses."""
-        return GuardedResolver(self)
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves as usual, then drops the addresses the policy denies; none left: DestinationDenied."""
-
-    def __init__(self, policy: DestinationPolicy, inner: AbstractResolver | None = None) -> None:
-        self._policy = policy
-        self._inner = inner
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if self._inner is None:
-            self._inner = DefaultResolver()
-        found = await self._inner.resolve(host, port, family)
-        if self._policy.open:
-            return found
-        allowed: list[ResolveResult] = []
-        problem = None
-        for result in found:
-            problem_here = self._policy.address_problem(host, _literal(result["host"]))
-            if problem_here is None:
-                allowed.append(result)
-            else:
-                problem = problem_here
-        if not allowed:
-            raise DestinationDenied(f"destination not allowed: {problem or host}")
-        return allowed
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
-
-
-def denied_reason(exc: BaseException) -> str | None:
-    """The policy's reason when a client error was caused by a denied destination, else None."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DestinationDenied):
-            return str(seen)
-        os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, DestinationDenied):
-            return str(os_error)
-        seen = seen.__cause__
-    return None

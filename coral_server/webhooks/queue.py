@@ -20,6 +20,8 @@ import orjson
 
 from coral_server.clock import Clock, SystemClock, wait_for_event
 from coral_server.store import Delivery, DeliveryStore, NewDelivery
+from coral_server.webhooks.destinations import DestinationPolicy
+from coral_server.webhooks.guard import denied_reason, guarded_connector
 from coral_server.webhooks.scheme import CORAL_SIGNATURE_HEADER
 from coral_server.webhooks.signing import WebhookSigner, new_message_id
 
@@ -48,6 +50,10 @@ def _target(url: str) -> str:
         return "?"
 
 
+class _Refused(Exception):
+    """The destination policy refuses the delivery's URL."""
+
+
 class DeliveryQueue:
     """Owns the dispatcher task, the attempt tasks and (unless given one) the HTTP client.
 
@@ -68,6 +74,7 @@ class DeliveryQueue:
         clock: Clock | None = None,
         on_attempt: AttemptObserver | None = None,
         rng: random.Random | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         if max_attempts < 1 or concurrency < 1 or timeout_s <= 0:
             raise ValueError("max_attempts and concurrency must be at least 1, timeout_s positive")
@@ -84,6 +91,8 @@ class DeliveryQueue:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._on_attempt = on_attempt
         self._rng = rng if rng is not None else random.Random()
+        # Checked on every attempt (the URL) and every connection (what its host resolves to).
+        self._destinations = destinations if destinations is not None else DestinationPolicy()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._attempts: dict[str, asyncio.Task[None]] = {}
@@ -93,7 +102,7 @@ class DeliveryQueue:
         if self._dispatcher is not None:
             raise RuntimeError("the delivery queue is already started")
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = aiohttp.ClientSession(connector=guarded_connector(self._destinations))
         self._dispatcher = asyncio.create_task(self._dispatch(), name="webhook-dispatcher")
         log.info("webhook.queue_started concurrency=%d", self._concurrency)
 
@@ -200,8 +209,12 @@ class DeliveryQueue:
         task.add_done_callback(finished)
 
     async def _post(self, delivery: Delivery) -> tuple[int | None, str | None]:
-        """One POST; (HTTP status or None, error text or None when 2xx)."""
+        """One POST; (HTTP status or None, error text or None when 2xx). A destination the policy
+        refuses raises `_Refused` (no request is made, nothing is learnt of the target)."""
         assert self._http is not None
+        problem = self._destinations.url_problem(delivery.url)
+        if problem is not None:
+            raise _Refused(f"destination not allowed: {problem}")
         headers = {
             **delivery.headers,
             "Content-Type": "application/json",
@@ -224,13 +237,20 @@ class DeliveryQueue:
         except TimeoutError:
             return None, f"timeout after {self._timeout_s:g} s"
         except aiohttp.ClientError as exc:
+            reason = denied_reason(exc)
+            if reason is not None:
+                raise _Refused(f"destination not allowed: {reason}") from None
             return None, f"{type(exc).__name__}: {exc}"
         return status, None if 200 <= status < 300 else f"HTTP {status}"
 
     async def _attempt(self, delivery: Delivery) -> None:
         started = self._clock.monotonic()
+        refused = False
         try:
             status, error = await self._post(delivery)
+        except _Refused as exc:  # retrying would be refused again: the delivery fails now
+            status, error, refused = None, str(exc), True
+            log.error("webhook.refused id=%s kind=%s reason=%s", delivery.id, delivery.kind, exc)
         except Exception as exc:  # a bug or an unusable URL: count it, never loop on it silently
             log.exception("webhook.attempt_error id=%s", delivery.id)
             status, error = None, f"{type(exc).__name__}: {exc}"
@@ -238,7 +258,7 @@ class DeliveryQueue:
         ok = error is None
         attempts = delivery.attempts + 1
         next_at: float | None = None
-        if not ok and attempts < delivery.max_attempts:
+        if not ok and not refused and attempts < delivery.max_attempts:
             next_at = self._clock.time() + retry_delay(
                 attempts, base_s=self._base_delay_s, max_s=self._max_delay_s, rng=self._rng
             )
