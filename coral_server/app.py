@@ -23,10 +23,10 @@ from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, WEBHOOKS
+from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, WEBHOOKS
 from coral_server.clock import SystemClock
 from coral_server.config import Settings
-from coral_server.events import EventBus
+from coral_server.events import SERVER_TOPIC, EventBus
 from coral_server.jobs.agents import AGENTS, Endpoint, Secret, find_binary
 from coral_server.jobs.executor import AgentSetup, JobExecutor, JobSettings
 from coral_server.mcp.endpoint import McpEndpoint
@@ -111,6 +111,8 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     app[EVENTS] = EventBus(clock=clock)
     app[DATABASE] = Database(settings.data_dir / "coral.db", clock=clock)
     database = app[DATABASE]
+    app[STORE_HEALTH] = database.health
+    database.health.listeners.append(functools.partial(_store_event, app[EVENTS]))
     app[SUPERVISOR] = Supervisor(
         runtimes,
         clock,
@@ -196,6 +198,14 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     # Then end every live event stream (each session's already ended with session_closed).
     app.on_shutdown.append(_close_event_streams)
     return app
+
+
+def _store_event(events: EventBus, available: bool, error: str | None) -> None:
+    """The store stopped (or started again) keeping what it is given: an event on the server feed."""
+    if available:
+        events.publish(SERVER_TOPIC, "store_available", {})
+    else:
+        events.publish(SERVER_TOPIC, "store_unavailable", {"error": error})
 
 
 async def _close_sessions(app: web.Application) -> None:

@@ -15,9 +15,13 @@ from typing import Any, Protocol
 
 import orjson
 
+from coral_server.store.base import StoreUnavailable
 from coral_server.store.sessions import JournalEntry
 
 log = logging.getLogger("coral_server.sessions")
+
+# How long the journal waits before writing again what the store refused.
+RETRY_S = 1.0
 
 
 class JournalStore(Protocol):
@@ -54,6 +58,18 @@ class Journal:
             if batch and store is not None:
                 try:
                     await store.append_many(batch)
+                except StoreUnavailable as exc:
+                    # Kept, in order, and written once the store takes it again (disk full...).
+                    self._pending = batch + self._pending
+                    log.error(
+                        "session.journal_unstored session=%s entries=%s error=%s",
+                        self._session_id,
+                        len(self._pending),
+                        exc,
+                    )
+                    await asyncio.sleep(RETRY_S)
+                    self._wake.set()
+                    continue
                 except Exception:
                     log.exception(
                         "session.journal_failed session=%s entries=%s", self._session_id, len(batch)

@@ -36,6 +36,7 @@ from coral_server.sessions.launch import AgentLauncher
 from coral_server.sessions.report import crash_report, record_of
 from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, SessionRequest
+from coral_server.store.base import StoreUnavailable
 from coral_server.store.sessions import SessionRecord, SessionStore
 from coral_server.supervision import Supervisor, owner_alive
 from coral_server.webhooks.destinations import DestinationPolicy
@@ -64,10 +65,6 @@ class Namespace:
 SessionListener = Callable[[Session], Awaitable[None]]
 # Sends the end report of a session a crashed server lost: (url, report, subject).
 ReportSender = Callable[[str, dict[str, Any], str], Awaitable[None]]
-
-
-class StoreUnavailable(Exception):
-    """The store could not record what an operation needs kept (disk full, read-only...)."""
 
 
 class Sessions:
@@ -103,6 +100,9 @@ class Sessions:
         self.on_closed: list[SessionListener] = []
         # Closed sessions kept readable for their hold time (persistence mode hold_after_exit).
         self._holds: set[asyncio.Task[None]] = set()
+        # Closed sessions whose store record could not be removed (disk full...): tried again at each
+        # close and at shutdown, so a restart does not report them a second time.
+        self._unremoved: set[str] = set()
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -364,12 +364,21 @@ class Sessions:
                 await listener(session)
             except Exception:
                 log.exception("session.closed_listener_failed session=%s", session.id)
+        self._unremoved.add(session.id)
+        await self._unrecord()
+
+    async def _unrecord(self) -> None:
+        """Remove the store records of closed sessions (those a full disk kept there, too)."""
         records = self._records()
-        if records is not None:
+        if records is None:
+            return
+        for session_id in sorted(self._unremoved):
             try:
-                await records.remove(session.id)
-            except Exception:
-                log.exception("session.unrecord_failed session=%s", session.id)
+                await records.remove(session_id)
+            except Exception as exc:
+                log.error("session.unrecord_failed session=%s error=%s", session_id, exc)
+                return  # the store refuses: the next close (or shutdown) tries again
+            self._unremoved.discard(session_id)
 
     async def _forget_later(self, session: Session, keep_ms: int) -> None:
         try:
@@ -393,3 +402,4 @@ class Sessions:
         for task in holds:  # closed sessions kept for their hold time go with the server
             task.cancel()
         await asyncio.gather(*holds, return_exceptions=True)
+        await self._unrecord()

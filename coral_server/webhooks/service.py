@@ -55,6 +55,11 @@ class Webhooks:
             await queue.close()
 
     @property
+    def unstored(self) -> int:
+        """Accepted webhooks held in memory because the store refused them (see `DeliveryQueue`)."""
+        return 0 if self._queue is None else self._queue.unstored
+
+    @property
     def queue(self) -> DeliveryQueue:
         if self._queue is None:
             raise RuntimeError("webhooks are not started")
