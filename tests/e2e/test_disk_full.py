@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,10 +167,17 @@ async def stored_run(coral: Coral, run_id: int, status: str) -> Run | None:
 
 async def test_a_report_the_store_never_took_is_sent_at_shutdown(disk: FullDisk, receiver: Receiver) -> None:
     async for coral in start_coral(disk.root, data_dir=disk.root / "data"):
-        ns, sid = await coral.create_session(reporting(receiver))
+        ns, sid = await coral.create_session(reporting(receiver, "me", "you"))
         disk.fill()
+        new_thread = {"threadName": "late", "participantNames": ["you"]}
+        status, out = await coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/me/thread", new_thread)
+        assert status == 200, out  # its journal entry cannot be written
+        started = time.monotonic()
         assert (await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}"))[0] == 200
+        assert time.monotonic() - started < 8  # the close does not sit out the journal (10 s)
         _, health = await coral.request("GET", "/health")
         assert health["unstoredWebhooks"] == 1, health
-    # The server stopped with the disk still full: the held report had its one attempt then.
-    assert [b["sessionId"] for b in receiver.bodies] == [sid]
+    # The server stopped with the disk still full: the held report had its one attempt then, with
+    # the thread the journal could not keep.
+    [report] = receiver.bodies
+    assert report["sessionId"] == sid and [t["name"] for t in report["threads"]] == ["late"]
