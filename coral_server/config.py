@@ -19,7 +19,7 @@ BUNDLED_REGISTRY = Path(__file__).resolve().parent.parent / "registry"
 ENV_PREFIX = "CORAL_SERVER_"
 
 
-class ConfigError(Exception):
+class SettingsInvalid(Exception):
     """The configuration cannot be used; the message says which setting and why."""
 
 
@@ -318,9 +318,9 @@ def _from_toml(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise SettingsInvalid(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
+        raise SettingsInvalid(f"config file {path}: {exc}") from None
     values: dict[str, Any] = {}
     for (section, key), field in _TOML_KEYS.items():
         table = data.get(section)
@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build settings from flags, environment and the TOML file; raises ConfigError on bad values."""
+    """Build settings from flags, environment and the TOML file; raises SettingsInvalid on bad values."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
@@ -480,4 +480,4 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise SettingsInvalid(f"invalid settings: {problems}") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_server.config import BUNDLED_REGISTRY, ConfigError, Settings, load_settings
+from coral_server.config import BUNDLED_REGISTRY, Settings, SettingsInvalid, load_settings
 
 
 def toml(tmp_path: Path, text: str, name: str = "coral.toml") -> Path:
@@ -190,7 +190,7 @@ def test_settings_are_frozen() -> None:
 
 def test_bad_toml_is_config_error_naming_the_file(tmp_path: Path) -> None:
     path = toml(tmp_path, "[network\nbindPort = 1\n")
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SettingsInvalid) as info:
         load_settings(["--config", str(path)], {})
     message = str(info.value)
     assert str(path) in message
@@ -200,7 +200,7 @@ def test_bad_toml_is_config_error_naming_the_file(tmp_path: Path) -> None:
 def test_missing_config_file_is_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     for argv, env in [(["--config", str(missing)], {}), ([], {"CONFIG_FILE_PATH": str(missing)})]:
-        with pytest.raises(ConfigError) as info:
+        with pytest.raises(SettingsInvalid) as info:
             load_settings(argv, env)
         assert str(missing) in str(info.value)
         assert "does not exist" in str(info.value)
@@ -228,7 +228,7 @@ def test_bad_values_are_config_errors_naming_the_setting(
 ) -> None:
     if toml_text is not None:
         argv = [*argv, "--config", str(toml(tmp_path, toml_text))]
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SettingsInvalid) as info:
         load_settings(argv, env)
     message = str(info.value)
     assert message.startswith("invalid settings: ")
@@ -236,7 +236,7 @@ def test_bad_values_are_config_errors_naming_the_setting(
 
 
 def test_several_bad_values_are_all_named() -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SettingsInvalid) as info:
         load_settings(["--port", "99999", "--wait-cap-ms", "0"], {"CORAL_SERVER_STOP_GRACE_S": "-1"})
     message = str(info.value)
     assert "port: " in message and "wait_cap_ms: " in message and "stop_grace_s: " in message
@@ -257,7 +257,7 @@ def test_unparseable_flags_exit_2(argv: list[str]) -> None:
     ],
 )
 def test_unknown_log_level_is_config_error(argv: list[str], env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="log_level"):
+    with pytest.raises(SettingsInvalid, match="log_level"):
         load_settings(argv, env)
 
 
@@ -272,7 +272,7 @@ def test_unknown_log_level_is_config_error(argv: list[str], env: dict[str, str])
 def test_empty_auth_key_is_config_error(tmp_path: Path, argv: list[str], toml_text: str | None) -> None:
     if toml_text is not None:
         argv = [*argv, "--config", str(toml(tmp_path, toml_text))]
-    with pytest.raises(ConfigError, match="auth_keys"):
+    with pytest.raises(SettingsInvalid, match="auth_keys"):
         load_settings(argv, {})
 
 
@@ -287,7 +287,7 @@ def test_python_agents_from_each_layer(tmp_path: Path) -> None:
     assert load_settings([], {"CORAL_SERVER_PYTHON_AGENTS": "exec"}).python_agents == "exec"
     env = {"CORAL_SERVER_PYTHON_AGENTS": "exec"}
     assert load_settings(["--python-agents", "preload"], env).python_agents == "preload"
-    with pytest.raises(ConfigError, match=r"python_agents|pythonAgents|PYTHON_AGENTS"):
+    with pytest.raises(SettingsInvalid, match=r"python_agents|pythonAgents|PYTHON_AGENTS"):
         load_settings([], {"CORAL_SERVER_PYTHON_AGENTS": "fork"})
 
 
@@ -366,7 +366,7 @@ def test_hardening_settings_from_each_layer(tmp_path: Path) -> None:
     ],
 )
 def test_bad_hardening_values_name_the_setting(argv: list[str], field: str) -> None:
-    with pytest.raises(ConfigError, match=field):
+    with pytest.raises(SettingsInvalid, match=field):
         load_settings(argv, {})
 
 

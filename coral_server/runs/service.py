@@ -179,7 +179,7 @@ class Runs:
         display_name: str | None = None,
         webhook_url: str | None = None,
         priority: int = 5,
-        task_id: int | None = None,
+        task_id: str | None = None,
         attempt: int = 1,
         capped: bool = True,
     ) -> Run:

@@ -9,8 +9,8 @@ import pytest
 
 from coral_server.registry import (
     AgentManifest,
-    DockerRuntime,
-    ExecutableRuntime,
+    DockerSection,
+    ExecutableSection,
     Generation,
     ManifestInvalid,
     OptionSpec,
@@ -101,8 +101,8 @@ def test_current_format_edition_4(write_file: WriteFile, tmp_path: Path) -> None
     assert m.keywords == ["search", "web"]
     assert m.root == tmp_path / "researcher"
     assert m.manifest_path == path
-    assert m.executable == ExecutableRuntime("bash", ["run.sh", "--fast"], "sse")
-    assert m.docker == DockerRuntime(
+    assert m.executable == ExecutableSection("bash", ["run.sh", "--fast"], "sse")
+    assert m.docker == DockerSection(
         "example/researcher:1.2.3", ["python", "-m", "researcher"], "streamable_http"
     )
     assert list(m.options) == ["API_KEY", "MAX_ITERATIONS", "TEMPERATURE", "TAGS", "ICON", "MODE"]
@@ -150,7 +150,7 @@ def test_legacy_manifest_without_edition(write_file: WriteFile) -> None:
     assert m.generation is Generation.V1
     assert m.description is None and m.summary is None
     # 1.0 agents speak SSE only: a runtime naming no transport gets SSE
-    assert m.executable == ExecutableRuntime("python", ["main.py", "--verbose"], "sse")
+    assert m.executable == ExecutableSection("python", ["main.py", "--verbose"], "sse")
     assert m.docker is None
     assert m.options["RATIO"].type == "f64"
     assert m.options["RATIO"].default == 2.0 and isinstance(m.options["RATIO"].default, float)
@@ -176,7 +176,7 @@ def test_older_editions_are_tolerated(make_agent: MakeAgent, write_file: WriteFi
     m = load_manifest(path)
     assert m.edition == edition
     assert m.generation is (Generation.CURRENT if edition >= 3 else Generation.V1)
-    assert m.docker == DockerRuntime("img", None, "streamable_http")
+    assert m.docker == DockerSection("img", None, "streamable_http")
 
 
 def test_docker_container_requests(write_file: WriteFile) -> None:
@@ -281,8 +281,8 @@ BROKEN = [
     ("empty-runtimes", AGENT + "[runtimes.function]\nx = 1\n", "no runtime"),
     ("no-image", AGENT + '[runtimes.docker]\ntransport = "sse"\n', "'image'"),
     ("bad-cap", BASE + 'capAdd = ["NET ADMIN"]\n', "capAdd must list capability names"),
-    ("bad-read-only", BASE + 'readOnly = "yes"\n', "readOnly must be true or false"),
-    ("bad-pids", BASE + "pidsLimit = -1\n", "pidsLimit must be an integer >= 0"),
+    ("bad-read-only", BASE + 'readOnly = "yes"\n', "[runtimes.docker] readOnly must be a valid boolean"),
+    ("bad-pids", BASE + "pidsLimit = -1\n", "[runtimes.docker] pidsLimit must be greater than or equal to 0"),
     ("bad-user", BASE + 'user = "a b"\n', "user must be a user name"),
     ("bad-transport", AGENT + '[runtimes.executable]\npath = "p"\ntransport = "ws"\n', "transport 'ws'"),
     ("bad-option-type", BASE + '[options.X]\ntype = "integer"\n', "option X: unknown type 'integer'"),
