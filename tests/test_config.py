@@ -289,3 +289,102 @@ def test_python_agents_from_each_layer(tmp_path: Path) -> None:
     assert load_settings(["--python-agents", "preload"], env).python_agents == "preload"
     with pytest.raises(SettingsInvalid, match=r"python_agents|pythonAgents|PYTHON_AGENTS"):
         load_settings([], {"CORAL_SERVER_PYTHON_AGENTS": "fork"})
+
+
+HARDENING_TOML = """
+[webhooks]
+privateDestinations = "deny"
+allowDestinations = ["10.1.0.0/16", "hooks.internal"]
+denyDestinations = ["*.evil.example"]
+
+[docker]
+pidsLimit = 100
+readOnly = true
+user = "1000:1000"
+manifestOverrides = ["capAdd", "user"]
+"""
+
+
+def test_hardening_settings_from_each_layer(tmp_path: Path) -> None:
+    defaults = load_settings([], {})
+    assert (defaults.webhook_private_destinations, defaults.webhook_allow, defaults.webhook_deny) == (
+        "auto",
+        (),
+        (),
+    )
+    assert (defaults.docker_pids_limit, defaults.docker_read_only, defaults.docker_user) == (512, False, None)
+    assert defaults.docker_manifest_overrides == ()
+    s = load_settings(["--config", str(toml(tmp_path, HARDENING_TOML))], {})
+    assert s.webhook_private_destinations == "deny"
+    assert s.webhook_allow == ("10.1.0.0/16", "hooks.internal") and s.webhook_deny == ("*.evil.example",)
+    assert (s.docker_pids_limit, s.docker_read_only, s.docker_user) == (100, True, "1000:1000")
+    assert s.docker_manifest_overrides == ("capAdd", "user")
+    env = {
+        "CORAL_SERVER_WEBHOOK_PRIVATE_DESTINATIONS": "allow",
+        "CORAL_SERVER_WEBHOOK_ALLOW": "192.168.1.5,a.example",
+        "CORAL_SERVER_WEBHOOK_DENY": "8.8.8.8",
+        "CORAL_SERVER_DOCKER_PIDS_LIMIT": "0",
+        "CORAL_SERVER_DOCKER_READ_ONLY": "true",
+        "CORAL_SERVER_DOCKER_USER": "app",
+        "CORAL_SERVER_DOCKER_MANIFEST_OVERRIDES": "readOnly,pidsLimit",
+    }
+    s = load_settings([], env)
+    assert (s.webhook_private_destinations, s.webhook_allow, s.webhook_deny) == (
+        "allow",
+        ("192.168.1.5", "a.example"),
+        ("8.8.8.8",),
+    )
+    assert (s.docker_pids_limit, s.docker_read_only, s.docker_user) == (0, True, "app")
+    assert s.docker_manifest_overrides == ("readOnly", "pidsLimit")
+    flags = [
+        "--webhook-private-destinations", "deny",
+        "--webhook-allow", "10.0.0.0/8", "--webhook-allow", "x.example",
+        "--webhook-deny", "*.y.example",
+        "--docker-pids-limit", "64",
+        "--no-docker-read-only",
+        "--docker-user", "1:1",
+        "--docker-manifest-override", "noNewPrivileges",
+    ]  # fmt: skip
+    s = load_settings(flags, env)
+    assert (s.webhook_private_destinations, s.webhook_allow, s.webhook_deny) == (
+        "deny",
+        ("10.0.0.0/8", "x.example"),
+        ("*.y.example",),
+    )
+    assert (s.docker_pids_limit, s.docker_read_only, s.docker_user) == (64, False, "1:1")
+    assert s.docker_manifest_overrides == ("noNewPrivileges",)
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--webhook-allow", "not a host"], "webhook_allow"),
+        (["--webhook-deny", "10.0.0.0/33x"], "webhook_deny"),
+        (["--docker-pids-limit", "-1"], "docker_pids_limit"),
+        (["--docker-user", "a b"], "docker_user"),
+        (["--docker-manifest-override", "privileged"], "docker_manifest_overrides"),
+    ],
+)
+def test_bad_hardening_values_name_the_setting(argv: list[str], field: str) -> None:
+    with pytest.raises(SettingsInvalid, match=field):
+        load_settings(argv, {})
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warns"),
+    [
+        ("127.0.0.1", (), False),
+        ("::1", (), False),
+        ("localhost", (), False),
+        ("0.0.0.0", (), True),
+        ("::", (), True),
+        ("192.168.1.10", (), True),
+        ("coral.example", (), True),
+        ("0.0.0.0", ("k",), False),
+    ],
+)
+def test_exposure_warning(host: str, keys: tuple[str, ...], warns: bool) -> None:
+    warning = Settings(host=host, auth_keys=keys).exposure_warning()
+    assert (warning is not None) == warns
+    if warning:
+        assert "no auth key" in warning and (host in warning)

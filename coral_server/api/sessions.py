@@ -65,6 +65,10 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
         minimum_time_ms=persistence.minimum_ms() if persistence else 0,
         end_webhook=_end_webhook(settings),
         annotations=dict(body.annotations),
+        end_webhook_path=(
+            "sessionRuntimeSettings" if body.sessionRuntimeSettings else "execution.runtimeSettings"
+        )
+        + ".webhooks.sessionEnd.url",
     )
 
 

@@ -26,8 +26,10 @@ from coral_server.registry.errors import ManifestInvalid
 from coral_server.registry.values import SCALAR_TYPES, canonical_type, check_value, is_list_type, item_type
 
 __all__ = [
+    "CONTAINER_OVERRIDES",
     "MANIFEST_FILENAME",
     "AgentManifest",
+    "ContainerRequests",
     "DockerSection",
     "ExecutableSection",
     "OptionSpec",
@@ -89,6 +91,27 @@ class ExecutableSection:
     transport: RuntimeTransport = "streamable_http"
 
 
+# The [runtimes.docker] keys by which a manifest asks to change the server's container hardening;
+# each applies only if the operator allows it (setting docker.manifestOverrides).
+CONTAINER_OVERRIDES = ("capAdd", "noNewPrivileges", "pidsLimit", "readOnly", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRequests:
+    """What a manifest asks of its container beyond the server's hardening (None: nothing)."""
+
+    cap_add: tuple[str, ...] | None = None
+    no_new_privileges: bool | None = None
+    pids_limit: int | None = None
+    read_only: bool | None = None
+    user: str | None = None
+
+    def asked(self) -> list[str]:
+        """The manifest keys (CONTAINER_OVERRIDES) this asks to change."""
+        values = (self.cap_add, self.no_new_privileges, self.pids_limit, self.read_only, self.user)
+        return [key for key, value in zip(CONTAINER_OVERRIDES, values, strict=True) if value is not None]
+
+
 @dataclass(frozen=True, slots=True)
 class DockerSection:
     """Run the agent in a container from ``image``."""
@@ -96,6 +119,7 @@ class DockerSection:
     image: str
     command: list[str] | None = None
     transport: RuntimeTransport = "streamable_http"
+    container: ContainerRequests = ContainerRequests()
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,9 +298,27 @@ class _Executable(_Runtime):
         return ExecutableSection(program, arguments, self.transport or default)
 
 
+def _capabilities(names: list[str]) -> list[str]:
+    if not all(re.fullmatch(r"[A-Za-z_]+", name) for name in names):
+        raise _bad("capAdd must list capability names (e.g. NET_BIND_SERVICE)")
+    return names
+
+
+def _container_user(user: str) -> str:
+    if not user or any(c.isspace() for c in user):
+        raise _bad("user must be a user name or uid[:gid]")
+    return user
+
+
 class _Docker(_Runtime):
     image: str = ""
     command: list[str] | None = None
+    # What the container asks beyond the server's hardening (applied where the operator allows).
+    capAdd: Annotated[list[str], AfterValidator(_capabilities)] | None = None
+    noNewPrivileges: bool | None = None
+    pidsLimit: Annotated[int, Field(ge=0)] | None = None  # 0: no limit
+    readOnly: bool | None = None
+    user: Annotated[str, AfterValidator(_container_user)] | None = None
 
     @model_validator(mode="after")
     def _has_image(self) -> Self:
@@ -285,7 +327,14 @@ class _Docker(_Runtime):
         return self
 
     def section(self, default: RuntimeTransport) -> DockerSection:
-        return DockerSection(self.image, self.command, self.transport or default)
+        container = ContainerRequests(
+            cap_add=None if self.capAdd is None else tuple(self.capAdd),
+            no_new_privileges=self.noNewPrivileges,
+            pids_limit=self.pidsLimit,
+            read_only=self.readOnly,
+            user=self.user,
+        )
+        return DockerSection(self.image, self.command, self.transport or default, container)
 
 
 class _Runtimes(_Table):

@@ -55,7 +55,8 @@ class SessionRequest:
     minimum_time_ms: int = 0
     end_webhook: EndWebhook | None = None
     annotations: dict[str, str] = field(default_factory=dict)
-    # JSON path of the agents list in the request, for error messages.
+    # JSON paths of the agents list and the end webhook's URL in the request, for error messages.
     agents_path: str = "agentGraphRequest.agents"
+    end_webhook_path: str = "sessionRuntimeSettings.webhooks.sessionEnd.url"
     # Where local agents work (a job's worktree); None: each in its manifest's folder.
     work_dir: Path | None = None

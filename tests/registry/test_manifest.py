@@ -16,6 +16,7 @@ from coral_server.registry import (
     OptionSpec,
     load_manifest,
 )
+from coral_server.registry.manifest import ContainerRequests
 
 WriteFile = Callable[[str, str], Path]
 MakeAgent = Callable[..., AgentManifest]
@@ -178,6 +179,30 @@ def test_older_editions_are_tolerated(make_agent: MakeAgent, write_file: WriteFi
     assert m.docker == DockerSection("img", None, "streamable_http")
 
 
+def test_docker_container_requests(write_file: WriteFile) -> None:
+    """What a manifest asks of its container (applied only where the operator allows it)."""
+    path = write_file(
+        "c/coral-agent.toml",
+        """\
+        edition = 4
+        [agent]
+        name = "a"
+        version = "1"
+        [runtimes.docker]
+        image = "img"
+        capAdd = ["NET_BIND_SERVICE"]
+        readOnly = false
+        pidsLimit = 1024
+        user = "1000:1000"
+        """,
+    )
+    docker = load_manifest(path).docker
+    assert docker is not None
+    assert docker.container == ContainerRequests(("NET_BIND_SERVICE",), None, 1024, False, "1000:1000")
+    assert docker.container.asked() == ["capAdd", "pidsLimit", "readOnly", "user"]
+    assert ContainerRequests().asked() == []
+
+
 def test_legacy_options_as_array_of_tables(write_file: WriteFile) -> None:
     path = write_file(
         "arr/coral-agent.toml",
@@ -255,6 +280,10 @@ BROKEN = [
     ("no-runtime", AGENT, "no runtime"),
     ("empty-runtimes", AGENT + "[runtimes.function]\nx = 1\n", "no runtime"),
     ("no-image", AGENT + '[runtimes.docker]\ntransport = "sse"\n', "'image'"),
+    ("bad-cap", BASE + 'capAdd = ["NET ADMIN"]\n', "capAdd must list capability names"),
+    ("bad-read-only", BASE + 'readOnly = "yes"\n', "[runtimes.docker] readOnly must be a valid boolean"),
+    ("bad-pids", BASE + "pidsLimit = -1\n", "[runtimes.docker] pidsLimit must be greater than or equal to 0"),
+    ("bad-user", BASE + 'user = "a b"\n', "user must be a user name"),
     ("bad-transport", AGENT + '[runtimes.executable]\npath = "p"\ntransport = "ws"\n', "transport 'ws'"),
     ("bad-option-type", BASE + '[options.X]\ntype = "integer"\n', "option X: unknown type 'integer'"),
     ("bad-list-type", BASE + '[options.X]\ntype = "list[list[i8]]"\n', "unknown type"),
