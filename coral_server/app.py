@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from coral_server.api import docs
+from coral_server.api import docs, views
 from coral_server.api import events as event_routes
 from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
@@ -65,7 +65,8 @@ ZYGOTE = web.AppKey("zygote", Zygote)
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
     """Build a complete server; nothing is global, so tests may build as many as they like."""
     app = web.Application(
-        middlewares=[error_middleware, bearer_middleware(settings.auth_keys)], client_max_size=8 * 1024 * 1024
+        middlewares=[error_middleware, event_routes.path_token, bearer_middleware(settings.auth_keys)],
+        client_max_size=8 * 1024 * 1024,
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else Registry.load(list(settings.registry))
@@ -157,7 +158,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         clock=clock,
         destinations=destinations,
     )
-    app[REPORTER] = EndReporter(app[WEBHOOKS])
+    app[REPORTER] = EndReporter(app[WEBHOOKS], views.end_report)
     sessions.on_closed.append(app[REPORTER])
     app[MCP] = McpEndpoint(
         sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"

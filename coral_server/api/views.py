@@ -17,7 +17,8 @@ from coral_server.api import models as m
 from coral_server.registry import AgentManifest, OptionSpec, Registry
 from coral_server.runs.model import Run
 from coral_server.runs.service import iso
-from coral_server.sessions import Message, Namespace, Session, SessionAgent, Thread
+from coral_server.sessions import AgentEnd, Message, Namespace, Session, SessionAgent, SessionEnd, Thread
+from coral_server.sessions.report import REPORT_KIND
 from coral_server.store import Delivery, DeliveryAttempt
 
 # How many of a dead agent's last output lines its state shows.
@@ -135,6 +136,75 @@ def agent_logs(agent: SessionAgent, tail: int) -> m.AgentLogs:
 def agent_connection(agent: SessionAgent, url: str) -> m.AgentConnection:
     base = url.rsplit("/", 1)[0]
     return {"agent": agent.name, "connectionUrl": url, "sseUrl": f"{base}/sse/"}
+
+
+# -- the session-end report (webhook body) ---------------------------------------------------------
+
+
+def _identifier(end: AgentEnd) -> dict[str, str]:
+    return {"name": end.registry_name, "version": end.registry_version, "source": "local"}
+
+
+def _agent_end(end: AgentEnd) -> dict[str, Any]:
+    return {
+        "name": end.name,
+        "registryAgentIdentifier": _identifier(end),
+        "runtime": end.runtime,
+        "status": end.status,
+        "exitCode": end.exit_code,
+        "error": end.error,
+        "startTime": end.started_at,
+        "endTime": end.ended_at,
+        "annotations": dict(end.annotations),
+    }
+
+
+def end_report(end: SessionEnd) -> dict[str, Any]:
+    """The body of the session-end webhook: why it ended, how each agent ended, every thread.
+
+    It also carries the reference server's fields (`namespaceState`, `sessionState`, `agentStats`)
+    so receivers written for it keep working; `sessionState` is the full state when the session
+    asked for an extended report.
+    """
+    base = {
+        "id": end.session_id,
+        "timestamp": end.created_at,
+        "namespace": end.namespace,
+        "annotations": dict(end.annotations),
+    }
+    return {
+        "type": REPORT_KIND,
+        "timestamp": end.closed_at,
+        "sessionId": end.session_id,
+        "namespace": end.namespace,
+        "reason": end.reason,
+        "detail": end.detail,
+        "createdAt": end.created_at,
+        "closedAt": end.closed_at,
+        "annotations": dict(end.annotations),
+        "agents": [_agent_end(a) for a in end.agents],
+        "threads": [thread_state(t) for t in end.threads],
+        "namespaceState": {
+            "name": end.namespace,
+            "deleteOnLastSessionExit": end.namespace_transient,
+            "annotations": {},
+        },
+        "sessionState": (
+            {"type": "extended", "state": session_state(end.session)}
+            if end.session is not None
+            else {"type": "base", "state": base}
+        ),
+        "agentStats": [
+            {
+                "name": a.name,
+                "registryIdentifier": _identifier(a),
+                "startTime": a.started_at,
+                "endTime": a.ended_at,
+                "annotations": dict(a.annotations),
+            }
+            for a in end.agents
+        ],
+    }
 
 
 # -- registry ------------------------------------------------------------------------------------

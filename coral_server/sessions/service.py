@@ -8,12 +8,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from coral_server.clock import Clock, SystemClock
-from coral_server.events import EventBus
+from coral_server.events import SERVER_TOPIC, EventBus
 from coral_server.redaction import SECRETS
 from coral_server.registry import (
     AgentManifest,
@@ -31,9 +30,10 @@ from coral_server.sessions.errors import (
     SessionNotFound,
     SessionRequestInvalid,
 )
+from coral_server.sessions.facts import NamespaceInfo
 from coral_server.sessions.journal import Journal, replay
 from coral_server.sessions.launch import AgentLauncher
-from coral_server.sessions.report import crash_report, record_of
+from coral_server.sessions.report import SessionEnd, crash_end, record_of
 from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, SessionRequest
 from coral_server.store.base import StoreUnavailable
@@ -60,11 +60,15 @@ class Namespace:
     delete_on_last_exit: bool
     sessions: dict[str, Session] = field(default_factory=dict)
     timestamp: int = 0
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def info(self) -> NamespaceInfo:
+        return NamespaceInfo(self.name, self.delete_on_last_exit, dict(self.annotations))
 
 
 SessionListener = Callable[[Session], Awaitable[None]]
 # Sends the end report of a session a crashed server lost: (url, report, subject).
-ReportSender = Callable[[str, dict[str, Any], str], Awaitable[None]]
+ReportSender = Callable[[str, SessionEnd, str], Awaitable[None]]
 
 
 class Sessions:
@@ -258,6 +262,7 @@ class Sessions:
                 request.namespace, request.delete_namespace_on_last_exit, timestamp=self.clock.now_ms()
             )
             self.namespaces[ns.name] = ns
+            self.events.publish(SERVER_TOPIC, "namespace_created", {"namespace": ns.info()})
         session_id = str(uuid.uuid4())
         session = Session(
             session_id=session_id,
@@ -276,7 +281,7 @@ class Sessions:
             journal=Journal(session_id, self._records),
         )
         session.agent_cwd = request.work_dir
-        session.namespace_transient = ns.delete_on_last_exit
+        session.namespace_info = ns.info()
         await self._record(session)
         ns.sessions[session_id] = session
         for agent in agents:
@@ -332,7 +337,7 @@ class Sessions:
             hook = info.get("endWebhook")
             if hook:
                 threads = replay(await records.journal(record.id))
-                report = crash_report(
+                report = crash_end(
                     record.id, record.namespace, record.created_at_ms, info, threads, self.clock.now_ms()
                 )
                 await send_report(hook["url"], report, f"{record.namespace}/{record.id}")
@@ -392,6 +397,7 @@ class Sessions:
             ns.sessions.pop(session.id, None)
             if not ns.sessions and ns.delete_on_last_exit:
                 del self.namespaces[ns.name]
+                self.events.publish(SERVER_TOPIC, "namespace_closed", {"namespace": ns.info()})
 
     async def shutdown(self) -> None:
         """Close every session (server shutdown): no agent outlives the server."""

@@ -265,7 +265,7 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
                 event = await anext(events)
                 by_type.setdefault(event["type"], event)
     check_event(wire, by_type["thread_created"]["thread"], "ThreadState")
-    check_event(wire, by_type["message_sent"]["message"], "MessageState")
+    check_event(wire, by_type["thread_message_sent"]["message"], "MessageState")
 
     # -- state, logs and connection, through both prefixes, once the launched agents have ended
     for prefix in ("/api/v1/session", "/api/v1/local/session"):
