@@ -19,6 +19,9 @@ from coral_server.api.keys import REGISTRY, SESSIONS
 from coral_server.runs.model import Run
 from coral_server.runs.service import run_summary
 from coral_server.sessions import Message, Session, SessionAgent, Thread
+from coral_server.sessions.journal import replay
+from coral_server.sessions.report import crash_end
+from coral_server.store.sessions import JournalEntry
 from tests.conftest import Coral, agent_spec, session_body, wait_until
 
 
@@ -243,3 +246,81 @@ def test_error_body_with_detail_keeps_error_short() -> None:
         ),
         {"error": "Run not found or not active", "message": "Run not found or not active (run 3 is killed)"},
     )
+
+
+def test_crash_report_keeps_its_shape() -> None:
+    """The end report of a session a crashed server lost: its journal replayed, as it was sent before."""
+    thread = {
+        "id": "t1",
+        "name": "review",
+        "creatorName": "a",
+        "participants": ["a", "b"],
+        "state": {"state": "open"},
+        "timestamp": 1000,
+        "messages": [],
+    }
+    message = {
+        "id": "m1",
+        "threadId": "t1",
+        "senderName": "a",
+        "text": "hi",
+        "timestamp": 1100,
+        "mentionNames": ["b"],
+    }
+    closed = {"threadId": "t1", "state": {"state": "closed", "summary": "done", "timestamp": 1200}}
+    entries = [
+        JournalEntry(1, "thread", orjson.dumps(thread)),
+        JournalEntry(2, "message", orjson.dumps(message)),
+        JournalEntry(3, "participants", orjson.dumps({"threadId": "t1", "participants": ["a"]})),
+        JournalEntry(4, "thread_closed", orjson.dumps(closed)),
+    ]
+    identity = {"name": "echo", "version": "0.1.0", "source": "local"}
+    record = {
+        "endWebhook": {"url": "http://x", "extended": False},
+        "annotations": {"k": "v"},
+        "namespaceTransient": False,
+        "agents": [
+            {"name": "a", "registryAgentIdentifier": identity, "runtime": "executable", "annotations": {}}
+        ],
+    }
+    report = views.end_report(crash_end("s1", "ns", 500, record, replay(entries), 2000))
+    detail = "the server stopped unexpectedly; the session was closed when it restarted"
+    assert report == {
+        "type": "session_end",
+        "timestamp": 2000,
+        "sessionId": "s1",
+        "namespace": "ns",
+        "reason": "server_restart",
+        "detail": detail,
+        "createdAt": 500,
+        "closedAt": 2000,
+        "annotations": {"k": "v"},
+        "agents": [
+            {
+                "name": "a",
+                "registryAgentIdentifier": identity,
+                "runtime": "executable",
+                "annotations": {},
+                "status": "exited",
+                "exitCode": None,
+                "error": "the server stopped unexpectedly",
+                "startTime": None,
+                "endTime": 2000,
+            }
+        ],
+        "threads": [{**thread, "participants": ["a"], "messages": [message], "state": closed["state"]}],
+        "namespaceState": {"name": "ns", "deleteOnLastSessionExit": False, "annotations": {}},
+        "sessionState": {
+            "type": "base",
+            "state": {"id": "s1", "timestamp": 500, "namespace": "ns", "annotations": {"k": "v"}},
+        },
+        "agentStats": [
+            {
+                "name": "a",
+                "registryIdentifier": identity,
+                "startTime": None,
+                "endTime": 2000,
+                "annotations": {},
+            }
+        ],
+    }
