@@ -393,6 +393,9 @@ class SessionState(TypedDict):
     namespace: str
     timestamp: UnixMs
     closing: bool
+    status: Annotated[
+        SessionStatus, Field(description="The reference server's session status (pending_execution...)")
+    ]
     agents: list[AgentState]
     threads: list[ThreadState]
     closeReason: NotRequired[CloseReasonName]
