@@ -48,11 +48,11 @@ async def delete_namespace(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    for prefix in ("/api/v1/local/namespace", "/api/v1/namespace"):
-        # `/extended` first: it is not a namespace called "extended" (as in the reference).
-        app.router.add_get(prefix + "/extended", list_namespaces_extended)
-        app.router.add_get(prefix, list_namespaces)
-        app.router.add_post(prefix, create_namespace)
-        app.router.add_get(prefix + "/{namespace}", namespace_sessions)
-        app.router.add_get(prefix + "/{namespace}/extended", namespace_sessions_extended)
-        app.router.add_delete(prefix + "/{namespace}", delete_namespace)
+    prefix = "/api/v1/local/namespace"
+    # `/extended` first: it is not a namespace called "extended" (as in the reference).
+    app.router.add_get(prefix + "/extended", list_namespaces_extended)
+    app.router.add_get(prefix, list_namespaces)
+    app.router.add_post(prefix, create_namespace)
+    app.router.add_get(prefix + "/{namespace}", namespace_sessions)
+    app.router.add_get(prefix + "/{namespace}/extended", namespace_sessions_extended)
+    app.router.add_delete(prefix + "/{namespace}", delete_namespace)
