@@ -1,4 +1,4 @@
-"""Serving a console build (`console_dir`) at /ui/console/: file, `<path>.html`, `404.html`, nothing outside."""
+"""A console build (`console_dir`) at /ui/console/: file, `<path>.html`, `404.html`; nothing outside."""
 
 from __future__ import annotations
 
@@ -45,9 +45,11 @@ async def served(tmp_path: Path, build: Path) -> AsyncIterator[Coral]:
 
 async def fetch(coral: Coral, path: str) -> tuple[int, str, str]:
     """GET without a key (the console's files are public), not following redirects."""
-    async with aiohttp.ClientSession() as http:
-        async with http.get(coral.base_url + path, allow_redirects=False) as resp:
-            return resp.status, resp.content_type, await resp.text(errors="replace")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(coral.base_url + path, allow_redirects=False) as resp,
+    ):
+        return resp.status, resp.content_type, await resp.text(errors="replace")
 
 
 @pytest.mark.parametrize(
@@ -101,9 +103,11 @@ async def test_nothing_outside_the_folder_is_served(served: Coral, path: str) ->
 
 
 async def test_the_root_leads_to_the_console(served: Coral) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(served.base_url + "/", allow_redirects=False) as resp:
-            assert resp.status == 302 and resp.headers["Location"] == "/ui/console/"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(served.base_url + "/", allow_redirects=False) as resp,
+    ):
+        assert resp.status == 302 and resp.headers["Location"] == "/ui/console/"
 
 
 async def test_the_api_still_needs_its_key_beside_a_console(served: Coral) -> None:
