@@ -25,15 +25,9 @@ def thread(t: Thread) -> m.SessionThread:
     return cast(m.SessionThread, t.to_mcp())
 
 
-def session_status(session: Session, now_ms: int) -> m.SessionStatus:
+def session_status(session: Session) -> m.SessionStatus:
     """pending_execution (deferred, not executed), executed, or closing (also once closed and held)."""
-    if session.closing:
-        executed = session.executed_at if session.executed_at is not None else session.timestamp
-        closing = session.closing_at if session.closing_at is not None else now_ms
-        return {"type": "closing", "executionTime": iso(executed), "closingTime": iso(closing)}
-    if session.executed_at is None:
-        return {"type": "pending_execution"}
-    return {"type": "executed", "executionTime": iso(session.executed_at)}
+    return cast(m.SessionStatus, session.status())
 
 
 def session_base(session: Session, now_ms: int) -> m.SessionStateBase:
@@ -42,7 +36,7 @@ def session_base(session: Session, now_ms: int) -> m.SessionStateBase:
         "id": session.id,
         "timestamp": iso(now_ms),
         "namespace": session.namespace,
-        "status": session_status(session, now_ms),
+        "status": session_status(session),
         "annotations": dict(session.annotations),
     }
 

@@ -103,7 +103,7 @@ def session_state(session: Session) -> m.SessionState:
         "namespace": session.namespace,
         "timestamp": session.timestamp,
         "closing": session.closing,
-        "status": reference.session_status(session, session.clock.now_ms()),
+        "status": reference.session_status(session),
         "agents": [agent_state(a) for a in session.agents.values()],
         "threads": [thread_state(t) for t in session.threads.values()],
     }

@@ -25,7 +25,7 @@ from coral_server.sessions.errors import (
 )
 from coral_server.sessions.journal import Journal
 from coral_server.sessions.mailbox import WAKE_STEPS, MessageFilter
-from coral_server.sessions.model import Message, Thread, new_id
+from coral_server.sessions.model import Message, Thread, iso, new_id
 from coral_server.sessions.spec import CustomToolSpec, EndWebhook
 from coral_server.supervision import Crew, Unit
 
@@ -454,12 +454,24 @@ class Session:
 
     # -- views -------------------------------------------------------------------------------------
 
+    def status(self) -> dict[str, Any]:
+        """The reference server's session status: pending_execution (deferred, not executed yet),
+        executed {executionTime}, or closing {executionTime, closingTime} (also once closed)."""
+        if self.closing:
+            executed = self.executed_at if self.executed_at is not None else self.timestamp
+            closing = self.closing_at if self.closing_at is not None else self.clock.now_ms()
+            return {"type": "closing", "executionTime": iso(executed), "closingTime": iso(closing)}
+        if self.executed_at is None:
+            return {"type": "pending_execution"}
+        return {"type": "executed", "executionTime": iso(self.executed_at)}
+
     def to_http(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "id": self.id,
             "namespace": self.namespace,
             "timestamp": self.timestamp,
             "closing": self.closing,
+            "status": self.status(),
             "agents": [a.to_http() for a in self.agents.values()],
             "threads": [t.to_http() for t in self.threads.values()],
         }
