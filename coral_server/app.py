@@ -13,15 +13,19 @@ from pathlib import Path
 
 from aiohttp import web
 
+from coral_server.api import auth as auth_routes
+from coral_server.api import console as console_routes
 from coral_server.api import docs, views
 from coral_server.api import events as event_routes
+from coral_server.api import namespaces as namespace_routes
 from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import runs as run_routes
 from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog
-from coral_server.api.auth import bearer_middleware
+from coral_server.api.auth import LOGINS, Logins, auth_middleware
+from coral_server.api.cors import cors_middleware
 from coral_server.api.errors import error_middleware
 from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, WEBHOOKS
 from coral_server.clock import SystemClock
@@ -64,11 +68,17 @@ ZYGOTE = web.AppKey("zygote", Zygote)
 
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
     """Build a complete server; nothing is global, so tests may build as many as they like."""
-    app = web.Application(
-        middlewares=[error_middleware, event_routes.path_token, bearer_middleware(settings.auth_keys)],
-        client_max_size=8 * 1024 * 1024,
-    )
+    logins = Logins()
+    middlewares = [
+        error_middleware,
+        event_routes.path_token,
+        auth_middleware(settings.auth_keys, logins, any_origin=settings.allow_any_host),
+    ]
+    if settings.allow_any_host:
+        middlewares.insert(0, cors_middleware())  # outermost: preflights carry no credentials
+    app = web.Application(middlewares=middlewares, client_max_size=8 * 1024 * 1024)
     app[SETTINGS] = settings
+    app[LOGINS] = logins
     app[REGISTRY] = registry if registry is not None else Registry.load(list(settings.registry))
     for problem in app[REGISTRY].problems:
         log.warning("registry.skipped path=%s reason=%s", problem.path, problem.reason)
@@ -185,6 +195,10 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         webhooks=app[WEBHOOKS],
     )
     session_routes.add_routes(app)
+    namespace_routes.add_routes(app)
+    auth_routes.add_routes(app)
+    if settings.console_dir is not None:
+        console_routes.add_routes(app, settings.console_dir)
     run_routes.add_routes(app)
     registry_routes.add_routes(app)
     event_routes.add_routes(app)

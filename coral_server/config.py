@@ -133,6 +133,16 @@ class Settings(BaseModel):
         description="What a manifest's [runtimes.docker] may change of the hardening: capAdd, "
         "noNewPrivileges, pidsLimit, readOnly, user (default: nothing).",
     )
+    # -- the reference's own clients: its console, cross-origin apps ([console], [network]) ---------
+    console_dir: Path | None = Field(
+        default=None,
+        description="A folder holding a Coral console build, served at /ui/console/ (default: none).",
+    )
+    allow_any_host: bool = Field(
+        default=False,
+        description="CORS for any origin, with credentials (the reference's allowAnyHost): for "
+        "development only.",
+    )
 
     @field_validator("webhook_allow", "webhook_deny")
     @classmethod
@@ -258,6 +268,8 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("docker", "readOnly"): "docker_read_only",
     ("docker", "user"): "docker_user",
     ("docker", "manifestOverrides"): "docker_manifest_overrides",
+    ("console", "dir"): "console_dir",
+    ("network", "allowAnyHost"): "allow_any_host",
 }
 _ENV_KEYS = {
     "HOST": "host",
@@ -300,6 +312,8 @@ _ENV_KEYS = {
     "DOCKER_READ_ONLY": "docker_read_only",
     "DOCKER_USER": "docker_user",
     "DOCKER_MANIFEST_OVERRIDES": "docker_manifest_overrides",
+    "CONSOLE_DIR": "console_dir",
+    "ALLOW_ANY_HOST": "allow_any_host",
 }
 # Read without our prefix too, as the systems they come from spell them (the prefixed one wins).
 _BARE_ENV_KEYS = {"CORAL_MAX_CONCURRENT_JOBS": "max_concurrent_jobs"}
@@ -336,6 +350,8 @@ def _from_toml(path: Path) -> dict[str, Any]:
     for field in ("registry", "job_roots"):
         if field in values and isinstance(values[field], list):
             values[field] = [(path.parent / p) for p in values[field]]
+    if isinstance(values.get("console_dir"), str):
+        values["console_dir"] = path.parent / values["console_dir"]
     return values
 
 
@@ -461,6 +477,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="a [runtimes.docker] key manifests may set: capAdd, noNewPrivileges, pidsLimit, readOnly, "
         "user; repeatable (default: none)",
+    )
+    parser.add_argument(
+        "--console-dir",
+        type=Path,
+        help="a folder holding a Coral console build, served at /ui/console/ (env CORAL_SERVER_CONSOLE_DIR)",
+    )
+    parser.add_argument(
+        "--allow-any-host",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CORS for any origin, with credentials (development only; default off)",
     )
     return parser
 

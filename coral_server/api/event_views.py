@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from coral_server.api import views
+from coral_server.api import reference, views
 from coral_server.events import Event
 from coral_server.runtimes import LogLine
-from coral_server.sessions import Message, NamespaceInfo, SessionInfo, Thread
+from coral_server.sessions import Message, SessionInfo, Thread
 from coral_server.sessions.model import iso
 
 Dialect = Literal["coral", "reference"]
@@ -45,42 +45,11 @@ LSM_TYPES = frozenset(
 
 
 def _thread(thread: Thread, dialect: Dialect) -> Any:
-    return views.thread_state(thread) if dialect == "coral" else thread.to_mcp()
+    return views.thread_state(thread) if dialect == "coral" else reference.thread(thread)
 
 
 def _message(message: Message, dialect: Dialect) -> Any:
-    return views.message_state(message) if dialect == "coral" else message.to_mcp()
-
-
-def namespace_state(ns: NamespaceInfo) -> Wire:
-    """The reference's base namespace state: `{name, deleteOnLastSessionExit, annotations}`."""
-    return {
-        "name": ns.name,
-        "deleteOnLastSessionExit": ns.delete_on_last_exit,
-        "annotations": dict(ns.annotations),
-    }
-
-
-def session_status(info: SessionInfo, at_ms: int) -> Wire:
-    """`pending_execution`, `executed {executionTime}` or `closing {executionTime, closingTime}`."""
-    if info.phase in ("closing", "closed"):
-        executed = info.executed_at if info.executed_at is not None else info.created_at
-        closing = info.closing_at if info.closing_at is not None else at_ms
-        return {"type": "closing", "executionTime": iso(executed), "closingTime": iso(closing)}
-    if info.executed_at is None:
-        return {"type": "pending_execution"}
-    return {"type": "executed", "executionTime": iso(info.executed_at)}
-
-
-def session_state(info: SessionInfo, at_ms: int) -> Wire:
-    """The reference's base session state `{id, timestamp, namespace, status, annotations}` as of `at_ms`."""
-    return {
-        "id": info.id,
-        "timestamp": iso(at_ms),
-        "namespace": info.namespace.name,
-        "status": session_status(info, at_ms),
-        "annotations": dict(info.annotations),
-    }
+    return views.message_state(message) if dialect == "coral" else reference.message(message)
 
 
 # -- event fields, by type -----------------------------------------------------------------------
@@ -97,8 +66,8 @@ def _lifecycle(key: str) -> Callable[[Event, Dialect], Wire]:
     def fields(event: Event, dialect: Dialect) -> Wire:
         info: SessionInfo = event.data["session"]
         out: Wire = {
-            key: session_state(info, event.timestamp),
-            "namespaceState": namespace_state(info.namespace),
+            key: reference.session_base_of(info, event.timestamp),
+            "namespaceState": reference.namespace_base_of(info.namespace),
         }
         if "agents" in event.data:
             out["agents"] = list(event.data["agents"])
@@ -153,8 +122,8 @@ def _agent_log(event: Event, dialect: Dialect) -> Wire:
 
 
 FIELDS: dict[str, Callable[[Event, Dialect], Wire]] = {
-    "namespace_created": lambda e, d: {"initialState": namespace_state(e.data["namespace"])},
-    "namespace_closed": lambda e, d: {"finalState": namespace_state(e.data["namespace"])},
+    "namespace_created": lambda e, d: {"initialState": reference.namespace_base_of(e.data["namespace"])},
+    "namespace_closed": lambda e, d: {"finalState": reference.namespace_base_of(e.data["namespace"])},
     "session_created": _lifecycle("initialSessionState"),
     "session_running": _lifecycle("sessionState"),
     "session_closing": _lifecycle("sessionState"),

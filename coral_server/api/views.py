@@ -14,6 +14,7 @@ import orjson
 from typing_extensions import TypedDict
 
 from coral_server.api import models as m
+from coral_server.api import reference
 from coral_server.registry import AgentManifest, OptionSpec, Registry
 from coral_server.runs.model import Run
 from coral_server.runs.service import iso
@@ -103,6 +104,7 @@ def session_state(session: Session) -> m.SessionState:
         "namespace": session.namespace,
         "timestamp": session.timestamp,
         "closing": session.closing,
+        "status": reference.session_status(session.info()),
         "agents": [agent_state(a) for a in session.agents.values()],
         "threads": [thread_state(t) for t in session.threads.values()],
     }

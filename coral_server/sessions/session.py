@@ -74,6 +74,9 @@ class Session:
         self.threads: dict[str, Thread] = {}
         self.annotations = annotations or {}
         self.closing = False
+        # When its agents were launched: None while the session waits to be executed (deferred).
+        self.executed_at: int | None = None
+        self.closing_at: int | None = None  # when it began to close
         self.close_reason: CloseReason | None = None
         self.close_detail: str | None = None
         self.closed_at: int | None = None
@@ -83,8 +86,6 @@ class Session:
         self.end_webhook = end_webhook
         # Its namespace as the feeds describe it (set by Sessions): transient by default.
         self.namespace_info = NamespaceInfo(namespace, delete_on_last_exit=True)
-        self.executed_at: int | None = None  # when its agents were launched
-        self.closing_at: int | None = None  # when it began to close
         self.custom_tools = custom_tools or {}
         self.crew = crew
         self.agent_cwd: Path | None = None  # where local agents work (a job's worktree), if not at home
@@ -195,10 +196,24 @@ class Session:
         self._announce("runtime_stopped", **data)
 
     def start(self) -> None:
-        """Launch every agent concurrently and arm the TTL timer."""
+        """Announce the session and launch its agents at once (immediate execution)."""
+        self.announce()
+        self.launch()
+
+    def announce(self) -> None:
+        """Publish that the session exists (a deferred one launches nothing yet)."""
         names = [a.name for a in self.agents.values()]
         self._lifecycle("session_created", agents=names)
-        self.executed_at = self.clock.now_ms()
+
+    @property
+    def pending(self) -> bool:
+        """Created with deferred execution and not executed (nor closed) yet."""
+        return self.executed_at is None and not self.closing
+
+    def launch(self) -> None:
+        """Launch every agent concurrently and arm the TTL timer (it counts from now)."""
+        if self.executed_at is None:
+            self.executed_at = self.clock.now_ms()
         self._lifecycle("session_running")
         for agent in self.agents.values():
             agent.unit = self.crew.launch(
@@ -233,8 +248,8 @@ class Session:
             if self.closing:
                 return
             self.closing = True
-            self.close_reason, self.close_detail = reason, detail
             self.closing_at = self.clock.now_ms()
+            self.close_reason, self.close_detail = reason, detail
             self._lifecycle("session_closing", **self._reason())
         log.info("session.closing session=%s namespace=%s reason=%s", self.id, self.namespace, reason)
         for agent in self.agents.values():
