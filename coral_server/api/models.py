@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, Required
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
@@ -752,6 +752,123 @@ class SessionNamespaceStateExtended(TypedDict):
     sessions: list[SessionStateBase]
 
 
+# -- the reference's event streams (`/ws/v1/events/lsm`, `/ws/v1/events/session/...`, `/ws/v1/logs`)
+# One frame each; which fields come with which `type` is said in each field's description.
+
+IsoEventTime = Annotated[str, Field(description="When it happened (ISO 8601, UTC, ms)")]
+LsmEventType = Literal[
+    "namespace_created",
+    "namespace_closed",
+    "session_created",
+    "session_running",
+    "session_closing",
+    "session_closed",
+]
+SessionEventType = Literal[
+    "runtime_started",
+    "runtime_stopped",
+    "agent_connected",
+    "agent_disconnected",
+    "agent_wait_start",
+    "agent_wait_stop",
+    "thread_created",
+    "thread_message_sent",
+    "thread_participant_added",
+    "thread_participant_removed",
+    "thread_closed",
+    "agent_log",
+    "custom_tool_called",
+    "session_created",
+    "session_running",
+    "session_closing",
+    "session_closed",
+    "overflow",
+]
+
+
+class _Lifecycle(TypedDict, total=False):
+    initialState: NotRequired[
+        Annotated[SessionNamespaceStateBase, Field(description="namespace_created: the new namespace")]
+    ]
+    finalState: NotRequired[
+        Annotated[SessionNamespaceStateBase, Field(description="namespace_closed: the namespace gone")]
+    ]
+    initialSessionState: NotRequired[
+        Annotated[SessionStateBase, Field(description="session_created: the session (pending_execution)")]
+    ]
+    sessionState: NotRequired[
+        Annotated[SessionStateBase, Field(description="session_running, session_closing: the session now")]
+    ]
+    finalSessionState: NotRequired[
+        Annotated[SessionStateBase, Field(description="session_closed: the session, every agent stopped")]
+    ]
+    namespaceState: NotRequired[
+        Annotated[SessionNamespaceStateBase, Field(description="session_*: the session's namespace")]
+    ]
+    agents: NotRequired[Annotated[list[str], Field(description="session_created: its agents' names (ours)")]]
+    reason: NotRequired[
+        Annotated[CloseReasonName, Field(description="session_closing, session_closed: why (ours)")]
+    ]
+    detail: NotRequired[Annotated[str, Field(description="session_closing, session_closed: more (ours)")]]
+
+
+@Wire
+class LocalSessionManagerEvent(_Lifecycle):
+    """A namespace or session of the server was created, launched, began to close, or closed."""
+
+    type: Required[LsmEventType]
+    timestamp: Required[IsoEventTime]
+
+
+@Wire
+class SessionEvent(_Lifecycle, total=False):
+    """Something happened in one session (the reference's events, then ours: agent_disconnected,
+    agent_log, custom_tool_called, and the session's own lifecycle as on the server-wide stream)."""
+
+    type: Required[SessionEventType]
+    timestamp: Required[IsoEventTime]
+    name: Annotated[str, Field(description="runtime_*, agent_*, thread_participant_*: the agent")]
+    runtime: Annotated[str, Field(description="runtime_started: executable, docker or external")]
+    status: Annotated[
+        str | int, Field(description="runtime_stopped: exited or failed; custom_tool_called: HTTP status")
+    ]
+    exitCode: Annotated[int, Field(description="runtime_stopped: the process's exit code")]
+    error: Annotated[str, Field(description="runtime_stopped: why it could not run")]
+    thread: Annotated[SessionThread, Field(description="thread_created: the new thread")]
+    message: Annotated[
+        SessionThreadMessage,
+        Field(description="thread_message_sent: the message; agent_wait_stop: the one that ended the wait"),
+    ]
+    threadId: Annotated[str, Field(description="thread_participant_*, thread_closed: the thread")]
+    summary: Annotated[str, Field(description="thread_closed: the closing summary")]
+    stream: Annotated[str, Field(description="agent_log: stdout or stderr")]
+    text: Annotated[str, Field(description="agent_log: the line (secrets redacted)")]
+    tool: Annotated[str, Field(description="custom_tool_called: the tool")]
+    outcome: Annotated[str, Field(description="custom_tool_called: ok, http_error, invalid_arguments...")]
+    durationMs: Annotated[float, Field(description="custom_tool_called: how long the call took")]
+
+
+@Wire
+class LoggingTag(TypedDict, total=False):
+    """`namespace {namespace}`, `session {sessionId}`, `agent {name}` or `stdout {io: out|error}`."""
+
+    type: Required[Literal["namespace", "session", "agent", "stdout"]]
+    namespace: str
+    sessionId: str
+    name: str
+    io: Literal["out", "error"]
+
+
+@Wire
+class LoggingEvent(TypedDict):
+    """A line an agent printed: stdout at `info`, stderr at `warning` (secrets redacted)."""
+
+    type: Literal["info", "warning", "error", "debug", "trace", "overflow"]
+    timestamp: IsoEventTime
+    text: NotRequired[str]
+    tags: NotRequired[list[LoggingTag]]
+
+
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "CreateSessionRequest": CreateSessionRequest,
     "PuppetCreateThread": PuppetCreateThread,
@@ -793,4 +910,7 @@ RESPONSE_MODELS: dict[str, Any] = {
     "SessionThreadMessage": SessionThreadMessage,
     "SessionNamespaceStateBase": SessionNamespaceStateBase,
     "SessionNamespaceStateExtended": SessionNamespaceStateExtended,
+    "LocalSessionManagerEvent": LocalSessionManagerEvent,
+    "SessionEvent": SessionEvent,
+    "LoggingEvent": LoggingEvent,
 }

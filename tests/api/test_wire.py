@@ -11,6 +11,7 @@ every documented operation was seen answering its success status.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import shlex
@@ -210,6 +211,7 @@ async def test_every_route_sends_what_its_schema_documents(wcoral: Coral, tmp_pa
     async with FailingReceiver() as receiver:
         await drive_every_route(wire, coral, receiver, tmp_path)
     await drive_reference_routes(wire)
+    await drive_reference_streams(wire, tmp_path)
     await drive_runs(wire, coral, tmp_path)
     documented = {
         (method, path, next(s for s in op["responses"] if s.startswith(("2", "1"))))
@@ -363,6 +365,73 @@ async def drive_reference_routes(wire: Wire) -> None:
     check_event(wire, state["agents"][0], "SessionAgentState")
     await wire.call("DELETE", f"/api/v1/local/namespace/{ns}", None)
     await wire.call("GET", f"/api/v1/local/namespace/{ns}", "ErrorBody", status=404)
+
+
+async def frames(ws: aiohttp.ClientWebSocketResponse, last: Any) -> list[Body]:
+    """The frames of a WebSocket up to the first `last` accepts (or the end of the stream)."""
+    out: list[Body] = []
+    async with asyncio.timeout(WAIT_S):
+        async for msg in ws:
+            out.append(json.loads(msg.data))
+            if last(out[-1]):
+                break
+    return out
+
+
+async def drive_reference_streams(wire: Wire, tmp_path: Path) -> None:
+    """The reference's event streams (each also with the key in the path): every frame validated."""
+    coral = wire.coral
+    base = coral.base_url.replace("http://", "ws://")
+    ns = "wire-streams"
+    ws = functools.partial(coral.http.ws_connect, headers=coral.headers)
+    sleeps = {"PID_FILE": {"type": "string", "value": str(tmp_path / "s.pid")}}
+    agents = [agent_spec("human", runtime="external"), agent_spec("sleeper", "sleeper", options=sleeps)]
+    async with (
+        ws(f"{base}/ws/v1/events/lsm?namespaceFilter={ns}") as lsm,
+        ws(f"{base}/ws/v1/events/any-token/lsm?namespaceFilter={ns}") as lsm_token,
+        ws(f"{base}/ws/v1/logs?namespaceFilter={ns}") as logs,
+        ws(f"{base}/ws/v1/logs/any-token?namespaceFilter={ns}") as logs_token,
+    ):
+        created = await coral.request("POST", "/api/v1/local/session", session_body(agents, namespace=ns))
+        sid = created[1]["sessionId"]
+        async with (
+            ws(f"{base}/ws/v1/events/session/{ns}/{sid}") as session,
+            ws(f"{base}/ws/v1/events/any-token/session/{ns}/{sid}") as session_token,
+        ):
+            puppet = f"/api/v1/puppet/{ns}/{sid}/human"
+            tid = (
+                await coral.request("POST", puppet + "/thread", {"threadName": "t", "participantNames": []})
+            )[1]["id"]
+            await coral.request(
+                "POST", puppet + "/thread/message", {"threadId": tid, "content": "hi", "mentions": []}
+            )
+            await coral.request("DELETE", puppet + "/thread", {"threadId": tid, "summary": "done"})
+            # The sleeper has printed its two lines before the session goes.
+            await poll(
+                coral, f"/api/v1/session/{ns}/{sid}/agents/sleeper/logs", lambda out: len(out["lines"]) == 2
+            )
+            await coral.request("DELETE", f"/api/v1/local/session/{ns}/{sid}")
+            for sock in (session, session_token):
+                events = await frames(sock, lambda e: False)  # to the end: the session closed
+                kinds = {e["type"] for e in events}
+                assert {"thread_created", "thread_message_sent", "thread_closed", "session_closed"} <= kinds
+                for event in events:
+                    check_event(wire, event, "SessionEvent")
+        for sock in (lsm, lsm_token):
+            for event in await frames(sock, lambda e: e["type"] == "namespace_closed"):
+                check_event(wire, event, "LocalSessionManagerEvent")
+        for sock in (logs, logs_token):
+            for event in await frames(sock, lambda e: e["text"] == "sleeper stderr line"):
+                check_event(wire, event, "LoggingEvent")
+    for path in (
+        "/ws/v1/events/session/{namespace}/{sessionId}",
+        "/ws/v1/events/{token}/session/{namespace}/{sessionId}",
+        "/ws/v1/events/lsm",
+        "/ws/v1/events/{token}/lsm",
+        "/ws/v1/logs",
+        "/ws/v1/logs/{token}",
+    ):
+        wire.seen.add(("get", path, "101"))
 
 
 async def drive_puppet(wire: Wire, puppet: str) -> None:
