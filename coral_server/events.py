@@ -189,6 +189,11 @@ class EventBus:
             subscriber._notify(event.seq)
         return event
 
+    def bound(self, topic: str, buffer_size: int) -> None:
+        """Keep fewer of `topic`'s events than the bus's default (a busy topic, such as the logs)."""
+        t = self._topic(topic)
+        t.buffer = deque(t.buffer, maxlen=max(1, min(buffer_size, self.buffer_size)))
+
     def subscribe(self, topic: str, after_seq: int | None = None) -> Subscription:
         """Events of `topic` with seq > `after_seq` (None: only those published from now on).
 

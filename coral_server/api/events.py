@@ -339,6 +339,8 @@ async def path_token(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def add_routes(app: web.Application) -> None:
+    # Agents' output is kept for the logs stream's replay only: no more than it can replay.
+    app[EVENTS].bound(LOGS_TOPIC, LOGS_MAX_REPLAY)
     # The reference's routes first: `{token}/lsm` would otherwise be read as `{namespace}/{session}`.
     reference_session = ws_route(open_reference_stream)
     app.router.add_get("/ws/v1/events/session/{namespace}/{session}", reference_session)
