@@ -20,6 +20,7 @@ from coral_server.runs.model import Run
 from coral_server.runs.service import run_summary
 from coral_server.sessions import Message, Session, SessionAgent, Thread
 from coral_server.sessions.journal import replay
+from coral_server.sessions.model import iso
 from coral_server.sessions.report import crash_end
 from coral_server.store.sessions import JournalEntry
 from tests.conftest import Coral, agent_spec, session_body, wait_until
@@ -85,12 +86,23 @@ def agent_before(a: SessionAgent) -> dict[str, Any]:
     return state
 
 
+def status_before(s: Session) -> dict[str, Any]:
+    if s.closing:
+        executed = s.executed_at if s.executed_at is not None else s.timestamp
+        closing = s.closing_at if s.closing_at is not None else executed
+        return {"type": "closing", "executionTime": iso(executed), "closingTime": iso(closing)}
+    if s.executed_at is None:
+        return {"type": "pending_execution"}
+    return {"type": "executed", "executionTime": iso(s.executed_at)}
+
+
 def session_before(s: Session) -> dict[str, Any]:
     state: dict[str, Any] = {
         "id": s.id,
         "namespace": s.namespace,
         "timestamp": s.timestamp,
         "closing": s.closing,
+        "status": status_before(s),
         "agents": [agent_before(a) for a in s.agents.values()],
         "threads": [thread_before(t) for t in s.threads.values()],
     }
