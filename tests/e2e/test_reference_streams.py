@@ -100,15 +100,29 @@ async def test_lsm_without_filter_sees_every_namespace_and_annotation_filters_ap
         stream(coral, f"/ws/v1/events/lsm?namespaceAnnotationFilters={wanted}") as red_only,
     ):
         await coral.create_session(session_body([ext("a")], namespace="one"))
-        await coral.create_session(session_body([ext("a")], namespace="two"))
-        seen = await read_until(
-            everything, lambda e: e["type"] == "session_running" and e["namespaceState"]["name"] == "two"
+        blue = {"name": "blue", "annotations": {"team": "blue"}}
+        red = {"name": "red", "deleteOnLastSessionExit": False, "annotations": {"team": "red", "x": "y"}}
+        for namespace in (blue, red):
+            status, out = await coral.request("POST", "/api/v1/local/namespace", namespace)
+            assert status in (200, 201, 204), out
+        body = session_body([ext("a")])
+        body["namespaceProvider"] = {"type": "use_existing", "name": "red"}
+        _, sid = await coral.create_session(body)
+        seen = await read_until(everything, of("session_running"))
+        seen = [e for e in seen if e["type"] != "session_running"] + await read_until(
+            everything, lambda e: e["type"] == "session_running" and e["namespaceState"]["name"] == "red"
         )
-        # No namespace here has annotations: the filtered stream stays silent.
-        with pytest.raises(TimeoutError):
-            await next_event(red_only, timeout=0.5)
+        # Only the namespace with the annotation: the unannotated and the blue ones never come.
+        reds = await read_until(red_only, of("session_running"))
     names = [(e["type"], (e.get("initialState") or e["namespaceState"])["name"]) for e in seen]
-    assert ("namespace_created", "one") in names and ("namespace_created", "two") in names
+    assert ("namespace_created", "one") in names and ("namespace_created", "blue") in names
+    assert [e["type"] for e in reds] == ["namespace_created", "session_created", "session_running"]
+    assert reds[0]["initialState"] == {
+        "name": "red",
+        "deleteOnLastSessionExit": False,
+        "annotations": {"team": "red", "x": "y"},
+    }
+    assert reds[1]["initialSessionState"]["id"] == sid and reds[1]["namespaceState"]["name"] == "red"
 
 
 @pytest.mark.parametrize("bad", ["%%%", base64.urlsafe_b64encode(b"[1]").decode()])
