@@ -282,3 +282,21 @@ async def test_logs_stream_never_carries_secrets(coral: Coral) -> None:
     assert "s3cr3t-value" not in json.dumps(events)
     assert all({t["type"]: t for t in e["tags"]}["session"]["sessionId"] == sid for e in events)
     assert ns == "secrets"
+
+
+async def test_the_consoles_sockets_get_in_with_the_login_cookie(tmp_path: Path) -> None:
+    async for coral in start_coral(tmp_path, auth_keys=("k1",)):
+        ns, sid = await coral.create_session(session_body([ext("a")]))
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            login = coral.base_url + "/api/v1/auth/token"
+            async with browser.post(login, data={"token": "k1"}, allow_redirects=False) as resp:
+                assert resp.status == 303
+            base = ws(coral, "")
+            async with (
+                browser.ws_connect(f"{base}/ws/v1/events/session/{ns}/{sid}") as session_events,
+                browser.ws_connect(f"{base}/ws/v1/events/lsm?namespaceFilter={ns}") as lsm,
+                browser.ws_connect(f"{base}/ws/v1/logs?sessionFilter={sid}"),
+            ):
+                assert (await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}"))[0] == 200
+                assert (await read_to_end(session_events))[-1]["type"] == "session_closed"
+                assert (await read_until(lsm, of("session_closed")))[-1]["finalSessionState"]["id"] == sid
