@@ -246,7 +246,7 @@ async def open_logs_stream(request: web.Request) -> EventStream:
             break
         if accept(event):
             replay.append(event)
-    tail = tuple(replay[len(replay) - limit :]) if limit else ()
+    tail = tuple(replay[-limit:]) if limit else ()
     return EventStream(None, subscription, None, event_views.log_event, accept, tail)
 
 
