@@ -68,6 +68,8 @@ _D = "/api/v1/webhooks/deliveries"
 _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
 _WITH_BODY = (400, 404, 409, 415)
+_STREAM_ERRORS = (400, 404, 429)
+_STREAM_CAP = (429, "This client (bearer key, else address) has max_streams_per_client streams open")
 OPERATIONS: list[Operation] = [
     Operation(
         "post",
@@ -204,6 +206,8 @@ OPERATIONS: list[Operation] = [
         "events",
         stream="text/event-stream",
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "get",
@@ -212,6 +216,8 @@ OPERATIONS: list[Operation] = [
         "events",
         status=101,
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "post",
@@ -272,7 +278,8 @@ OPERATIONS: list[Operation] = [
         "jobs",
         stream="text/event-stream",
         first_event=m.RunSnapshot,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
     Operation(
         "get",
@@ -281,7 +288,8 @@ OPERATIONS: list[Operation] = [
         "jobs",
         status=101,
         first_event=m.RunSnapshot,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
 ]
 
