@@ -22,6 +22,7 @@ from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
+from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite
 from coral_server.api.errors import error_middleware
 from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, WEBHOOKS
 from coral_server.clock import SystemClock
@@ -59,14 +60,18 @@ FORWARDER = web.AppKey("forwarder", CustomToolForwarder)
 DOCKER = web.AppKey("docker", DockerEngine)
 DATABASE = web.AppKey("database", Database)
 ZYGOTE = web.AppKey("zygote", Zygote)
+CONNECTIONS = web.AppKey("connections", Connections)
 
 
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
     """Build a complete server; nothing is global, so tests may build as many as they like."""
+    connections = Connections(settings.max_connections, settings.header_timeout_s, settings.body_timeout_s)
     app = web.Application(
-        middlewares=[error_middleware, bearer_middleware(settings.auth_keys)], client_max_size=8 * 1024 * 1024
+        middlewares=[error_middleware, connections.middleware, bearer_middleware(settings.auth_keys)],
+        client_max_size=8 * 1024 * 1024,
     )
     app[SETTINGS] = settings
+    app[CONNECTIONS] = connections
     app[REGISTRY] = registry if registry is not None else Registry.load(list(settings.registry))
     for problem in app[REGISTRY].problems:
         log.warning("registry.skipped path=%s reason=%s", problem.path, problem.reason)
@@ -251,13 +256,20 @@ def _job_settings(settings: Settings) -> JobSettings:
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start `app` on host:port (0 = any free port) and tell the session domain the real URL."""
     # AccessLog: one line per request with every credential in its target masked.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log_class=AccessLog)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=5,
+        access_log_class=AccessLog,
+        keepalive_timeout=KEEPALIVE_S,
+    )
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
-    site = web.SockSite(runner, sock)
+    # Every connection counted against max_connections, its headers and body against their timeouts.
+    site = GuardedSite(runner, sock, app[CONNECTIONS])
     await site.start()
     launcher = app[LAUNCHER]
     settings = app[SETTINGS]
