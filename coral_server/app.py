@@ -41,6 +41,7 @@ from coral_server.runtimes.process import ProcessRuntime
 from coral_server.runtimes.zygote import Zygote
 from coral_server.sessions import Sessions, SessionSettings
 from coral_server.sessions.launch import AgentLauncher
+from coral_server.sessions.limits import SessionLimits
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
@@ -117,7 +118,19 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         app[REGISTRY],
         app[SUPERVISOR],
         app[LAUNCHER],
-        SessionSettings(wait_cap_ms=settings.wait_cap_ms, log_buffer_bytes=settings.log_buffer_bytes),
+        SessionSettings(
+            wait_cap_ms=settings.wait_cap_ms,
+            log_buffer_bytes=settings.log_buffer_bytes,
+            limits=SessionLimits(
+                max_sessions=settings.max_sessions,
+                max_agents_per_session=settings.max_agents_per_session,
+                max_group_size=settings.max_group_size,
+                max_ttl_ms=settings.max_ttl_ms,
+                max_hold_ms=settings.max_hold_ms,
+                max_option_bytes=settings.max_option_bytes,
+                max_agent_options_bytes=settings.max_agent_options_bytes,
+            ),
+        ),
         events=app[EVENTS],
         clock=clock,
         records=lambda: database.store.sessions if database.is_open else None,

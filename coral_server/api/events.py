@@ -63,7 +63,8 @@ class ClientStalled(Exception):
 class EventStream:
     """What one client gets: an optional snapshot first, then the subscription's events."""
 
-    snapshot: Mapping[str, Any] | None
+    # The snapshot, fixed when the stream opened; awaited, it serialises what it holds in steps.
+    snapshot: Callable[[], Awaitable[Mapping[str, Any]]] | None
     subscription: Subscription | None
     types: frozenset[str] | None
 
@@ -102,7 +103,7 @@ class EventStream:
                 raise ClientStalled from None
 
         if self.snapshot is not None:
-            await bounded(send(self.snapshot))
+            await bounded(send(await self.snapshot()))
         if self.subscription is None:
             return
         while True:
@@ -179,7 +180,7 @@ def _types(request: web.Request) -> frozenset[str] | None:
     return frozenset(t.strip() for t in raw.split(",") if t.strip())
 
 
-Snapshot = Callable[[int], dict[str, Any]]
+Snapshot = Callable[[int], Callable[[], Awaitable[Mapping[str, Any]]]]
 Opener = Callable[[web.Request], Awaitable[EventStream]]
 
 
@@ -204,7 +205,7 @@ async def open_stream(request: web.Request) -> EventStream:
     return _stream(
         request,
         session.topic,
-        lambda seq: dict(views.session_snapshot(session, seq)),
+        lambda seq: views.session_snapshot_later(session, seq),
         session.closed_at is not None,
         session.final_seq,
     )
@@ -220,10 +221,19 @@ async def open_run_stream(request: web.Request) -> EventStream:
     return _stream(
         request,
         topic,
-        lambda seq: dict(views.run_snapshot(run, seq)),
+        lambda seq: _ready(views.run_snapshot(run, seq)),
         run.status in FINAL,
         final,
     )
+
+
+def _ready(snapshot: Mapping[str, Any]) -> Callable[[], Awaitable[Mapping[str, Any]]]:
+    """A snapshot built at once (a run's is small), in the shape of one built in steps."""
+
+    async def complete() -> Mapping[str, Any]:
+        return snapshot
+
+    return complete
 
 
 def _sse_frame(payload: Mapping[str, Any]) -> bytes:

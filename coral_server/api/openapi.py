@@ -69,6 +69,7 @@ _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
 _WITH_BODY = (400, 404, 409, 415)
 _STREAM_ERRORS = (400, 404, 429)
+_SESSION_CAP = (429, "The server runs max_sessions live sessions: try again after Retry-After")
 _STREAM_CAP = (429, "This client (bearer key, else address) has max_streams_per_client streams open")
 OPERATIONS: list[Operation] = [
     Operation(
@@ -78,7 +79,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_WITH_BODY,
+        errors=(*_WITH_BODY, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "post",
@@ -87,7 +89,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_WITH_BODY,
+        errors=(*_WITH_BODY, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "get", _S, "List sessions of every namespace", "sessions", response=[m.NamespaceSessions], errors=()

@@ -57,5 +57,8 @@ class SessionRequest:
     annotations: dict[str, str] = field(default_factory=dict)
     # JSON path of the agents list in the request, for error messages.
     agents_path: str = "agentGraphRequest.agents"
+    # ... of the runtime settings (either spelling), and of the field that gave the hold time.
+    settings_path: str = "execution.runtimeSettings"
+    persistence_path: str = "execution.runtimeSettings.persistenceMode"
     # Where local agents work (a job's worktree); None: each in its manifest's folder.
     work_dir: Path | None = None

@@ -109,7 +109,10 @@ async def test_clients_that_stop_reading_are_dropped_and_readers_get_everything(
             sent = 0
             # Until every silent client's socket is full and its write has waited out the timeout.
             while any(held(s) for s in socks):
-                assert sent < 400, f"{sum(held(s) for s in socks)} silent clients still held"
+                assert sent < 400, (
+                    f"{sum(held(s) for s in socks)} silent clients still held, "
+                    f"{len(coral.app[STREAMS])} streams open on the server"
+                )
                 await say(coral, puppet, thread, f"{sent} {BIG}")
                 sent += 1
             await streams_open(coral, 1)  # only the reader's is left
