@@ -89,14 +89,32 @@ async def run(args: argparse.Namespace) -> None:
                         if i % 500 == 0:
                             peak_rss = max(peak_rss, fds_and_rss(proc.pid)[1])
 
-                await asyncio.gather(*(send(i) for i in range(args.messages)))
+                dropped_at: dict[int, tuple[float, int]] = {}  # socket -> (seconds in, messages sent by then)
+                done = 0
+
+                async def watch() -> None:
+                    while True:
+                        for n, sock in enumerate(socks):
+                            if n not in dropped_at and not established(sock):
+                                dropped_at[n] = (time.monotonic() - started, done)
+                        await asyncio.sleep(0.1)
+
+                async def counted(i: int) -> None:
+                    nonlocal done
+                    await send(i)
+                    done += 1
+
+                watcher = asyncio.create_task(watch())
+                await asyncio.gather(*(counted(i) for i in range(args.messages)))
                 sent_s = time.monotonic() - started
                 # Every stream the server means to drop is dropped within its write timeout.
                 deadline = time.monotonic() + args.settle_s
                 while any(established(s) for s in socks) and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
+                watcher.cancel()
                 dropped = sum(not established(s) for s in socks) - refused
-                drop_s = time.monotonic() - started
+                times = sorted(at for at, _ in dropped_at.values())
+                counts = sorted(n for _, n in dropped_at.values())
                 fds1, rss1 = fds_and_rss(proc.pid)
                 async with http.delete(f"{url}/api/v1/session/{ns}/{sid}"):
                     pass
@@ -110,9 +128,12 @@ async def run(args: argparse.Namespace) -> None:
             )
             print(f"  refused at open (stream cap): {refused}")
             print(f"  messages sent in {sent_s:.1f} s")
-            print(
-                f"  dropped by the server: {dropped} of {args.clients - refused} (all within {drop_s:.1f} s)"
-            )
+            print(f"  dropped by the server: {dropped} of {args.clients - refused}")
+            if times:
+                print(
+                    f"    when: {times[0]:.1f}-{times[-1]:.1f} s into the messages, after "
+                    f"{counts[0]}-{counts[-1]} of them had been sent"
+                )
             print(f"  still held {time.monotonic() - deleted:.1f} s after the session was deleted: {held}")
             print(f"  server fds: {fds0} before, {fds1} after the messages, {fds2} after the delete")
             print(
