@@ -22,7 +22,7 @@ from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
-from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite
+from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite, warn_if_above_fd_limit
 from coral_server.api.errors import error_middleware
 from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, WEBHOOKS
 from coral_server.clock import SystemClock
@@ -282,6 +282,7 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     sock.bind((host, port))
     bound = sock.getsockname()[1]
     # Every connection counted against max_connections, its headers and body against their timeouts.
+    warn_if_above_fd_limit(app[CONNECTIONS].max_connections)
     site = GuardedSite(runner, sock, app[CONNECTIONS])
     await site.start()
     launcher = app[LAUNCHER]

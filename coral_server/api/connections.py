@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 from collections.abc import Callable
 
@@ -199,6 +200,19 @@ class Connections:
                 timer.cancel()
             if guard is not None:
                 guard.request_ended()
+
+
+def warn_if_above_fd_limit(max_connections: int) -> None:
+    """Say so at start-up when the cap is above the open-file limit: the OS would refuse connections
+    (and everything else that needs a descriptor) before the cap does."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and max_connections >= soft:
+        log.warning(
+            "http.max_connections_above_fd_limit max_connections=%s open_file_limit=%s "
+            "(raise ulimit -n, or lower max_connections)",
+            max_connections,
+            soft,
+        )
 
 
 class GuardedSite(web.SockSite):
