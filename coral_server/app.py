@@ -24,10 +24,10 @@ from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite, warn_if_above_fd_limit
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, WEBHOOKS
+from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, WEBHOOKS
 from coral_server.clock import SystemClock
 from coral_server.config import Settings
-from coral_server.events import EventBus
+from coral_server.events import SERVER_TOPIC, EventBus
 from coral_server.jobs.agents import AGENTS, Endpoint, Secret, find_binary
 from coral_server.jobs.executor import AgentSetup, JobExecutor, JobSettings
 from coral_server.mcp.endpoint import McpEndpoint
@@ -46,6 +46,7 @@ from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
 from coral_server.tools import CustomToolForwarder
+from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.secrets import load_or_create_secret
 from coral_server.webhooks.service import Webhooks
 from coral_server.webhooks.signing import WebhookSigner
@@ -84,6 +85,10 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
             cpus=settings.docker_cpus,
             pull=settings.docker_pull,
             instance=settings.resolve_instance_id(),
+            pids_limit=settings.docker_pids_limit,
+            read_only=settings.docker_read_only,
+            user=settings.docker_user,
+            overrides=frozenset(settings.docker_manifest_overrides),
         )
     )
     app[DOCKER] = engine
@@ -92,6 +97,18 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     if zygote is not None:
         app[ZYGOTE] = zygote
     clock = SystemClock()
+    destinations = DestinationPolicy.configured(
+        settings.webhook_private_destinations,
+        settings.webhook_allow,
+        settings.webhook_deny,
+        has_auth_keys=bool(settings.auth_keys),
+    )
+    log.info(
+        "webhooks.destinations private=%s allow=%s deny=%s",
+        "allowed" if destinations.private else "refused",
+        len(destinations.allow),
+        len(destinations.deny),
+    )
     runtimes: dict[str, Runtime] = {
         "executable": ProcessRuntime(clock.now_ms, zygote),
         "docker": DockerRuntime(engine, clock.now_ms),
@@ -100,6 +117,8 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     app[EVENTS] = EventBus(clock=clock)
     app[DATABASE] = Database(settings.data_dir / "coral.db", clock=clock)
     database = app[DATABASE]
+    app[STORE_HEALTH] = database.health
+    database.health.listeners.append(functools.partial(_store_event, app[EVENTS]))
     app[SUPERVISOR] = Supervisor(
         runtimes,
         clock,
@@ -134,6 +153,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         events=app[EVENTS],
         clock=clock,
         records=lambda: database.store.sessions if database.is_open else None,
+        destinations=destinations,
     )
     app[SESSIONS] = sessions
     secrets, source = load_or_create_secret(settings.data_dir, settings.webhook_secrets)
@@ -143,6 +163,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     forwarder = CustomToolForwarder(
         lambda body, header, msg_id: signer.sign(body, signature_header=header, msg_id=msg_id),
         timeout_s=settings.custom_tool_timeout_s,
+        destinations=destinations,
     )
     app[FORWARDER] = forwarder
     app[WEBHOOKS] = Webhooks(
@@ -152,6 +173,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         max_attempts=settings.webhook_max_attempts,
         max_delay_s=settings.webhook_retry_max_s,
         clock=clock,
+        destinations=destinations,
     )
     app[REPORTER] = EndReporter(app[WEBHOOKS])
     sessions.on_closed.append(app[REPORTER])
@@ -170,6 +192,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
                     parse_session=functools.partial(
                         session_routes.parse_session, sessions, prefix="session."
                     ),
+                    destinations=destinations,
                 ),
                 sessions,
             )
@@ -193,6 +216,14 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     # Then end every live event stream (each session's already ended with session_closed).
     app.on_shutdown.append(_close_event_streams)
     return app
+
+
+def _store_event(events: EventBus, available: bool, error: str | None) -> None:
+    """The store stopped (or started again) keeping what it is given: an event on the server feed."""
+    if available:
+        events.publish(SERVER_TOPIC, "store_available", {})
+    else:
+        events.publish(SERVER_TOPIC, "store_unavailable", {"error": error})
 
 
 async def _close_sessions(app: web.Application) -> None:

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from coral_server.app import build_app, serve
-from coral_server.config import ConfigError, load_settings
+from coral_server.config import SettingsInvalid, load_settings
 from coral_server.redaction import install as install_redaction
 
 
 async def _run(argv: Sequence[str] | None) -> int:
     try:
         settings = load_settings(argv)
-    except ConfigError as exc:
+    except SettingsInvalid as exc:
         print(f"coral-server: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -37,6 +37,9 @@ async def _run(argv: Sequence[str] | None) -> int:
         # non-directory data dir, a port in use...).
         print(f"coral-server: cannot start: {_cause(exc, settings.data_dir)}", file=sys.stderr)
         return 2
+    exposure = settings.exposure_warning()
+    if exposure is not None:
+        print(f"coral-server: WARNING: {exposure}", file=sys.stderr)
     print(f"coral-server listening on http://{settings.host}:{port} (API docs: /ui/docs)", file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -11,11 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from coral_server.registry.manifest import CONTAINER_OVERRIDES
+from coral_server.webhooks.destinations import parse_rules
+
 BUNDLED_REGISTRY = Path(__file__).resolve().parent.parent / "registry"
 ENV_PREFIX = "CORAL_SERVER_"
 
 
-class ConfigError(Exception):
+class SettingsInvalid(Exception):
     """The configuration cannot be used; the message says which setting and why."""
 
 
@@ -152,6 +156,65 @@ class Settings(BaseModel):
         "about 2 MiB of environment and arguments in all, the server's own environment included).",
     )
 
+    # -- hardening: where webhooks may go ([webhooks]), how agent containers run ([docker]) ---------
+    webhook_private_destinations: Literal["auto", "allow", "deny"] = Field(
+        default="auto",
+        description="Webhooks and custom tools to loopback, private and link-local addresses: auto = "
+        "refused when auth keys are configured, allowed without (development mode); allow; deny.",
+    )
+    webhook_allow: tuple[str, ...] = Field(
+        default=(),
+        description="Webhook destinations always allowed: IP addresses, CIDR ranges, host names "
+        "(*.example.com: its subdomains).",
+    )
+    webhook_deny: tuple[str, ...] = Field(
+        default=(), description="Webhook destinations always refused (as for allow; deny wins)."
+    )
+    docker_pids_limit: int = Field(
+        default=512, ge=0, description="Most processes and threads per agent container (0: no limit)."
+    )
+    docker_read_only: bool = Field(
+        default=False, description="Agent containers get a read-only root filesystem (and a tmpfs /tmp)."
+    )
+    docker_user: str | None = Field(
+        default=None, description="User agent containers run as (name or uid[:gid]; default: the image's)."
+    )
+    docker_manifest_overrides: tuple[str, ...] = Field(
+        default=(),
+        description="What a manifest's [runtimes.docker] may change of the hardening: capAdd, "
+        "noNewPrivileges, pidsLimit, readOnly, user (default: nothing).",
+    )
+
+    @field_validator("webhook_allow", "webhook_deny")
+    @classmethod
+    def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_rules(value)  # ValueError names the entry
+        return value
+
+    @field_validator("docker_user")
+    @classmethod
+    def _container_user(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError("must be a user name or uid[:gid] without spaces")
+        return value
+
+    @field_validator("docker_manifest_overrides")
+    @classmethod
+    def _known_overrides(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [key for key in value if key not in CONTAINER_OVERRIDES]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)} (known: {', '.join(CONTAINER_OVERRIDES)})")
+        return value
+
+    def exposure_warning(self) -> str | None:
+        """A warning when the API is open (no auth key) on an address other hosts can reach."""
+        if self.auth_keys or _loopback(self.host):
+            return None
+        return (
+            f"the API has no auth key and listens on {self.host or 'every address'}: anyone who can "
+            "reach it can run agents and send webhooks from this host (give --auth-key, or bind 127.0.0.1)"
+        )
+
     @field_validator("auth_keys", mode="before")
     @classmethod
     def _clean_keys(cls, value: object) -> object:
@@ -193,6 +256,15 @@ class Settings(BaseModel):
             return value
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or "" (every address): others may reach it
+
+
 # TOML layout: the reference server's keys where it has them, ours otherwise.
 _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("network", "bindAddress"): "host",
@@ -230,6 +302,13 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("jobs", "geminiApiKey"): "gemini_api_key",
     ("jobs", "openaiBaseUrl"): "openai_base_url",
     ("jobs", "openaiApiKey"): "openai_api_key",
+    ("webhooks", "privateDestinations"): "webhook_private_destinations",
+    ("webhooks", "allowDestinations"): "webhook_allow",
+    ("webhooks", "denyDestinations"): "webhook_deny",
+    ("docker", "pidsLimit"): "docker_pids_limit",
+    ("docker", "readOnly"): "docker_read_only",
+    ("docker", "user"): "docker_user",
+    ("docker", "manifestOverrides"): "docker_manifest_overrides",
     ("limits", "streamWriteTimeoutSeconds"): "stream_write_timeout_s",
     ("limits", "maxStreamsPerClient"): "max_streams_per_client",
     ("limits", "headerTimeoutSeconds"): "header_timeout_s",
@@ -277,6 +356,13 @@ _ENV_KEYS = {
     "GEMINI_API_KEY": "gemini_api_key",
     "OPENAI_BASE_URL": "openai_base_url",
     "OPENAI_API_KEY": "openai_api_key",
+    "WEBHOOK_PRIVATE_DESTINATIONS": "webhook_private_destinations",
+    "WEBHOOK_ALLOW": "webhook_allow",
+    "WEBHOOK_DENY": "webhook_deny",
+    "DOCKER_PIDS_LIMIT": "docker_pids_limit",
+    "DOCKER_READ_ONLY": "docker_read_only",
+    "DOCKER_USER": "docker_user",
+    "DOCKER_MANIFEST_OVERRIDES": "docker_manifest_overrides",
     "STREAM_WRITE_TIMEOUT_S": "stream_write_timeout_s",
     "MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
     "HEADER_TIMEOUT_S": "header_timeout_s",
@@ -292,16 +378,24 @@ _ENV_KEYS = {
 }
 # Read without our prefix too, as the systems they come from spell them (the prefixed one wins).
 _BARE_ENV_KEYS = {"CORAL_MAX_CONCURRENT_JOBS": "max_concurrent_jobs"}
-_LIST_FIELDS = {"auth_keys": ",", "registry": os.pathsep, "webhook_secrets": ",", "job_roots": os.pathsep}
+_LIST_FIELDS = {
+    "auth_keys": ",",
+    "registry": os.pathsep,
+    "webhook_secrets": ",",
+    "job_roots": os.pathsep,
+    "webhook_allow": ",",
+    "webhook_deny": ",",
+    "docker_manifest_overrides": ",",
+}
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise SettingsInvalid(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
+        raise SettingsInvalid(f"config file {path}: {exc}") from None
     values: dict[str, Any] = {}
     for (section, key), field in _TOML_KEYS.items():
         table = data.get(section)
@@ -405,11 +499,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--claude-bin", help="the Claude Code CLI (default: .tools/, then PATH)")
     parser.add_argument("--anthropic-base-url", help="Anthropic-compatible API URL for the claude CLI")
+    parser.add_argument(
+        "--webhook-private-destinations",
+        choices=["auto", "allow", "deny"],
+        help="webhooks to loopback/private addresses: auto (default: refused with auth keys, allowed "
+        "without: development mode), allow, deny",
+    )
+    parser.add_argument(
+        "--webhook-allow",
+        action="append",
+        dest="webhook_allow",
+        metavar="DEST",
+        help="a webhook destination always allowed (IP, CIDR, host, *.domain); repeatable",
+    )
+    parser.add_argument(
+        "--webhook-deny",
+        action="append",
+        dest="webhook_deny",
+        metavar="DEST",
+        help="a webhook destination always refused (IP, CIDR, host, *.domain); repeatable",
+    )
+    parser.add_argument(
+        "--docker-pids-limit", type=int, help="most processes per agent container (default 512; 0: none)"
+    )
+    parser.add_argument(
+        "--docker-read-only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read-only root filesystem for agent containers (default off)",
+    )
+    parser.add_argument("--docker-user", help="user agent containers run as (default: the image's)")
+    parser.add_argument(
+        "--docker-manifest-override",
+        action="append",
+        dest="docker_manifest_overrides",
+        metavar="KEY",
+        help="a [runtimes.docker] key manifests may set: capAdd, noNewPrivileges, pidsLimit, readOnly, "
+        "user; repeatable (default: none)",
+    )
     return parser
 
 
 def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build settings from flags, environment and the TOML file; raises ConfigError on bad values."""
+    """Build settings from flags, environment and the TOML file; raises SettingsInvalid on bad values."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
@@ -423,4 +555,4 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise SettingsInvalid(f"invalid settings: {problems}") from None

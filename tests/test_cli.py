@@ -87,7 +87,7 @@ def start(tmp_path: Path, *args: str) -> Server:
         seen.append(line)
         match = LISTENING.search(line)
         if match:
-            return Server(proc, int(match.group(2)), line)
+            return Server(proc, int(match.group(2)), "".join(seen))
     close(proc)
     raise AssertionError("server did not print its port: " + "".join(seen))
 
@@ -157,6 +157,24 @@ def test_auth_key_flag(tmp_path: Path) -> None:
         assert srv.get("/api/v1/session", {"Authorization": "Bearer def"}) == (200, [])
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=10) == 0
+    finally:
+        srv.close()
+
+
+def test_an_open_api_on_every_address_is_a_warning(tmp_path: Path) -> None:
+    srv = start(tmp_path, "--host", "0.0.0.0")
+    try:
+        assert "WARNING: the API has no auth key and listens on 0.0.0.0" in srv.banner
+    finally:
+        srv.close()
+    srv = start(tmp_path, "--host", "0.0.0.0", "--auth-key", "k")
+    try:
+        assert "no auth key" not in srv.banner
+    finally:
+        srv.close()
+    srv = start(tmp_path)  # loopback, no key: development, no warning
+    try:
+        assert "no auth key" not in srv.banner
     finally:
         srv.close()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_server.config import BUNDLED_REGISTRY, ConfigError, Settings, load_settings
+from coral_server.config import BUNDLED_REGISTRY, Settings, SettingsInvalid, load_settings
 
 
 def toml(tmp_path: Path, text: str, name: str = "coral.toml") -> Path:
@@ -190,7 +190,7 @@ def test_settings_are_frozen() -> None:
 
 def test_bad_toml_is_config_error_naming_the_file(tmp_path: Path) -> None:
     path = toml(tmp_path, "[network\nbindPort = 1\n")
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SettingsInvalid) as info:
         load_settings(["--config", str(path)], {})
     message = str(info.value)
     assert str(path) in message
@@ -200,7 +200,7 @@ def test_bad_toml_is_config_error_naming_the_file(tmp_path: Path) -> None:
 def test_missing_config_file_is_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     for argv, env in [(["--config", str(missing)], {}), ([], {"CONFIG_FILE_PATH": str(missing)})]:
-        with pytest.raises(ConfigError) as info:
+        with pytest.raises(SettingsInvalid) as info:
             load_settings(argv, env)
         assert str(missing) in str(info.value)
         assert "does not exist" in str(info.value)
@@ -228,7 +228,7 @@ def test_bad_values_are_config_errors_naming_the_setting(
 ) -> None:
     if toml_text is not None:
         argv = [*argv, "--config", str(toml(tmp_path, toml_text))]
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SettingsInvalid) as info:
         load_settings(argv, env)
     message = str(info.value)
     assert message.startswith("invalid settings: ")
@@ -236,7 +236,7 @@ def test_bad_values_are_config_errors_naming_the_setting(
 
 
 def test_several_bad_values_are_all_named() -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SettingsInvalid) as info:
         load_settings(["--port", "99999", "--wait-cap-ms", "0"], {"CORAL_SERVER_STOP_GRACE_S": "-1"})
     message = str(info.value)
     assert "port: " in message and "wait_cap_ms: " in message and "stop_grace_s: " in message
@@ -257,7 +257,7 @@ def test_unparseable_flags_exit_2(argv: list[str]) -> None:
     ],
 )
 def test_unknown_log_level_is_config_error(argv: list[str], env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="log_level"):
+    with pytest.raises(SettingsInvalid, match="log_level"):
         load_settings(argv, env)
 
 
@@ -272,7 +272,7 @@ def test_unknown_log_level_is_config_error(argv: list[str], env: dict[str, str])
 def test_empty_auth_key_is_config_error(tmp_path: Path, argv: list[str], toml_text: str | None) -> None:
     if toml_text is not None:
         argv = [*argv, "--config", str(toml(tmp_path, toml_text))]
-    with pytest.raises(ConfigError, match="auth_keys"):
+    with pytest.raises(SettingsInvalid, match="auth_keys"):
         load_settings(argv, {})
 
 
@@ -287,8 +287,107 @@ def test_python_agents_from_each_layer(tmp_path: Path) -> None:
     assert load_settings([], {"CORAL_SERVER_PYTHON_AGENTS": "exec"}).python_agents == "exec"
     env = {"CORAL_SERVER_PYTHON_AGENTS": "exec"}
     assert load_settings(["--python-agents", "preload"], env).python_agents == "preload"
-    with pytest.raises(ConfigError, match=r"python_agents|pythonAgents|PYTHON_AGENTS"):
+    with pytest.raises(SettingsInvalid, match=r"python_agents|pythonAgents|PYTHON_AGENTS"):
         load_settings([], {"CORAL_SERVER_PYTHON_AGENTS": "fork"})
+
+
+HARDENING_TOML = """
+[webhooks]
+privateDestinations = "deny"
+allowDestinations = ["10.1.0.0/16", "hooks.internal"]
+denyDestinations = ["*.evil.example"]
+
+[docker]
+pidsLimit = 100
+readOnly = true
+user = "1000:1000"
+manifestOverrides = ["capAdd", "user"]
+"""
+
+
+def test_hardening_settings_from_each_layer(tmp_path: Path) -> None:
+    defaults = load_settings([], {})
+    assert (defaults.webhook_private_destinations, defaults.webhook_allow, defaults.webhook_deny) == (
+        "auto",
+        (),
+        (),
+    )
+    assert (defaults.docker_pids_limit, defaults.docker_read_only, defaults.docker_user) == (512, False, None)
+    assert defaults.docker_manifest_overrides == ()
+    s = load_settings(["--config", str(toml(tmp_path, HARDENING_TOML))], {})
+    assert s.webhook_private_destinations == "deny"
+    assert s.webhook_allow == ("10.1.0.0/16", "hooks.internal") and s.webhook_deny == ("*.evil.example",)
+    assert (s.docker_pids_limit, s.docker_read_only, s.docker_user) == (100, True, "1000:1000")
+    assert s.docker_manifest_overrides == ("capAdd", "user")
+    env = {
+        "CORAL_SERVER_WEBHOOK_PRIVATE_DESTINATIONS": "allow",
+        "CORAL_SERVER_WEBHOOK_ALLOW": "192.168.1.5,a.example",
+        "CORAL_SERVER_WEBHOOK_DENY": "8.8.8.8",
+        "CORAL_SERVER_DOCKER_PIDS_LIMIT": "0",
+        "CORAL_SERVER_DOCKER_READ_ONLY": "true",
+        "CORAL_SERVER_DOCKER_USER": "app",
+        "CORAL_SERVER_DOCKER_MANIFEST_OVERRIDES": "readOnly,pidsLimit",
+    }
+    s = load_settings([], env)
+    assert (s.webhook_private_destinations, s.webhook_allow, s.webhook_deny) == (
+        "allow",
+        ("192.168.1.5", "a.example"),
+        ("8.8.8.8",),
+    )
+    assert (s.docker_pids_limit, s.docker_read_only, s.docker_user) == (0, True, "app")
+    assert s.docker_manifest_overrides == ("readOnly", "pidsLimit")
+    flags = [
+        "--webhook-private-destinations", "deny",
+        "--webhook-allow", "10.0.0.0/8", "--webhook-allow", "x.example",
+        "--webhook-deny", "*.y.example",
+        "--docker-pids-limit", "64",
+        "--no-docker-read-only",
+        "--docker-user", "1:1",
+        "--docker-manifest-override", "noNewPrivileges",
+    ]  # fmt: skip
+    s = load_settings(flags, env)
+    assert (s.webhook_private_destinations, s.webhook_allow, s.webhook_deny) == (
+        "deny",
+        ("10.0.0.0/8", "x.example"),
+        ("*.y.example",),
+    )
+    assert (s.docker_pids_limit, s.docker_read_only, s.docker_user) == (64, False, "1:1")
+    assert s.docker_manifest_overrides == ("noNewPrivileges",)
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--webhook-allow", "not a host"], "webhook_allow"),
+        (["--webhook-deny", "10.0.0.0/33x"], "webhook_deny"),
+        (["--docker-pids-limit", "-1"], "docker_pids_limit"),
+        (["--docker-user", "a b"], "docker_user"),
+        (["--docker-manifest-override", "privileged"], "docker_manifest_overrides"),
+    ],
+)
+def test_bad_hardening_values_name_the_setting(argv: list[str], field: str) -> None:
+    with pytest.raises(SettingsInvalid, match=field):
+        load_settings(argv, {})
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warns"),
+    [
+        ("127.0.0.1", (), False),
+        ("::1", (), False),
+        ("localhost", (), False),
+        ("0.0.0.0", (), True),
+        ("::", (), True),
+        ("192.168.1.10", (), True),
+        ("coral.example", (), True),
+        ("0.0.0.0", ("k",), False),
+    ],
+)
+def test_exposure_warning(host: str, keys: tuple[str, ...], warns: bool) -> None:
+    warning = Settings(host=host, auth_keys=keys).exposure_warning()
+    assert (warning is not None) == warns
+    if warning:
+        assert "no auth key" in warning and (host in warning)
 
 
 LIMITS = {
@@ -316,5 +415,5 @@ def test_limits_from_the_toml_table_and_the_environment(tmp_path: Path) -> None:
     for field, (_, _, value) in LIMITS.items():
         assert getattr(from_toml, field) == value, field
         assert getattr(from_env, field) == value, field
-    with pytest.raises(ConfigError, match="max_sessions"):
+    with pytest.raises(SettingsInvalid, match="max_sessions"):
         load_settings([], {"CORAL_SERVER_MAX_SESSIONS": "0"})

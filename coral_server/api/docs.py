@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from coral_server.api.errors import json_response
+from coral_server.api.keys import STORE_HEALTH, WEBHOOKS
 from coral_server.api.openapi import openapi
 
 UI_DIR = Path(__file__).resolve().parent.parent.parent / "ui"
@@ -17,7 +18,13 @@ async def docs_page(request: web.Request) -> web.FileResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    """`{"status": "ok"}`; `degraded` with the store's figures while it refuses writes (disk full...)
+    or accepted webhooks wait in memory for it."""
+    store = request.app.get(STORE_HEALTH)
+    unstored = request.app[WEBHOOKS].unstored if WEBHOOKS in request.app else 0
+    if store is None or (not store.failing and not unstored):
+        return json_response({"status": "ok"})
+    return json_response({"status": "degraded", "store": store.to_json(), "unstoredWebhooks": unstored})
 
 
 def add_routes(app: web.Application) -> None:

@@ -16,8 +16,7 @@ from coral_server.jobs.spec import JobSpecInvalid
 from coral_server.registry import AgentNotInRegistry
 from coral_server.sessions import errors as se
 from coral_server.sessions.limits import TooManySessions
-from coral_server.sessions.service import StoreUnavailable
-from coral_server.store import DeliveryFinished, DeliveryNotFound
+from coral_server.store import DeliveryFinished, DeliveryNotFound, StoreUnavailable
 from coral_server.store.runs import RunNotFound
 
 log = logging.getLogger("coral_server.api")

@@ -9,6 +9,7 @@ from coral_server.events import EventBus
 from coral_server.registry import Registry
 from coral_server.runs.service import Runs
 from coral_server.sessions import Sessions
+from coral_server.store import StoreHealth
 from coral_server.webhooks.service import Webhooks
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,3 +18,4 @@ REGISTRY = web.AppKey("registry", Registry)
 EVENTS = web.AppKey("events", EventBus)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 RUNS = web.AppKey("runs", Runs)
+STORE_HEALTH = web.AppKey("store_health", StoreHealth)

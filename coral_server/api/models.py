@@ -225,7 +225,7 @@ class SessionEndWebhook(_In):
     )
 
 
-class Webhooks(_In):
+class WebhookSettings(_In):
     sessionEnd: SessionEndWebhook | None = None
 
 
@@ -234,7 +234,7 @@ class RuntimeSettings(_In):
         default=None, description="Session time to live, in ms."
     )
     persistenceMode: PersistenceMode | None = None
-    webhooks: Webhooks | None = None
+    webhooks: WebhookSettings | None = None
     extendedEndReport: bool = False
 
 
@@ -455,14 +455,14 @@ class ManifestInfo(TypedDict):
 
 
 @Wire
-class ExecutableRuntimeOut(TypedDict):
+class ExecutableSectionOut(TypedDict):
     path: str
     arguments: list[str]
     transport: RuntimeTransport
 
 
 @Wire
-class DockerRuntimeOut(TypedDict):
+class DockerSectionOut(TypedDict):
     image: str
     command: NotRequired[list[str]]
     transport: RuntimeTransport
@@ -470,8 +470,8 @@ class DockerRuntimeOut(TypedDict):
 
 @Wire
 class ManifestRuntimes(TypedDict):
-    executable: NotRequired[ExecutableRuntimeOut]
-    docker: NotRequired[DockerRuntimeOut]
+    executable: NotRequired[ExecutableSectionOut]
+    docker: NotRequired[DockerSectionOut]
 
 
 @Wire
@@ -575,7 +575,7 @@ class RunOut(TypedDict):
         list[dict[str, Any]],
         Field(description="Each permission prompt answered yes for it: {at, question, answer}"),
     ]
-    task_id: Annotated[int | None, Field(description="The scheduled task that made it; null for a job")]
+    task_id: Annotated[str | None, Field(description="The scheduled task (UUID) that made it; null: a job")]
     attempt: int
     priority: int
     prompt: str | None

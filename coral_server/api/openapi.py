@@ -50,6 +50,7 @@ ERRORS = {
     409: "Conflicts with the current state (see `message`)",
     415: "The body says it is not JSON: send Content-Type: application/json",
     429: "Too many at once: try again after Retry-After seconds",
+    503: "The store cannot keep it (a full disk, a read-only file...): nothing was done; try again later",
 }
 # Headers an error answer carries besides its body.
 ERROR_HEADERS = {
@@ -68,6 +69,7 @@ _D = "/api/v1/webhooks/deliveries"
 _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
 _WITH_BODY = (400, 404, 409, 415)
+_STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
 _STREAM_ERRORS = (400, 404, 429)
 _SESSION_CAP = (429, "The server runs max_sessions live sessions: try again after Retry-After")
 _STREAM_CAP = (429, "This client (bearer key, else address) has max_streams_per_client streams open")
@@ -79,7 +81,7 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=(*_WITH_BODY, 429),
+        errors=(*_STORED, 429),
         notes=(_SESSION_CAP,),
     ),
     Operation(
@@ -89,7 +91,7 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=(*_WITH_BODY, 429),
+        errors=(*_STORED, 429),
         notes=(_SESSION_CAP,),
     ),
     Operation(
@@ -200,7 +202,7 @@ OPERATIONS: list[Operation] = [
         m.RetryDeliveryRequest,
         m.DeliveryOut,
         status=202,
-        errors=_WITH_BODY,
+        errors=_STORED,
     ),
     Operation(
         "get",
@@ -229,7 +231,7 @@ OPERATIONS: list[Operation] = [
         "jobs",
         JobSpec,
         m.RunSubmitted,
-        errors=(400, 403, 415, 429),
+        errors=(400, 403, 415, 429, 503),
         notes=(
             (400, "Invalid job: `errors` names the field (prompt, repo_path, agent_type, base_branch, ...)"),
             (403, "repo_path is not under a directory that jobs may use (the jobs.allowedRoots setting)"),
@@ -260,7 +262,7 @@ OPERATIONS: list[Operation] = [
         "Stop an active run (its work is kept on its branch)",
         "jobs",
         response=m.OkBody,
-        errors=(404,),
+        errors=(404, 503),
         notes=((404, "No such run, or the run is no longer active (`message` says which)"),),
     ),
     Operation(

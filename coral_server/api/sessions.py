@@ -69,6 +69,7 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
         annotations=dict(body.annotations),
         settings_path=settings_path,
         persistence_path=f"{settings_path}.persistenceMode{_kept_by(persistence)}",
+        end_webhook_path=f"{settings_path}.webhooks.sessionEnd.url",
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from coral_server.jobs.agents import AgentCli, AgentOutputError, Endpoint
 from coral_server.jobs.prompts import READERS, ScreenState, TerminalScreen, TurnEnd, read_screen
 from coral_server.jobs.recovery import recover_worktree
-from coral_server.jobs.spec import JobSpec, parse_job
+from coral_server.jobs.spec import JobSpec, JobSpecInvalid, parse_job
 from coral_server.jobs.worktree import (
     DEFAULT_AUTHOR,
     GitAuthor,
@@ -37,7 +37,9 @@ from coral_server.runs.service import Outcome, RunContext
 from coral_server.runtimes import AgentLog, LaunchSpec, LogLine, Owner, Terminal
 from coral_server.runtimes.pty import COLS, ROWS
 from coral_server.sessions import SessionRequest, Sessions
+from coral_server.sessions.errors import SessionRequestInvalid
 from coral_server.supervision import Crew, Supervisor, Unit
+from coral_server.webhooks.destinations import DestinationPolicy
 
 log = logging.getLogger("coral_server.jobs")
 
@@ -66,6 +68,8 @@ class JobSettings:
     owner: str | None = None  # marks our worktrees' locks (the instance id)
     # agent_type "coral": a session request body -> the domain's request (400 naming fields if bad).
     parse_session: Callable[[Any], SessionRequest] | None = None
+    # Where a job's status webhook may point (its session's webhooks: the session domain's policy).
+    destinations: DestinationPolicy = field(default_factory=DestinationPolicy)
 
 
 class JobExecutor:
@@ -85,8 +89,17 @@ class JobExecutor:
 
     async def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         job = parse_job(spec, self.agent_types)
+        if job.webhook_url is not None:
+            problem = await self.settings.destinations.check(job.webhook_url)
+            if problem is not None:
+                raise JobSpecInvalid([("webhook_url", f"destination not allowed: {problem}")])
         if job.agent_type == "coral" and self.settings.parse_session is not None:
-            self.settings.parse_session(job.session)
+            request = self.settings.parse_session(job.session)
+            if self.sessions is not None:
+                try:
+                    await self.sessions.check_destinations(request)
+                except SessionRequestInvalid as exc:
+                    raise JobSpecInvalid([(f"session.{p.path}", p.message) for p in exc.problems]) from None
         await validate_repository(
             job.repo_path,
             base_branch=job.base_branch,

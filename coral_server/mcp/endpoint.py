@@ -16,9 +16,9 @@ from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from coral_server.mcp.bridge import Message, call_asgi
-from coral_server.mcp.delivery import Delivery
 from coral_server.mcp.generations import surface_for
 from coral_server.mcp.native import NativeTransport
+from coral_server.mcp.request_waits import RequestWaits
 from coral_server.mcp.server import CALLER_KEY, build_server
 from coral_server.mcp.surface import Caller
 from coral_server.registry import DESCRIPTION_QUERY, ROUTE_TAILS, McpRoute, route_generation
@@ -89,7 +89,7 @@ class McpEndpoint:
         for method in ("POST", "GET", "DELETE"):
             app.router.add_route(method, streamable, self.streamable)
         # SSE, with or without the trailing slash: today's and 1.0's route, and the devmode one
-        # that CORAL_SSE_URL leads to (see coral_server.registry.generations).
+        # that CORAL_SSE_URL leads to (see coral_server.registry.editions).
         sse_routes: tuple[McpRoute, ...] = ("sse", "devmode")
         for route in sse_routes:
             stream, message = self._sse_handlers(route)
@@ -118,14 +118,14 @@ class McpEndpoint:
             )
         return found
 
-    def _caller(self, session: Session, agent: SessionAgent, delivery: Delivery, route: McpRoute) -> Caller:
+    def _caller(self, session: Session, agent: SessionAgent, waits: RequestWaits, route: McpRoute) -> Caller:
         surface = surface_for(route_generation(agent.generation, route))
-        return Caller(session, agent, self.wait_cap_ms, delivery, surface, self.forwarder)
+        return Caller(session, agent, self.wait_cap_ms, waits, surface, self.forwarder)
 
     def _extra(
-        self, session: Session, agent: SessionAgent, delivery: Delivery, route: McpRoute
+        self, session: Session, agent: SessionAgent, waits: RequestWaits, route: McpRoute
     ) -> dict[str, Any]:
-        return {CALLER_KEY: self._caller(session, agent, delivery, route), "user": _user(session, agent)}
+        return {CALLER_KEY: self._caller(session, agent, waits, route), "user": _user(session, agent)}
 
     async def streamable(self, request: web.Request) -> web.StreamResponse:
         session, agent = self._identify(request)
@@ -137,15 +137,15 @@ class McpEndpoint:
             )
             self._track(request, response, session, agent)
             return response
-        delivery = Delivery()
+        waits = RequestWaits()
         call = asyncio.ensure_future(
             call_asgi(
                 request,
                 self.manager.handle_request,
                 body=body,
-                extra=self._extra(session, agent, delivery, "mcp"),
-                on_sent=delivery.confirm,
-                on_client_gone=delivery.abandon,
+                extra=self._extra(session, agent, waits, "mcp"),
+                on_sent=waits.confirm,
+                on_client_gone=waits.abandon,
             )
         )
         try:
@@ -153,7 +153,7 @@ class McpEndpoint:
             # session; its pending waits are abandoned instead (their messages stay queued).
             response = await asyncio.shield(call)
         except asyncio.CancelledError:
-            delivery.abandon()
+            waits.abandon()
             raise
         self._track(request, response, session, agent)
         return response
@@ -187,7 +187,7 @@ class McpEndpoint:
                 await server.run(read, write, server.create_initialization_options())
 
         gone = asyncio.Event()
-        extra = self._extra(session, agent, Delivery(), route)
+        extra = self._extra(session, agent, RequestWaits(), route)
         call = asyncio.ensure_future(
             call_asgi(request, app, body=b"", root_path=root, extra=extra, done=gone)
         )
@@ -214,7 +214,7 @@ class McpEndpoint:
         session, agent = self._identify(request)
         body = await request.read()
         # Over SSE the answer travels on the stream; its end cancels the SDK's pending handlers.
-        extra = self._extra(session, agent, Delivery(), route)
+        extra = self._extra(session, agent, RequestWaits(), route)
         return await call_asgi(request, self.sse.handle_post_message, body=body, extra=extra)
 
     # -- teardown ---------------------------------------------------------------------------------

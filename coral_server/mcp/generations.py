@@ -13,7 +13,7 @@
   surface plus the unprefixed tools. Only they see a doubled list; today's agents never do.
 
 Every generation runs on the same session model; only the spelling differs. Which generation an
-agent gets is decided in `coral_server.registry.generations` (its manifest's edition, and the route).
+agent gets is decided in `coral_server.registry.editions` (its manifest's edition, and the route).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from mcp.server.lowlevel import Server
 from mcp_types.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
-from coral_server.mcp.delivery import Delivery
+from coral_server.mcp.request_waits import RequestWaits
 from coral_server.mcp.surface import Caller, call_tool, list_resources, list_tools, read_resource
 
 log = logging.getLogger("coral_server.mcp")
@@ -34,7 +34,7 @@ log = logging.getLogger("coral_server.mcp")
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 
-CallerFactory = Callable[[Delivery], Caller]
+CallerFactory = Callable[[RequestWaits], Caller]
 
 
 class RpcError(Exception):
@@ -198,24 +198,24 @@ class NativeTransport:
         make_caller: CallerFactory,
     ) -> web.StreamResponse:
         id, method, params = message["id"], message["method"], message.get("params") or {}
-        delivery = Delivery()
+        waits = RequestWaits()
         try:
             try:
                 if not isinstance(method, str) or not isinstance(params, dict):
                     raise RpcError(INVALID_REQUEST, "Invalid Request")
-                result = await self._dispatch(make_caller(delivery), method, params)
+                result = await self._dispatch(make_caller(waits), method, params)
                 reply = _json({"jsonrpc": "2.0", "id": id, "result": result}, sid=connection.id)
             except RpcError as exc:
                 reply = _error(id, exc.code, exc.message, exc.data)
             await reply.prepare(request)
             await reply.write_eof()
         except (ConnectionResetError, ConnectionError):
-            delivery.abandon()  # the client is gone: what a wait took goes back to the mailbox
+            waits.abandon()  # the client is gone: what a wait took goes back to the mailbox
             return web.Response(status=499)
         except asyncio.CancelledError:
-            delivery.abandon()
+            waits.abandon()
             raise
-        delivery.confirm()
+        waits.confirm()
         return reply
 
     async def _dispatch(self, caller: Caller, method: str, params: dict[str, Any]) -> Any:

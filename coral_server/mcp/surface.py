@@ -10,7 +10,7 @@ import mcp.types as types
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from coral_server.mcp.delivery import Delivery
+from coral_server.mcp.request_waits import RequestWaits
 from coral_server.registry import Generation
 from coral_server.sessions import CustomToolSpec, Session, SessionAgent, SessionError
 from coral_server.sessions.mailbox import MessageFilter
@@ -73,7 +73,7 @@ class Caller:
     session: Session
     agent: SessionAgent
     wait_cap_ms: int
-    delivery: Delivery
+    waits: RequestWaits
     surface: Surface
     forwarder: CustomToolForwarder | None = None
 
@@ -81,7 +81,7 @@ class Caller:
         """The next queued message `accept` takes, waiting up to `max_wait_ms` (capped by the server)."""
         timeout = min(max_wait_ms, self.wait_cap_ms) / 1000
         take = self.session.wait(self.agent, accept, timeout)
-        return await self.delivery.wait(self.agent.mailbox, take)
+        return await self.waits.wait(self.agent.mailbox, take)
 
     async def take_all(self, accept: MessageFilter, max_wait_ms: int) -> list[Message]:
         """Wait like `take`, then also every other message `accept` takes that is already queued."""
@@ -90,7 +90,7 @@ class Caller:
             return []
         taken = [first]
         while True:
-            more = await self.delivery.wait(self.agent.mailbox, self.session.wait(self.agent, accept, 0))
+            more = await self.waits.wait(self.agent.mailbox, self.session.wait(self.agent, accept, 0))
             if more is None:
                 return taken
             taken.append(more)

@@ -90,7 +90,8 @@ async def _wait_for_mention(c: Caller, a: WaitArgs) -> dict[str, Any]:
 
 
 async def _wait_for_agent(c: Caller, a: WaitForAgentArgs) -> dict[str, Any]:
-    c.session.agent(a.agentName)  # unknown agent: a clear error instead of a silent long wait
+    # Unknown or unlinked agent: the error coral_create_thread gives, not a silent long wait.
+    c.session.linked_target(c.agent, a.agentName)
     sender = a.agentName
     return _received(await c.take(lambda m: m.sender == sender, a.maxWaitMs))
 

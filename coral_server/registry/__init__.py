@@ -1,14 +1,7 @@
 """The agent registry: ``coral-agent.toml`` manifests, their options, and the local catalog."""
 
 from coral_server.registry.catalog import LATEST, Registry, manifest_json, option_json, version_key
-from coral_server.registry.errors import (
-    AgentNotInRegistry,
-    FieldError,
-    ManifestInvalid,
-    OptionsInvalid,
-    RegistryError,
-)
-from coral_server.registry.generations import (
+from coral_server.registry.editions import (
     DESCRIPTION_QUERY,
     ROUTE_TAILS,
     Generation,
@@ -18,11 +11,18 @@ from coral_server.registry.generations import (
     launch_env,
     route_generation,
 )
+from coral_server.registry.errors import (
+    AgentNotInRegistry,
+    FieldError,
+    ManifestInvalid,
+    OptionsInvalid,
+    RegistryError,
+)
 from coral_server.registry.manifest import (
     MANIFEST_FILENAME,
     AgentManifest,
-    DockerRuntime,
-    ExecutableRuntime,
+    DockerSection,
+    ExecutableSection,
     OptionSpec,
     OptionTransport,
     RuntimeTransport,
@@ -48,8 +48,8 @@ __all__ = [
     "SECRET_MASK",
     "AgentManifest",
     "AgentNotInRegistry",
-    "DockerRuntime",
-    "ExecutableRuntime",
+    "DockerSection",
+    "ExecutableSection",
     "FieldError",
     "Generation",
     "LaunchTarget",

@@ -1,30 +1,37 @@
-"""Parsing of one ``coral-agent.toml`` agent manifest into frozen dataclasses."""
+"""One ``coral-agent.toml`` agent manifest: pydantic models read it, frozen dataclasses carry it."""
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from coral_server.registry.errors import ManifestInvalid
-from coral_server.registry.generations import Generation, Transport, default_transport, manifest_generation
-from coral_server.registry.values import (
-    SCALAR_TYPES,
-    canonical_type,
-    check_value,
-    is_list_type,
-    item_type,
-    json_type_name,
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from coral_server.registry.editions import Generation, Transport, default_transport, manifest_generation
+from coral_server.registry.errors import ManifestInvalid
+from coral_server.registry.values import SCALAR_TYPES, canonical_type, check_value, is_list_type, item_type
 
 __all__ = [
+    "CONTAINER_OVERRIDES",
     "MANIFEST_FILENAME",
     "AgentManifest",
-    "DockerRuntime",
-    "ExecutableRuntime",
+    "ContainerRequests",
+    "DockerSection",
+    "ExecutableSection",
     "OptionSpec",
     "OptionTransport",
     "RuntimeTransport",
@@ -76,7 +83,7 @@ class OptionSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ExecutableRuntime:
+class ExecutableSection:
     """Run the agent as a local process: ``path`` (relative to the manifest folder or on PATH)."""
 
     path: str
@@ -84,13 +91,35 @@ class ExecutableRuntime:
     transport: RuntimeTransport = "streamable_http"
 
 
+# The [runtimes.docker] keys by which a manifest asks to change the server's container hardening;
+# each applies only if the operator allows it (setting docker.manifestOverrides).
+CONTAINER_OVERRIDES = ("capAdd", "noNewPrivileges", "pidsLimit", "readOnly", "user")
+
+
 @dataclass(frozen=True, slots=True)
-class DockerRuntime:
+class ContainerRequests:
+    """What a manifest asks of its container beyond the server's hardening (None: nothing)."""
+
+    cap_add: tuple[str, ...] | None = None
+    no_new_privileges: bool | None = None
+    pids_limit: int | None = None
+    read_only: bool | None = None
+    user: str | None = None
+
+    def asked(self) -> list[str]:
+        """The manifest keys (CONTAINER_OVERRIDES) this asks to change."""
+        values = (self.cap_add, self.no_new_privileges, self.pids_limit, self.read_only, self.user)
+        return [key for key, value in zip(CONTAINER_OVERRIDES, values, strict=True) if value is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class DockerSection:
     """Run the agent in a container from ``image``."""
 
     image: str
     command: list[str] | None = None
     transport: RuntimeTransport = "streamable_http"
+    container: ContainerRequests = ContainerRequests()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +134,8 @@ class AgentManifest:
     root: Path
     manifest_path: Path
     options: dict[str, OptionSpec] = field(default_factory=dict)
-    executable: ExecutableRuntime | None = None
-    docker: DockerRuntime | None = None
+    executable: ExecutableSection | None = None
+    docker: DockerSection | None = None
     capabilities: list[str] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)
 
@@ -118,14 +147,6 @@ class AgentManifest:
     def generation(self) -> Generation:
         """The generation of the reference server this manifest was written for."""
         return manifest_generation(self.edition)
-
-
-class _Bad(Exception):
-    """Internal: a reason the manifest is invalid (wrapped into ManifestInvalid with the path)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def load_manifest(path: Path) -> AgentManifest:
@@ -141,288 +162,318 @@ def load_manifest(path: Path) -> AgentManifest:
         raise ManifestInvalid(path, "manifest is not valid UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestInvalid(path, f"TOML syntax error: {exc}") from None
+    path = path.absolute()
     try:
-        return _parse(data, path.absolute())
-    except _Bad as exc:
-        raise ManifestInvalid(path, exc.reason) from None
+        parsed = _Manifest.model_validate(data, context={"root": path.parent})
+    except ValidationError as exc:
+        raise ManifestInvalid(path, "; ".join(_reason(e) for e in exc.errors())) from None
+    return parsed.to_manifest(path)
 
 
-def _parse(data: Mapping[str, object], path: Path) -> AgentManifest:
-    root = path.parent
-    edition = data.get("edition")
-    if edition is not None and (
-        not isinstance(edition, int) or isinstance(edition, bool) or edition not in SUPPORTED_EDITIONS
-    ):
-        raise _Bad(f"unsupported edition {edition!r} (supported: 1 to 4, or none)")
+# -- how a problem reads -----------------------------------------------------------------------------
 
-    agent = data.get("agent")
-    if agent is None:
-        raise _Bad("missing [agent] table")
-    if not isinstance(agent, Mapping):
-        raise _Bad(f"[agent] must be a table, got {json_type_name(agent)}")
-    name = agent.get("name")
-    if name is None:
-        raise _Bad("missing [agent] name")
-    if not isinstance(name, str):
-        raise _Bad(f"[agent] name must be a string, got {json_type_name(name)}")
+
+def _bad(reason: str) -> PydanticCustomError:
+    """A problem in the manifest's words: it follows the table's name (``[agent]``, ``option X:``)."""
+    return PydanticCustomError("manifest", "{reason}", {"reason": reason})
+
+
+def _reason(error: ErrorDetails) -> str:
+    """One problem, placed as the manifest names it: ``[agent] name``, ``option X: default``."""
+    rest: list[int | str]
+    match list(error["loc"]):
+        case ["agent", *rest]:
+            head = "[agent]"
+        case ["runtimes", kind, *rest]:
+            head = f"[runtimes.{kind}]"
+        case ["options", name, *rest]:
+            head = f"option {name}:"
+        case rest:
+            head = ""
+    where = (head + "".join(f"[{p}]" if isinstance(p, int) else f" {p}" for p in rest)).strip()
+    if error["type"] == "manifest":
+        return f"{head} {error['ctx']['reason']}".strip()
+    if error["type"] == "missing":
+        return f"missing {where}" if rest else f"missing {head} table"
+    if error["type"] in ("model_type", "dict_type"):
+        return f"{where} must be a table"
+    return f"{where} {error['msg'].replace('Input should be', 'must be')}"
+
+
+# -- the models of the file ----------------------------------------------------------------------------
+
+
+class _Table(BaseModel):
+    """A table of the manifest: TOML types as they are (no coercion); unknown keys are tolerated."""
+
+    model_config = ConfigDict(strict=True)
+
+
+def _text(value: object, where: str, root: Path) -> object:
+    """A string given inline, as ``{type="string", value=..}`` or as ``{type="file", path=..}``."""
+    if not isinstance(value, dict):
+        return value  # a string, or a type pydantic reports
+    kind, inner, rel = value.get("type"), value.get("value"), value.get("path")
+    if kind == "string":
+        if not isinstance(inner, str):
+            raise _bad(f"{where}: a string table needs a string 'value'")
+        return inner
+    if kind != "file":
+        raise _bad(f"{where}: unknown string source type {kind!r} (expected 'string' or 'file')")
+    if not isinstance(rel, str) or not rel:
+        raise _bad(f"{where}: a file table needs a string 'path'")
+    try:
+        return (root / rel).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _bad(f"{where}: cannot read file {rel!r}: {reason}") from None
+
+
+def _root(info: ValidationInfo) -> Path:
+    """The manifest's folder, that file references are relative to (``load_manifest`` passes it)."""
+    return Path((info.context or {}).get("root", "."))
+
+
+Text = Annotated[str, BeforeValidator(lambda v, info: _text(v, info.field_name or "", _root(info)))]
+
+
+def _agent_name(name: str) -> str:
     if not 1 <= len(name) <= AGENT_NAME_MAX or not AGENT_NAME_RE.match(name):
-        raise _Bad(
-            f"[agent] name {name!r} is invalid: use 1 to {AGENT_NAME_MAX} lowercase letters, digits "
+        raise _bad(
+            f"name {name!r} is invalid: use 1 to {AGENT_NAME_MAX} lowercase letters, digits "
             "and single hyphens between them"
         )
-    version = agent.get("version")
-    if version is None:
-        raise _Bad("missing [agent] version")
-    if not isinstance(version, str) or not version.strip():
-        raise _Bad(f"[agent] version must be a non-empty string, got {version!r}")
+    return name
+
+
+def _version(version: str) -> str:
+    if not version.strip():
+        raise _bad(f"version must be a non-empty string, got {version!r}")
     if "/" in version or any(c.isspace() for c in version):
-        raise _Bad(f"[agent] version {version!r} must not contain '/' or whitespace")
-
-    description = _optional_text(agent.get("description"), "[agent] description", root)
-    summary = _optional_text(agent.get("summary"), "[agent] summary", root)
-    capabilities = _string_list(agent.get("capabilities", data.get("capabilities")), "capabilities")
-    keywords = _string_list(agent.get("keywords", data.get("keywords")), "keywords")
-
-    executable, docker = _runtimes(data.get("runtimes"), default_transport(edition))
-    options = _options(data.get("options"), root)
-    return AgentManifest(
-        name=name,
-        version=version,
-        description=description,
-        summary=summary,
-        edition=edition,
-        root=root,
-        manifest_path=path,
-        options=options,
-        executable=executable,
-        docker=docker,
-        capabilities=capabilities,
-        keywords=keywords,
-    )
+        raise _bad(f"version {version!r} must not contain '/' or whitespace")
+    return version
 
 
-# -- strings ---------------------------------------------------------------------------------------
+class _Agent(_Table):
+    name: Annotated[str, AfterValidator(_agent_name)]
+    version: Annotated[str, AfterValidator(_version)]
+    description: Text | None = None
+    summary: Text | None = None
+    capabilities: list[str] | None = None
+    keywords: list[str] | None = None
 
 
-def _text(value: object, where: str, root: Path) -> str:
-    """A string given inline, as ``{type="string", value=..}`` or as ``{type="file", path=..}``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        kind = value.get("type")
-        if kind == "string":
-            inner = value.get("value")
-            if not isinstance(inner, str):
-                raise _Bad(f"{where}: a string table needs a string 'value'")
-            return inner
-        if kind == "file":
-            rel = value.get("path")
-            if not isinstance(rel, str) or not rel:
-                raise _Bad(f"{where}: a file table needs a string 'path'")
-            target = root / rel
-            try:
-                return target.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise _Bad(f"{where}: cannot read file {rel!r}: {reason}") from None
-        raise _Bad(f"{where}: unknown string source type {kind!r} (expected 'string' or 'file')")
-    raise _Bad(f"{where}: expected a string, got {json_type_name(value)}")
+def _transport(value: object) -> object:
+    normal = value.strip().lower().replace("-", "_") if isinstance(value, str) else value
+    if normal is None or normal in ("streamable_http", "sse"):
+        return normal
+    raise _bad(f"transport {value!r} is invalid (expected 'streamable_http' or 'sse')")
 
 
-def _optional_text(value: object, where: str, root: Path) -> str | None:
-    return None if value is None else _text(value, where, root)
+class _Runtime(_Table):
+    transport: Annotated[RuntimeTransport | None, BeforeValidator(_transport)] = None  # None: the edition's
 
 
-def _string_list(value: object, where: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _Bad(f"{where} must be a list of strings")
-    return [str(v) for v in value]
+class _Executable(_Runtime):
+    path: str | None = None
+    arguments: list[str] = []
+    command: list[str] | None = None  # legacy: the program, then its first arguments
+
+    @model_validator(mode="after")
+    def _has_program(self) -> Self:
+        if self.path is None and self.command is None:
+            raise _bad("needs 'path' (or a legacy 'command' list)")
+        if self.path is None and not self.command:
+            raise _bad("command must not be empty")
+        if not self.argv()[0]:
+            raise _bad("path must be a non-empty string")
+        return self
+
+    def argv(self) -> list[str]:
+        program = [self.path] if self.path is not None else (self.command or [])
+        return [*program, *self.arguments]
+
+    def section(self, default: RuntimeTransport) -> ExecutableSection:
+        program, *arguments = self.argv()
+        return ExecutableSection(program, arguments, self.transport or default)
 
 
-# -- runtimes --------------------------------------------------------------------------------------
+def _capabilities(names: list[str]) -> list[str]:
+    if not all(re.fullmatch(r"[A-Za-z_]+", name) for name in names):
+        raise _bad("capAdd must list capability names (e.g. NET_BIND_SERVICE)")
+    return names
 
 
-def _transport(value: object, where: str, default: RuntimeTransport) -> RuntimeTransport:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        normal = value.strip().lower().replace("-", "_")
-        if normal == "streamable_http":
-            return "streamable_http"
-        if normal == "sse":
-            return "sse"
-    raise _Bad(f"{where} transport {value!r} is invalid (expected 'streamable_http' or 'sse')")
+def _container_user(user: str) -> str:
+    if not user or any(c.isspace() for c in user):
+        raise _bad("user must be a user name or uid[:gid]")
+    return user
 
 
-def _runtimes(
-    value: object, default: RuntimeTransport
-) -> tuple[ExecutableRuntime | None, DockerRuntime | None]:
-    """The runtimes; one that names no transport gets ``default`` (its generation's)."""
-    if value is None:
-        raise _Bad("no runtime: add [runtimes.executable] or [runtimes.docker]")
-    if not isinstance(value, Mapping):
-        raise _Bad("[runtimes] must be a table")
-    executable: ExecutableRuntime | None = None
-    docker: DockerRuntime | None = None
+class _Docker(_Runtime):
+    image: str = ""
+    command: list[str] | None = None
+    # What the container asks beyond the server's hardening (applied where the operator allows).
+    capAdd: Annotated[list[str], AfterValidator(_capabilities)] | None = None
+    noNewPrivileges: bool | None = None
+    pidsLimit: Annotated[int, Field(ge=0)] | None = None  # 0: no limit
+    readOnly: bool | None = None
+    user: Annotated[str, AfterValidator(_container_user)] | None = None
 
-    exe = value.get("executable")
-    if exe is not None:
-        where = "[runtimes.executable]"
-        if not isinstance(exe, Mapping):
-            raise _Bad(f"{where} must be a table")
-        path = exe.get("path")
-        arguments = _string_list(exe.get("arguments"), f"{where} arguments")
-        if path is None:
-            command = exe.get("command")
-            if command is None:
-                raise _Bad(f"{where} needs 'path' (or a legacy 'command' list)")
-            command_list = _string_list(command, f"{where} command")
-            if not command_list:
-                raise _Bad(f"{where} command must not be empty")
-            path, arguments = command_list[0], command_list[1:] + arguments
-        if not isinstance(path, str) or not path:
-            raise _Bad(f"{where} path must be a non-empty string")
-        executable = ExecutableRuntime(path, arguments, _transport(exe.get("transport"), where, default))
+    @model_validator(mode="after")
+    def _has_image(self) -> Self:
+        if not self.image:
+            raise _bad("needs a non-empty string 'image'")
+        return self
 
-    dock = value.get("docker")
-    if dock is not None:
-        where = "[runtimes.docker]"
-        if not isinstance(dock, Mapping):
-            raise _Bad(f"{where} must be a table")
-        image = dock.get("image")
-        if not isinstance(image, str) or not image:
-            raise _Bad(f"{where} needs a non-empty string 'image'")
-        raw_command = dock.get("command")
-        command_opt = None if raw_command is None else _string_list(raw_command, f"{where} command")
-        docker = DockerRuntime(image, command_opt, _transport(dock.get("transport"), where, default))
-
-    if executable is None and docker is None:
-        raise _Bad("no runtime: add [runtimes.executable] or [runtimes.docker]")
-    return executable, docker
-
-
-# -- options ---------------------------------------------------------------------------------------
-
-
-def _options(value: object, root: Path) -> dict[str, OptionSpec]:
-    if value is None:
-        return {}
-    entries: list[tuple[str, object]]
-    if isinstance(value, Mapping):
-        entries = [(str(k), v) for k, v in value.items()]
-    elif isinstance(value, list):  # legacy: [[options]] tables carrying a name
-        entries = []
-        for item in value:
-            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-                raise _Bad("each [[options]] entry needs a string 'name'")
-            entries.append((str(item["name"]), item))
-    else:
-        raise _Bad("[options] must be a table")
-    options: dict[str, OptionSpec] = {}
-    for name, table in entries:
-        if name in options:
-            raise _Bad(f"option {name} is declared twice")
-        options[name] = _option(name, table, root)
-    return options
-
-
-def _flag(table: Mapping[str, object], key: str, where: str) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        raise _Bad(f"{where} {key} must be true or false")
-    return value
-
-
-def _option(name: str, table: object, root: Path) -> OptionSpec:
-    where = f"option {name}:"
-    if not OPTION_NAME_RE.match(name):
-        raise _Bad(
-            f"option name {name!r} is invalid (letters, digits, '_' and '$', not starting with a digit)"
+    def section(self, default: RuntimeTransport) -> DockerSection:
+        container = ContainerRequests(
+            cap_add=None if self.capAdd is None else tuple(self.capAdd),
+            no_new_privileges=self.noNewPrivileges,
+            pids_limit=self.pidsLimit,
+            read_only=self.readOnly,
+            user=self.user,
         )
-    if not isinstance(table, Mapping):
-        raise _Bad(f"{where} must be a table")
-    raw_type = table.get("type")
-    if raw_type is None:
-        raise _Bad(f"{where} missing type")
-    canonical = canonical_type(raw_type) if isinstance(raw_type, str) else None
-    if canonical is None:
-        expected = ", ".join([*SCALAR_TYPES, "list[<type>]", "secret", "number"])
-        raise _Bad(f"{where} unknown type {raw_type!r} (expected one of {expected})")
-    type_, implied_secret = canonical
-    secret = _flag(table, "secret", where) or implied_secret
-    base64_flag = _flag(table, "base64", where) and item_type(type_) == "string"
-    required = _flag(table, "required", where)
-    description = _optional_text(table.get("description"), f"{where} description", root)
-
-    display: dict[str, object] | None = None
-    raw_display = table.get("display")
-    if raw_display is not None:
-        if not isinstance(raw_display, Mapping):
-            raise _Bad(f"{where} display must be a table")
-        display = dict(raw_display)
-        for key in ("label", "description"):
-            if key in display:
-                display[key] = _text(display[key], f"{where} display {key}", root)
-
-    validation: dict[str, object] | None = None
-    raw_validation = table.get("validation")
-    if raw_validation is not None:
-        if not isinstance(raw_validation, Mapping):
-            raise _Bad(f"{where} validation must be a table")
-        validation = dict(raw_validation)
-        _check_validation(validation, type_, where)
-
-    transport = table.get("transport", "env")
-    if transport not in ("env", "fs"):
-        raise _Bad(f"{where} transport {transport!r} is invalid (expected 'env' or 'fs')")
-
-    default = table.get("default")
-    if default is not None:
-        if type_ == "string":
-            default = _text(default, f"{where} default", root)
-        typed, problems = check_value(type_, default, "default", secret=secret)
-        if problems:
-            raise _Bad(f"{where} default does not fit type {type_}: {problems[0].message}")
-        default = typed
-
-    return OptionSpec(
-        name=name,
-        type=type_,
-        required=required,
-        default=default,
-        description=description,
-        display=display,
-        validation=validation,
-        transport="fs" if transport == "fs" else "env",
-        secret=secret,
-        base64=base64_flag,
-    )
+        return DockerSection(self.image, self.command, self.transport or default, container)
 
 
-def _check_validation(rules: Mapping[str, object], type_: str, where: str) -> None:
-    for key in ("min", "max"):
-        value = rules.get(key)
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-            raise _Bad(f"{where} validation {key} must be a number")
-    for key in ("min_length", "max_length", "min_size", "max_size"):
-        value = rules.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise _Bad(f"{where} validation {key} must be a non-negative integer")
-    pattern = rules.get("regex")
-    if pattern is not None:
-        if not isinstance(pattern, str):
-            raise _Bad(f"{where} validation regex must be a string")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _Bad(f"{where} validation regex {pattern!r} does not compile: {exc}") from None
-    variants = rules.get("variants")
-    if variants is not None:
-        if not isinstance(variants, list):
-            raise _Bad(f"{where} validation variants must be a list")
-        for variant in variants:
-            _, problems = check_value(item_type(type_), variant, "variant")
+class _Runtimes(_Table):
+    executable: _Executable | None = None
+    docker: _Docker | None = None
+
+
+def _number(value: object, info: ValidationInfo) -> object:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    raise _bad(f"validation {info.field_name} must be a number")
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise _bad(f"validation regex {pattern!r} does not compile: {exc}") from None
+    return pattern
+
+
+Number = Annotated[object, AfterValidator(_number)]
+Size = Annotated[int, Field(ge=0)]
+
+
+class _Validation(_Table, extra="allow"):  # rules it does not know are kept, and ignored
+    min: Number = None
+    max: Number = None
+    min_length: Size | None = None
+    max_length: Size | None = None
+    min_size: Size | None = None
+    max_size: Size | None = None
+    regex: Annotated[str, AfterValidator(_regex)] | None = None
+    variants: list[object] | None = None
+
+
+class _Display(_Table, extra="allow"):  # a UI's hints; label and description may come from files
+    label: Text | None = None
+    description: Text | None = None
+
+
+def _option_transport(value: object) -> object:
+    if value in ("env", "fs"):
+        return value
+    raise _bad(f"transport {value!r} is invalid (expected 'env' or 'fs')")
+
+
+class _Option(_Table):
+    type: str = ""  # made canonical below (number -> f64, secret -> a secret string)
+    required: bool = False
+    secret: bool = False
+    base64: bool = False
+    description: Text | None = None
+    display: _Display | None = None
+    validation: _Validation | None = None
+    transport: Annotated[OptionTransport, BeforeValidator(_option_transport)] = "env"
+    default: object = None
+
+    @model_validator(mode="after")
+    def _typed(self, info: ValidationInfo) -> Self:
+        canonical = canonical_type(self.type) if self.type else None
+        if canonical is None:
+            expected = ", ".join([*SCALAR_TYPES, "list[<type>]", "secret", "number"])
+            raise _bad(
+                f"unknown type {self.type!r} (expected one of {expected})" if self.type else "missing type"
+            )
+        self.type, implied_secret = canonical
+        self.secret = self.secret or implied_secret
+        self.base64 = self.base64 and item_type(self.type) == "string"
+        for variant in self.validation.variants or [] if self.validation else []:
+            if check_value(item_type(self.type), variant, "variant")[1]:
+                raise _bad(f"validation variant {variant!r} does not fit type {self.type}")
+        if self.default is not None:
+            if self.type == "string":
+                self.default = _text(self.default, "default", _root(info))
+            typed, problems = check_value(self.type, self.default, "default", secret=self.secret)
             if problems:
-                raise _Bad(f"{where} validation variant {variant!r} does not fit type {type_}")
+                raise _bad(f"default does not fit type {self.type}: {problems[0].message}")
+            self.default = typed
+        return self
+
+    def spec(self, name: str) -> OptionSpec:
+        # What the file left out takes the dataclass's defaults; display and validation stay as written.
+        return OptionSpec(name=name, **self.model_dump(exclude_unset=True))
+
+
+def _edition(value: object) -> object:
+    if value is None or (type(value) is int and value in SUPPORTED_EDITIONS):
+        return value
+    raise _bad(f"unsupported edition {value!r} (supported: 1 to 4, or none)")
+
+
+class _Manifest(_Table):
+    edition: Annotated[int | None, BeforeValidator(_edition)] = None
+    agent: _Agent
+    runtimes: _Runtimes = Field(default_factory=_Runtimes)
+    options: dict[str, _Option] = {}
+    capabilities: list[str] | None = None  # older manifests put these two beside [agent]
+    keywords: list[str] | None = None
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _named(cls, value: object) -> object:
+        """Legacy ``[[options]]`` tables carry their name; every name must be a valid variable name."""
+        if isinstance(value, list):
+            tables: dict[str, object] = {}
+            for item in value:
+                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                    raise _bad("each [[options]] entry needs a string 'name'")
+                if item["name"] in tables:
+                    raise _bad(f"option {item['name']} is declared twice")
+                tables[item["name"]] = item
+            value = tables
+        for name in value if isinstance(value, dict) else ():
+            if not OPTION_NAME_RE.match(name):
+                rule = "letters, digits, '_' and '$', not starting with a digit"
+                raise _bad(f"option name {name!r} is invalid ({rule})")
+        return value
+
+    @model_validator(mode="after")
+    def _runnable(self) -> Self:
+        if self.runtimes.executable is None and self.runtimes.docker is None:
+            raise _bad("no runtime: add [runtimes.executable] or [runtimes.docker]")
+        return self
+
+    def to_manifest(self, path: Path) -> AgentManifest:
+        default = default_transport(self.edition)  # of a runtime that names none
+        exe, docker, agent = self.runtimes.executable, self.runtimes.docker, self.agent
+        return AgentManifest(
+            name=agent.name,
+            version=agent.version,
+            description=agent.description,
+            summary=agent.summary,
+            edition=self.edition,
+            root=path.parent,
+            manifest_path=path,
+            options={name: option.spec(name) for name, option in self.options.items()},
+            executable=exe.section(default) if exe else None,
+            docker=docker.section(default) if docker else None,
+            capabilities=agent.capabilities if agent.capabilities is not None else self.capabilities or [],
+            keywords=agent.keywords if agent.keywords is not None else self.keywords or [],
+        )

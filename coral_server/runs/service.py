@@ -28,6 +28,7 @@ from coral_server.runs.model import (
     Trigger,
     check_transition,
 )
+from coral_server.store.base import StoreUnavailable
 from coral_server.store.runs import RunChanged, RunFilter, RunNotFound, RunStore
 from coral_server.supervision import owner_alive, server_owner
 
@@ -37,6 +38,8 @@ WEBHOOK_KIND = "run_status"
 OUTPUT_KEEP = 256 * 1024  # characters of terminal output kept per run (live and after it ends)
 # How often a dispatcher looks for runs admitted by another server on the same store.
 POLL_S = 2.0
+# How long a run's last transition waits before it is stored again when the store refused it.
+STORE_RETRY_S = 1.0
 
 
 class RunNotActive(Exception):
@@ -176,7 +179,7 @@ class Runs:
         display_name: str | None = None,
         webhook_url: str | None = None,
         priority: int = 5,
-        task_id: int | None = None,
+        task_id: str | None = None,
         attempt: int = 1,
         capped: bool = True,
     ) -> Run:
@@ -295,6 +298,8 @@ class Runs:
             if not self._closing:
                 try:
                     claimed = await self.store.claim(self.owner, self.cap, self.cap)
+                except StoreUnavailable:  # counted and logged by the store; queued runs wait
+                    claimed = []
                 except Exception:
                     log.exception("run.claim_failed")
                     claimed = []
@@ -324,12 +329,26 @@ class Runs:
             run.error = outcome.error
             run.result = outcome.result
             run.waiting_for = None
-            await self._transition(run, outcome.status)
+            await self._finish(run, outcome.status)
         except Exception:
             log.exception("run.finish_failed run=%s", run.id)
         finally:
             self._contexts.pop(run.id, None)
             self._wake.set()  # a slot is free
+
+    async def _finish(self, run: Run, status: RunStatus) -> None:
+        """The run's last transition, tried again while the store refuses it (disk full...): an
+        ended run is not left active in the store, nor its status webhook unsent. At shutdown one
+        more try; then the next start's recovery ends it."""
+        while True:
+            try:
+                await self._transition(run, status)
+                return
+            except StoreUnavailable as exc:
+                log.error("run.status_unstored run=%s status=%s error=%s", run.id, status, exc)
+                if self._closing:
+                    raise
+                await asyncio.sleep(STORE_RETRY_S)
 
     # -- transitions ------------------------------------------------------------------------------
 
@@ -346,7 +365,7 @@ class Runs:
         run.status = status
         try:
             await self.store.update(run, expect)
-        except RunChanged:
+        except Exception:  # RunChanged, StoreUnavailable...: the run keeps the status the store has
             run.status = previous
             raise
         log.info("run.status run=%s from=%s to=%s reason=%s", run.id, previous, status, run.exit_reason)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from coral_server.registry.manifest import ContainerRequests
+
 
 @dataclass(frozen=True, slots=True)
 class Owner:
@@ -36,6 +38,8 @@ class LaunchSpec:
     image: str | None = None
     files: tuple[Path, ...] = ()
     pty: bool = False  # run the process on a pseudo-terminal (interactive CLIs); local processes only
+    # What the agent's manifest asks of its container (containers only; the operator decides).
+    container: ContainerRequests | None = None
 
 
 @dataclass(slots=True)

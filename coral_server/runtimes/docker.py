@@ -17,6 +17,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import STDERR, frames_iter
 
+from coral_server.registry.manifest import ContainerRequests
 from coral_server.runtimes.base import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, LogLine
 
 logger = logging.getLogger("coral_server.runtimes.docker")
@@ -30,6 +31,8 @@ POOL_THREADS = 64
 # HTTP connections to the engine kept for reuse: a burst of launches or stops returns this many at
 # once; beyond it urllib3 discards connections, warning for each.
 HTTP_POOL = 64
+# The writable /tmp of a read-only container (a tmpfs: it counts against the memory limit).
+READ_ONLY_TMP = "64m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,46 @@ class DockerSettings:
     cpus: float | None = None
     pull: str = "never"  # "never" | "if-missing"
     instance: str = "default"  # labels every container; orphans of the same instance are swept
+    # Hardening: every container runs with no new privileges and no capabilities, at most
+    # `pids_limit` processes (0: no limit), optionally read-only and as `user`; a manifest may change
+    # only the keys of `[runtimes.docker]` in `overrides` (CONTAINER_OVERRIDES names).
+    pids_limit: int = 512
+    read_only: bool = False
+    user: str | None = None
+    overrides: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Hardening:
+    """How one container is confined: the server's settings, with what its manifest may change."""
+
+    no_new_privileges: bool = True
+    cap_add: tuple[str, ...] = ()  # added back after every capability is dropped
+    pids_limit: int = 512
+    read_only: bool = False
+    user: str | None = None
+
+
+def hardening(settings: DockerSettings, asked: ContainerRequests | None) -> Hardening:
+    """The confinement of a container whose manifest asks `asked`; LaunchFailed when it asks to
+    change what the operator did not let manifests change."""
+    base = Hardening(pids_limit=settings.pids_limit, read_only=settings.read_only, user=settings.user)
+    if asked is None or not asked.asked():
+        return base
+    refused = [key for key in asked.asked() if key not in settings.overrides]
+    if refused:
+        raise LaunchFailed(
+            f"the manifest's [runtimes.docker] sets {', '.join(refused)}, which this server does not let "
+            "manifests change (setting docker.manifestOverrides)"
+        )
+    no_new_privileges = asked.no_new_privileges
+    return Hardening(
+        no_new_privileges=base.no_new_privileges if no_new_privileges is None else no_new_privileges,
+        cap_add=tuple(c.upper().removeprefix("CAP_") for c in asked.cap_add or ()),
+        pids_limit=base.pids_limit if asked.pids_limit is None else asked.pids_limit,
+        read_only=base.read_only if asked.read_only is None else asked.read_only,
+        user=asked.user or base.user,
+    )
 
 
 class DockerEngine:
@@ -265,13 +308,27 @@ class DockerRuntime:
 
     def _create_args(self, api: Any, spec: LaunchSpec) -> dict[str, Any]:
         settings = self._engine.settings
+        confined = hardening(settings, spec.container)
         env = dict(spec.env)
         binds: dict[str, dict[str, str]] = {}
         for path in spec.files:
             inside = str(PurePosixPath("/tmp") / path.name)
             binds[str(path)] = {"bind": inside, "mode": "ro"}
             env = {k: v.replace(str(path), inside) for k, v in env.items()}
-        host: dict[str, Any] = {"binds": binds, "init": True}
+            # Readable by whoever the container runs as: without capabilities even its root cannot
+            # read another uid's 0600 file. On the host its 0700 folder still keeps it private.
+            path.chmod(0o444)
+        host: dict[str, Any] = {
+            "binds": binds,
+            "init": True,
+            "cap_drop": ["ALL"],
+            "cap_add": list(confined.cap_add) or None,
+            "security_opt": ["no-new-privileges:true"] if confined.no_new_privileges else None,
+            "pids_limit": confined.pids_limit or None,
+            "read_only": confined.read_only,
+        }
+        if confined.read_only:
+            host["tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={READ_ONLY_TMP}"}
         if settings.network == "host":
             host["network_mode"] = "host"
         else:
@@ -286,6 +343,7 @@ class DockerRuntime:
             "environment": env,
             "labels": self._engine.labels(spec),
             "host_config": api.create_host_config(**host),
+            "user": confined.user,
         }
 
     async def _create(self, api: Any, spec: LaunchSpec) -> str:

@@ -15,9 +15,13 @@ from typing import Any, Protocol
 
 import orjson
 
+from coral_server.store.base import StoreUnavailable
 from coral_server.store.sessions import JournalEntry
 
 log = logging.getLogger("coral_server.sessions")
+
+# How long the journal waits before writing again what the store refused.
+RETRY_S = 1.0
 
 
 class JournalStore(Protocol):
@@ -35,6 +39,8 @@ class Journal:
         self._writer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set while the store refuses what is pending (disk full): a closing session does not wait.
+        self._refused = asyncio.Event()
 
     def record(self, kind: str, body: dict[str, Any]) -> None:
         if self._store() is None:
@@ -54,23 +60,49 @@ class Journal:
             if batch and store is not None:
                 try:
                     await store.append_many(batch)
+                except StoreUnavailable as exc:
+                    # Kept, in order, and written once the store takes it again (disk full...).
+                    self._pending = batch + self._pending
+                    self._refused.set()
+                    log.error(
+                        "session.journal_unstored session=%s entries=%s error=%s",
+                        self._session_id,
+                        len(self._pending),
+                        exc,
+                    )
+                    await asyncio.sleep(RETRY_S)
+                    self._wake.set()
+                    continue
                 except Exception:
                     log.exception(
                         "session.journal_failed session=%s entries=%s", self._session_id, len(batch)
                     )
+                else:
+                    self._refused.clear()
             if not self._pending:
                 self._idle.set()
 
     async def flush(self) -> None:
-        """Wait until everything recorded so far is written (bounded), then stop the writer."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                await self._idle.wait()
+        """Wait until everything recorded so far is written (bounded; not while the store refuses
+        it: the session's end report carries it), then stop the writer."""
+        idle = asyncio.ensure_future(self._idle.wait())
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({idle, refused}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+            refused.cancel()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        if self._pending:
+            log.error(
+                "session.journal_unwritten session=%s entries=%s (the end report carries them)",
+                self._session_id,
+                len(self._pending),
+            )
 
 
 def replay(entries: Sequence[JournalEntry]) -> list[dict[str, Any]]:

@@ -73,6 +73,7 @@ class AgentLauncher:
         env["PYTHONUNBUFFERED"] = "1"
         command: list[str] = []
         image: str | None = None
+        container = None
         if agent.runtime == "executable":
             if manifest.executable is None:
                 raise LaunchFailed(f"agent {manifest.name!r} has no executable runtime")
@@ -82,6 +83,7 @@ class AgentLauncher:
         elif agent.runtime == "docker" and manifest.docker is not None:
             command = list(manifest.docker.command or [])
             image = manifest.docker.image
+            container = manifest.docker.container
             if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
                 image = f"{image}:{manifest.version}"  # an untagged image means the agent's version
         return LaunchSpec(
@@ -92,6 +94,7 @@ class AgentLauncher:
             env=env,
             image=image,
             files=tuple(opt_env.files),
+            container=container,
         )
 
 

@@ -12,7 +12,7 @@ MessageFilter = Callable[[Message], bool]
 
 # Loop steps from `put` waking a blocked `take` to the request handler awaiting that take running
 # again: the take's task finishes in the first, the handler resumes in the second (see
-# `coral_server.mcp.delivery.Delivery.wait`). A test holds the code to this number.
+# `coral_server.mcp.request_waits.RequestWaits.wait`). A test holds the code to this number.
 WAKE_STEPS = 2
 
 

@@ -37,8 +37,10 @@ from coral_server.sessions.limits import SessionLimits, TooManySessions, agent_p
 from coral_server.sessions.report import crash_report, record_of
 from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, SessionRequest
+from coral_server.store.base import StoreUnavailable
 from coral_server.store.sessions import SessionRecord, SessionStore
 from coral_server.supervision import Supervisor, owner_alive
+from coral_server.webhooks.destinations import DestinationPolicy
 
 log = logging.getLogger("coral_server.sessions")
 
@@ -67,10 +69,6 @@ SessionListener = Callable[[Session], Awaitable[None]]
 ReportSender = Callable[[str, dict[str, Any], str], Awaitable[None]]
 
 
-class StoreUnavailable(Exception):
-    """The store could not record what an operation needs kept (disk full, read-only...)."""
-
-
 class Sessions:
     """Every live session, grouped in namespaces; the single entry point of the session domain.
 
@@ -87,8 +85,11 @@ class Sessions:
         events: EventBus | None = None,
         clock: Clock | None = None,
         records: Callable[[], SessionStore | None] = lambda: None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.registry = registry
+        # Where webhooks and custom tools may point (checked when a session is asked for).
+        self.destinations = destinations if destinations is not None else DestinationPolicy()
         self._records = records
         # Where every session publishes its changes (topic: Session.topic).
         self.events = events if events is not None else EventBus()
@@ -101,6 +102,9 @@ class Sessions:
         self.on_closed: list[SessionListener] = []
         # Closed sessions kept readable for their hold time (persistence mode hold_after_exit).
         self._holds: set[asyncio.Task[None]] = set()
+        # Closed sessions whose store record could not be removed (disk full...): tried again at each
+        # close and at shutdown, so a restart does not report them a second time.
+        self._unremoved: set[str] = set()
         self._creating = 0  # sessions admitted under max_sessions and not yet in their namespace
 
     # -- lookup --------------------------------------------------------------------------------
@@ -235,9 +239,27 @@ class Sessions:
         """Check a request against the registry without creating anything (`SessionRequestInvalid`)."""
         self._build_agents(request)
 
+    async def check_destinations(self, request: SessionRequest) -> None:
+        """Refuse a request whose end webhook or custom tools point where the destination policy
+        forbids (`SessionRequestInvalid` naming each field); their calls are checked again later."""
+        targets = [
+            (f"agentGraphRequest.customTools.{name}.transport.url", tool.url)
+            for name, tool in request.custom_tools.items()
+        ]
+        if request.end_webhook is not None:
+            targets.insert(0, (request.end_webhook_path, request.end_webhook.url))
+        problems = []
+        for path, url in targets:
+            problem = await self.destinations.check(url)
+            if problem is not None:
+                problems.append(RequestProblem(path, f"destination not allowed: {problem}"))
+        if problems:
+            raise SessionRequestInvalid(problems)
+
     async def create(self, request: SessionRequest) -> Session:
         """Validate the request against the registry, then start the session's agents."""
         agents = self._build_agents(request)
+        await self.check_destinations(request)
         live = sum(s.closed_at is None for s in self.all_sessions()) + self._creating
         if live >= self.settings.limits.max_sessions:
             raise TooManySessions(self.settings.limits.max_sessions)
@@ -362,12 +384,21 @@ class Sessions:
                 await listener(session)
             except Exception:
                 log.exception("session.closed_listener_failed session=%s", session.id)
+        self._unremoved.add(session.id)
+        await self._unrecord()
+
+    async def _unrecord(self) -> None:
+        """Remove the store records of closed sessions (those a full disk kept there, too)."""
         records = self._records()
-        if records is not None:
+        if records is None:
+            return
+        for session_id in sorted(self._unremoved):
             try:
-                await records.remove(session.id)
-            except Exception:
-                log.exception("session.unrecord_failed session=%s", session.id)
+                await records.remove(session_id)
+            except Exception as exc:
+                log.error("session.unrecord_failed session=%s error=%s", session_id, exc)
+                return  # the store refuses: the next close (or shutdown) tries again
+            self._unremoved.discard(session_id)
 
     async def _forget_later(self, session: Session, keep_ms: int) -> None:
         try:
@@ -391,3 +422,4 @@ class Sessions:
         for task in holds:  # closed sessions kept for their hold time go with the server
             task.cancel()
         await asyncio.gather(*holds, return_exceptions=True)
+        await self._unrecord()

@@ -280,7 +280,8 @@ class Session:
         if self.closing:
             raise SessionClosed(self.id)
 
-    def _linked_target(self, actor: SessionAgent, name: str) -> SessionAgent:
+    def linked_target(self, actor: SessionAgent, name: str) -> SessionAgent:
+        """The agent `name` if `actor` may address it (itself, or one it shares a group with)."""
         target = self.agent(name)
         if target is not actor and name not in actor.links:
             raise AgentNotLinked(actor.name, name)
@@ -298,7 +299,7 @@ class Session:
             raise InvalidArgument("threadName must not be empty")
         members = [creator.name]
         for participant in participants:
-            self._linked_target(creator, participant)
+            self.linked_target(creator, participant)
             if participant not in members:
                 members.append(participant)
         thread = Thread(
@@ -315,7 +316,7 @@ class Session:
         thread = self._participating(actor, thread_id)
         if thread.closed:
             raise ThreadClosed(thread_id)
-        target = self._linked_target(actor, name)
+        target = self.linked_target(actor, name)
         if name not in thread.participants:
             thread.participants.append(name)
             self._emit("participant_added", threadId=thread_id, agent=name)

@@ -55,8 +55,9 @@ class SessionRequest:
     minimum_time_ms: int = 0
     end_webhook: EndWebhook | None = None
     annotations: dict[str, str] = field(default_factory=dict)
-    # JSON path of the agents list in the request, for error messages.
+    # JSON paths of the agents list and the end webhook's URL in the request, for error messages.
     agents_path: str = "agentGraphRequest.agents"
+    end_webhook_path: str = "sessionRuntimeSettings.webhooks.sessionEnd.url"
     # ... of the runtime settings (either spelling), and of the field that gave the hold time.
     settings_path: str = "execution.runtimeSettings"
     persistence_path: str = "execution.runtimeSettings.persistenceMode"

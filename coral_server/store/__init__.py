@@ -1,6 +1,6 @@
 """The one durable store: `Store` (one part per record type), its records, and the SQLite implementation."""
 
-from coral_server.store.base import Store, StoreClosed
+from coral_server.store.base import Store, StoreClosed, StoreUnavailable
 from coral_server.store.deliveries import (
     DELIVERY_STATUSES,
     Delivery,
@@ -12,6 +12,7 @@ from coral_server.store.deliveries import (
     DeliveryStore,
     NewDelivery,
 )
+from coral_server.store.health import StoreHealth
 from coral_server.store.processes import ProcessRecord, ProcessStore
 from coral_server.store.sessions import JournalEntry, SessionNotRecorded, SessionRecord, SessionStore
 from coral_server.store.sqlite import SqliteStore
@@ -35,4 +36,6 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreClosed",
+    "StoreHealth",
+    "StoreUnavailable",
 ]

@@ -14,6 +14,10 @@ class StoreClosed(Exception):
     """The store was used after `close()`."""
 
 
+class StoreUnavailable(Exception):
+    """The store could not do what it was asked (disk full, read-only, I/O error): nothing changed."""
+
+
 class Store(Protocol):
     """Everything durable, one small interface per record type, all over one database.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from coral_server.clock import Clock
 from coral_server.store.base import Store, StoreClosed
+from coral_server.store.health import StoreHealth
 from coral_server.store.sqlite import SqliteStore
 
 
@@ -16,10 +17,12 @@ class Database:
         self.path = path
         self._clock = clock
         self._store: SqliteStore | None = None
+        # Exists before the store opens, so services can follow it from the start.
+        self.health = StoreHealth(path)
 
     async def open(self) -> Store:
         if self._store is None:
-            self._store = await SqliteStore.open(self.path, clock=self._clock)
+            self._store = await SqliteStore.open(self.path, clock=self._clock, health=self.health)
         return self._store
 
     @property

@@ -119,7 +119,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             branch TEXT,
             webhook_url TEXT,
             priority INTEGER NOT NULL DEFAULT 5,
-            task_id INTEGER,
+            task_id TEXT,
             attempt INTEGER NOT NULL DEFAULT 1,
             owner TEXT,
             auto_accepts TEXT NOT NULL DEFAULT '[]',

@@ -68,7 +68,7 @@ class Run:
     branch: str | None = None
     webhook_url: str | None = None
     priority: int = 5
-    task_id: int | None = None
+    task_id: str | None = None
     attempt: int = 1
     owner: str | None = None  # the server that claimed it (instance:pid:start)
     auto_accepts: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +89,7 @@ class RunFilter:
 
     status: RunStatus | None = None
     trigger: Trigger | None = None
-    task_id: int | None = None
+    task_id: str | None = None
     before: int | None = None
     limit: int = 50
 

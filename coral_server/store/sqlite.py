@@ -7,6 +7,7 @@ from pathlib import Path
 
 from coral_server.clock import Clock, SystemClock
 from coral_server.store.deliveries_sql import SqliteDeliveries
+from coral_server.store.health import StoreHealth
 from coral_server.store.processes_sql import SqliteProcesses
 from coral_server.store.runs_sql import SqliteRuns
 from coral_server.store.sessions_sql import SqliteSessions
@@ -29,11 +30,17 @@ class SqliteStore:
 
     @classmethod
     async def open(
-        cls, path: Path, *, synchronous: Synchronous = "NORMAL", clock: Clock | None = None
+        cls,
+        path: Path,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        clock: Clock | None = None,
+        health: StoreHealth | None = None,
     ) -> SqliteStore:
-        """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        """Open (creating if needed) the database at `path` and bring its schema up to date; write
+        failures are counted in `health`."""
         clock = clock if clock is not None else SystemClock()
-        writer = await Writer.open(path, synchronous=synchronous, now=clock.time())
+        writer = await Writer.open(path, synchronous=synchronous, now=clock.time(), health=health)
         log.info("store.opened path=%s synchronous=%s", path, synchronous)
         return cls(writer, clock)
 

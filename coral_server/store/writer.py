@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from coral_server.store.base import StoreClosed
+from coral_server.store.base import StoreClosed, StoreUnavailable
+from coral_server.store.health import StoreHealth
 from coral_server.store.migrations import apply_migrations
 from coral_server.store.transaction import immediate
 
@@ -48,16 +49,28 @@ def _connect(path: Path, synchronous: Synchronous, now: float | None) -> sqlite3
 class Writer:
     """One SQLite connection, used only by one thread; `read` and `write` are one hop each."""
 
-    def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        executor: ThreadPoolExecutor,
+        conn: sqlite3.Connection,
+        health: StoreHealth | None = None,
+    ) -> None:
         """Use `await Writer.open(path)`; this wires an already opened connection."""
         self.path = path
         self._executor = executor
         self._conn = conn
         self._closed = False
+        self.health = health if health is not None else StoreHealth(path)
 
     @classmethod
     async def open(
-        cls, path: Path, *, synchronous: Synchronous = "NORMAL", now: float | None = None
+        cls,
+        path: Path,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        now: float | None = None,
+        health: StoreHealth | None = None,
     ) -> Writer:
         """Open (creating if needed) the database at `path` and bring its schema up to date (migrations
         are stamped with `now`)."""
@@ -70,7 +83,7 @@ class Writer:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(path, executor, conn)
+        return cls(path, executor, conn, health)
 
     @property
     def closed(self) -> bool:
@@ -89,15 +102,30 @@ class Writer:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on the connection's thread, outside a transaction."""
-        if self._closed:
-            raise StoreClosed(str(self.path))
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, self._conn)
+        return await self._run(work)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` on the connection's thread as one write transaction (rolled back if it raises)."""
+        """Run `work` on the connection's thread as one write transaction (rolled back if it raises).
+
+        A write the database cannot make (disk full, read-only file, I/O error) raises
+        `StoreUnavailable` and is counted in `health`; the next write that succeeds clears it.
+        """
 
         def unit(conn: sqlite3.Connection) -> T:
             with immediate(conn):
                 return work(conn)
 
-        return await self.read(unit)
+        result = await self._run(unit)
+        self.health.succeeded()
+        return result
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreClosed(str(self.path))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, self._conn)
+        except sqlite3.IntegrityError:
+            raise  # a rule of the schema, not the database failing
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+            self.health.failed(exc)
+            raise StoreUnavailable(f"the store cannot keep it ({exc})") from exc

@@ -15,6 +15,8 @@ import orjson
 from jsonschema.validators import validator_for
 
 from coral_server.sessions import CustomToolSpec
+from coral_server.webhooks.destinations import DestinationPolicy
+from coral_server.webhooks.guard import denied_reason, guarded_connector
 
 log = logging.getLogger("coral_server.tools")
 
@@ -22,7 +24,9 @@ log = logging.getLogger("coral_server.tools")
 Sign = Callable[[bytes, str, str], dict[str, str]]
 
 
-Outcome = Literal["ok", "invalid_arguments", "http_error", "timeout", "unreachable", "invalid_answer"]
+Outcome = Literal[
+    "ok", "invalid_arguments", "denied", "http_error", "timeout", "unreachable", "invalid_answer"
+]
 
 
 class CustomToolError(Exception):
@@ -70,8 +74,12 @@ def target_url(base: str, session_id: str, agent: str) -> str:
 class CustomToolForwarder:
     """Owns the HTTP client used for custom tool calls (one per server)."""
 
-    def __init__(self, sign: Sign, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, sign: Sign, timeout_s: float = 30.0, destinations: DestinationPolicy | None = None
+    ) -> None:
         self._sign = sign
+        # Checked on every call (the URL) and every connection (what its host resolves to).
+        self._destinations = destinations if destinations is not None else DestinationPolicy()
         self._timeout_s = timeout_s
         self._http: aiohttp.ClientSession | None = None
         # Building a validator costs far more than using one: keep the recent ones, by schema text.
@@ -88,10 +96,15 @@ class CustomToolForwarder:
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
+                connector=guarded_connector(self._destinations),
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._http
+
+    def _refused(self, tool: CustomToolSpec, reason: str) -> CustomToolError:
+        log.error("custom_tool.refused tool=%s reason=%s", tool.name, reason)
+        return CustomToolError(f"{tool.name}: the server may not call this tool's URL ({reason})", "denied")
 
     async def call(
         self, tool: CustomToolSpec, arguments: dict[str, Any], *, namespace: str, session_id: str, agent: str
@@ -123,9 +136,15 @@ class CustomToolForwarder:
             **self._sign(body, tool.signature_header, delivery_id),
         }
         url = target_url(tool.url, session_id, agent)
+        problem = self._destinations.url_problem(url)
+        if problem is not None:
+            raise self._refused(tool, problem)
         started = time.perf_counter()
         try:
-            async with self._client().post(url, data=body, headers=headers) as response:
+            # No redirects: one would resend the signed call to a destination nobody checked.
+            async with self._client().post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 raw = await response.read()
                 status = response.status
         except TimeoutError:
@@ -133,6 +152,9 @@ class CustomToolForwarder:
                 f"{tool.name}: the app did not answer within {self._timeout_s:g} s", "timeout"
             ) from None
         except aiohttp.ClientError as exc:
+            reason = denied_reason(exc)
+            if reason is not None:
+                raise self._refused(tool, reason) from None
             raise CustomToolError(
                 f"{tool.name}: cannot reach the app ({type(exc).__name__}: {exc})", "unreachable"
             ) from None

@@ -1,6 +1,9 @@
 """The one durable delivery queue for every outgoing webhook: persist first, then POST with retries.
 
-`send` stores the delivery before any attempt, so a restart never loses it. One dispatcher task
+`send` stores the delivery before any attempt, so a restart never loses it. When the store refuses
+(disk full...), the delivery is held in memory, in order, logged at ERROR, and stored as soon as the
+store takes it again; if it still cannot be stored when the queue closes, it gets one attempt then,
+so nothing accepted is dropped without a word. One dispatcher task
 claims due deliveries (a lease in the store, so a delivery in flight is not picked up twice) and
 runs up to `concurrency` attempts at once, each in a task the queue owns. Failures are retried
 with capped, jittered exponential backoff until `max_attempts`, then the delivery is `failed`.
@@ -19,7 +22,9 @@ import aiohttp
 import orjson
 
 from coral_server.clock import Clock, SystemClock, wait_for_event
-from coral_server.store import Delivery, DeliveryStore, NewDelivery
+from coral_server.store import Delivery, DeliveryStore, NewDelivery, StoreUnavailable
+from coral_server.webhooks.destinations import DestinationPolicy
+from coral_server.webhooks.guard import denied_reason, guarded_connector
 from coral_server.webhooks.scheme import CORAL_SIGNATURE_HEADER
 from coral_server.webhooks.signing import WebhookSigner, new_message_id
 
@@ -48,6 +53,31 @@ def _target(url: str) -> str:
         return "?"
 
 
+def _as_delivery(new: NewDelivery) -> Delivery:
+    """A delivery not stored yet, as `send` returns it (pending, no attempt)."""
+    return Delivery(
+        id=new.id,
+        kind=new.kind,
+        url=new.url,
+        headers=dict(new.headers),
+        body=new.body,
+        signature_header=new.signature_header,
+        status="pending",
+        attempts=0,
+        max_attempts=new.max_attempts,
+        next_attempt_at=new.next_attempt_at,
+        last_error=None,
+        last_status=None,
+        created_at=new.created_at,
+        delivered_at=None,
+        subject=new.subject,
+    )
+
+
+class _Refused(Exception):
+    """The destination policy refuses the delivery's URL."""
+
+
 class DeliveryQueue:
     """Owns the dispatcher task, the attempt tasks and (unless given one) the HTTP client.
 
@@ -68,6 +98,7 @@ class DeliveryQueue:
         clock: Clock | None = None,
         on_attempt: AttemptObserver | None = None,
         rng: random.Random | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         if max_attempts < 1 or concurrency < 1 or timeout_s <= 0:
             raise ValueError("max_attempts and concurrency must be at least 1, timeout_s positive")
@@ -84,16 +115,20 @@ class DeliveryQueue:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._on_attempt = on_attempt
         self._rng = rng if rng is not None else random.Random()
+        # Checked on every attempt (the URL) and every connection (what its host resolves to).
+        self._destinations = destinations if destinations is not None else DestinationPolicy()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._attempts: dict[str, asyncio.Task[None]] = {}
+        # Accepted deliveries the store refused, oldest first (stored before any newer one).
+        self._unstored: list[NewDelivery] = []
 
     async def start(self) -> None:
         """Start the dispatcher; it first picks up whatever the store still has pending."""
         if self._dispatcher is not None:
             raise RuntimeError("the delivery queue is already started")
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = aiohttp.ClientSession(connector=guarded_connector(self._destinations))
         self._dispatcher = asyncio.create_task(self._dispatch(), name="webhook-dispatcher")
         log.info("webhook.queue_started concurrency=%d", self._concurrency)
 
@@ -120,6 +155,8 @@ class DeliveryQueue:
                 await self._deliveries.release(interrupted, self._clock.time())
             except Exception:
                 log.exception("webhook.release_error count=%d", len(interrupted))
+        if self._unstored and not await self._store_held():
+            await self._deliver_held()
         if self._owns_http and self._http is not None:
             await self._http.close()
             self._http = None
@@ -144,23 +181,85 @@ class DeliveryQueue:
         """
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         now = self._clock.time()
-        delivery = await self._deliveries.enqueue(
-            NewDelivery(
-                id=new_message_id(),
-                kind=kind,
-                url=url,
-                body=body,
-                max_attempts=max_attempts if max_attempts is not None else self._max_attempts,
-                next_attempt_at=now,
-                created_at=now,
-                signature_header=signature_header,
-                headers=dict(headers or {}),
-                subject=subject,
-            )
+        new = NewDelivery(
+            id=new_message_id(),
+            kind=kind,
+            url=url,
+            body=body,
+            max_attempts=max_attempts if max_attempts is not None else self._max_attempts,
+            next_attempt_at=now,
+            created_at=now,
+            signature_header=signature_header,
+            headers=dict(headers or {}),
+            subject=subject,
         )
+        if self._unstored:  # behind those already held, so they are stored (and sent) in order
+            return self._hold(new, "earlier deliveries are still waiting for the store")
+        try:
+            delivery = await self._deliveries.enqueue(new)
+        except StoreUnavailable as exc:
+            return self._hold(new, str(exc))
         log.info("webhook.enqueued id=%s kind=%s target=%s", delivery.id, kind, _target(url))
         self._wake.set()
         return delivery
+
+    @property
+    def unstored(self) -> int:
+        """How many accepted deliveries wait in memory for the store to take them."""
+        return len(self._unstored)
+
+    def _hold(self, new: NewDelivery, reason: str) -> Delivery:
+        self._unstored.append(new)
+        log.error(
+            "webhook.unstored id=%s kind=%s target=%s held=%d error=%s",
+            new.id,
+            new.kind,
+            _target(new.url),
+            len(self._unstored),
+            reason,
+        )
+        self._wake.set()  # the dispatcher tries to store it
+        return _as_delivery(new)
+
+    async def _store_held(self) -> bool:
+        """Store the held deliveries, oldest first; False while the store still refuses."""
+        while self._unstored:
+            new = self._unstored[0]
+            try:
+                await self._deliveries.enqueue(new)
+            except StoreUnavailable:
+                return False
+            except Exception:  # it can never be stored: say so loudly rather than loop on it
+                log.exception("webhook.lost id=%s kind=%s target=%s", new.id, new.kind, _target(new.url))
+            else:
+                log.warning("webhook.stored_late id=%s kind=%s", new.id, new.kind)
+            self._unstored.pop(0)
+        return True
+
+    async def _deliver_held(self) -> None:
+        """At close, with the store still refusing: one attempt each, so none goes unsent unseen."""
+        held, self._unstored = self._unstored, []
+
+        async def attempt(new: NewDelivery) -> None:
+            try:
+                status, error = await self._post(_as_delivery(new))
+            except _Refused as exc:
+                status, error = None, str(exc)
+            except Exception as exc:
+                status, error = None, f"{type(exc).__name__}: {exc}"
+            if error is None:
+                log.warning("webhook.delivered_unstored id=%s kind=%s status=%s", new.id, new.kind, status)
+            else:
+                log.error(
+                    "webhook.lost id=%s kind=%s target=%s error=%s (the store refused it and the "
+                    "attempt at shutdown failed)",
+                    new.id,
+                    new.kind,
+                    _target(new.url),
+                    error,
+                )
+
+        await asyncio.gather(*(attempt(new) for new in held))
 
     async def retry(self, id: str, extra_attempts: int = 1) -> Delivery:
         """Give a failed delivery `extra_attempts` more attempts, the first one now."""
@@ -175,6 +274,8 @@ class DeliveryQueue:
             free = self._concurrency - len(self._attempts)
             until: float | None = None  # None: until woken
             try:
+                if self._unstored and not await self._store_held():
+                    until = self._clock.time() + ERROR_PAUSE_S  # the store still refuses: try again
                 if free > 0:
                     now = self._clock.time()
                     claimed = await self._deliveries.claim_due(
@@ -182,8 +283,11 @@ class DeliveryQueue:
                     )
                     for delivery in claimed:
                         self._start_attempt(delivery)
-                    until = await self._deliveries.next_due_at()
+                    due = await self._deliveries.next_due_at()
+                    until = due if until is None or (due is not None and due < until) else until
                 # else: a finishing attempt wakes us.
+            except StoreUnavailable:  # counted and logged by the store; deliveries wait in it
+                until = self._clock.time() + ERROR_PAUSE_S
             except Exception:
                 log.exception("webhook.dispatcher_error")
                 until = self._clock.time() + ERROR_PAUSE_S
@@ -200,8 +304,12 @@ class DeliveryQueue:
         task.add_done_callback(finished)
 
     async def _post(self, delivery: Delivery) -> tuple[int | None, str | None]:
-        """One POST; (HTTP status or None, error text or None when 2xx)."""
+        """One POST; (HTTP status or None, error text or None when 2xx). A destination the policy
+        refuses raises `_Refused` (no request is made, nothing is learnt of the target)."""
         assert self._http is not None
+        problem = self._destinations.url_problem(delivery.url)
+        if problem is not None:
+            raise _Refused(f"destination not allowed: {problem}")
         headers = {
             **delivery.headers,
             "Content-Type": "application/json",
@@ -224,13 +332,20 @@ class DeliveryQueue:
         except TimeoutError:
             return None, f"timeout after {self._timeout_s:g} s"
         except aiohttp.ClientError as exc:
+            reason = denied_reason(exc)
+            if reason is not None:
+                raise _Refused(f"destination not allowed: {reason}") from None
             return None, f"{type(exc).__name__}: {exc}"
         return status, None if 200 <= status < 300 else f"HTTP {status}"
 
     async def _attempt(self, delivery: Delivery) -> None:
         started = self._clock.monotonic()
+        refused = False
         try:
             status, error = await self._post(delivery)
+        except _Refused as exc:  # retrying would be refused again: the delivery fails now
+            status, error, refused = None, str(exc), True
+            log.error("webhook.refused id=%s kind=%s reason=%s", delivery.id, delivery.kind, exc)
         except Exception as exc:  # a bug or an unusable URL: count it, never loop on it silently
             log.exception("webhook.attempt_error id=%s", delivery.id)
             status, error = None, f"{type(exc).__name__}: {exc}"
@@ -238,7 +353,7 @@ class DeliveryQueue:
         ok = error is None
         attempts = delivery.attempts + 1
         next_at: float | None = None
-        if not ok and attempts < delivery.max_attempts:
+        if not ok and not refused and attempts < delivery.max_attempts:
             next_at = self._clock.time() + retry_delay(
                 attempts, base_s=self._base_delay_s, max_s=self._max_delay_s, rng=self._rng
             )

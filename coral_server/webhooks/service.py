@@ -7,6 +7,7 @@ from typing import Any
 from coral_server.clock import Clock
 from coral_server.store import Delivery, DeliveryAttempt, DeliveryFilter, DeliveryNotFound
 from coral_server.store.database import Database
+from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.queue import DeliveryQueue
 from coral_server.webhooks.scheme import CORAL_SIGNATURE_HEADER
 from coral_server.webhooks.signing import WebhookSigner
@@ -25,6 +26,7 @@ class Webhooks:
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
         clock: Clock | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.signer = signer
         self._database = database
@@ -34,6 +36,7 @@ class Webhooks:
             "base_delay_s": base_delay_s,
             "max_delay_s": max_delay_s,
             "clock": clock,
+            "destinations": destinations,
         }
         self._queue: DeliveryQueue | None = None
 
@@ -50,6 +53,11 @@ class Webhooks:
         if self._queue is not None:
             queue, self._queue = self._queue, None
             await queue.close()
+
+    @property
+    def unstored(self) -> int:
+        """Accepted webhooks held in memory because the store refused them (see `DeliveryQueue`)."""
+        return 0 if self._queue is None else self._queue.unstored
 
     @property
     def queue(self) -> DeliveryQueue:

@@ -22,6 +22,7 @@ from tests.conftest import Coral, agent_spec, session_body, start_coral, wait_un
 TCP_ESTABLISHED = 1
 WRITE_TIMEOUT_S = 0.5
 BIG = "x" * 32_000  # one message event fills a small receive window at once
+FILL = 100  # messages of BIG: 3 MB, several times what a silent client's socket and buffers hold
 
 
 def ext(name: str) -> dict[str, Any]:
@@ -106,18 +107,18 @@ async def test_clients_that_stop_reading_are_dropped_and_readers_get_everything(
                     got.append(msg.json())
 
             reading = asyncio.create_task(read())
-            sent = 0
-            # Until every silent client's socket is full and its write has waited out the timeout.
-            while any(held(s) for s in socks):
-                assert sent < 400, (
-                    f"{sum(held(s) for s in socks)} silent clients still held, "
-                    f"{len(coral.app[STREAMS])} streams open on the server"
-                )
+            for sent in range(FILL):
                 await say(coral, puppet, thread, f"{sent} {BIG}")
-                sent += 1
+            await wait_until(
+                lambda: not any(held(s) for s in socks),
+                what=lambda: (
+                    f"{sum(held(s) for s in socks)} silent clients still held "
+                    f"({len(coral.app[STREAMS])} streams open on the server)"
+                ),
+            )
             await streams_open(coral, 1)  # only the reader's is left
             assert coral.app[STREAMS].per_client == 60
-            await wait_until(lambda: sum(e["type"] == "message_sent" for e in got) == sent, what="all read")
+            await wait_until(lambda: sum(e["type"] == "message_sent" for e in got) == FILL, what="all read")
             assert (await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}"))[0] == 200
             await asyncio.wait_for(reading, 10)
     assert got[-1]["type"] == "session_closed"

@@ -152,3 +152,41 @@ async def test_memory_and_cpu_limits_apply(tmp_path: Path, engine: Any) -> None:
         assert host["NanoCpus"] == 500_000_000
         assert host["NetworkMode"] == "host" and host["Init"] is True
         assert container.labels["coral.agent"] == "e" and container.labels["coral.namespace"] == ns
+        # The hardening every agent container gets by default.
+        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+        assert host["SecurityOpt"] == ["no-new-privileges:true"]
+        assert host["PidsLimit"] == 512 and host["ReadonlyRootfs"] is False
+
+
+async def test_hardening_settings_reach_the_containers(tmp_path: Path, engine: Any) -> None:
+    """A read-only root, another user and a tighter pids limit, set as an operator would: the echo
+    agent still connects and answers, and the probe reads its fs option as that user."""
+    hardening = {"docker_read_only": True, "docker_user": "1000:1000", "docker_pids_limit": 64}
+    async for coral in start_coral(
+        tmp_path, docker_network="host", instance_id=f"hard{os.getpid()}", **hardening
+    ):
+        ns, sid = await coral.create_session(
+            session_body(
+                [
+                    agent_spec("echo", runtime="docker"),
+                    agent_spec("me", runtime="external"),
+                    agent_spec("probe", "docker-probe", runtime="docker"),
+                ],
+                groups=[["echo", "me"]],
+                persistenceMode=HOLD,
+            )
+        )
+        await coral.wait_for(ns, sid, lambda s: s["agents"][0]["isConnected"], timeout=60)
+        [container] = labelled(engine, session=sid, agent="echo")
+        host = container.attrs["HostConfig"]
+        assert (host["ReadonlyRootfs"], host["PidsLimit"]) == (True, 64)
+        assert "/tmp" in host["Tmpfs"] and container.attrs["Config"]["User"] == "1000:1000"
+        async with connect(await coral.connection_url(ns, sid, "me")) as me:
+            thread = (await me.ok("coral_create_thread", threadName="t", participantNames=["echo"]))["thread"]
+            await me.ok("coral_send_message", threadId=thread["id"], content="ping", mentions=["echo"])
+            reply = await me.ok("coral_wait_for_agent", agentName="echo", maxWaitMs=30000)
+            assert reply["message"]["text"] == "echo: ping"
+        state = await coral.wait_for(ns, sid, lambda s: s["agents"][2]["status"] == "exited", timeout=60)
+        assert state["agents"][2]["exitCode"] == 3
+        _, logs = await coral.request("GET", f"/api/v1/session/{ns}/{sid}/agents/probe/logs")
+        assert "CONFIG_CONTENT=settings-from-a-file" in [ln["text"] for ln in logs["lines"]]

@@ -151,6 +151,8 @@ async def test_no_secret_reaches_the_log(tmp_path: Path, level: str | None) -> N
                 str(tmp_path / "data"),
                 "--auth-key",
                 key,
+                "--webhook-allow",  # the end webhook below goes to a closed local port
+                "127.0.0.1",
                 "--registry",
                 str(BUNDLED_REGISTRY),
                 "--registry",

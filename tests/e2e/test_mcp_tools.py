@@ -54,6 +54,8 @@ async def test_tool_misuse_returns_clear_errors(coral: Coral) -> None:
             (a, "coral_create_thread", {"threadName": "t2"}, "participantNames"),
             (a, "coral_add_participant", {"threadId": tid, "participantName": "c"}, "not linked"),
             (a, "coral_wait_for_agent", {"agentName": "ghost", "maxWaitMs": 10}, "not in this session"),
+            # Outside a's groups: the link rule of coral_create_thread, not "Timeout reached".
+            (a, "coral_wait_for_agent", {"agentName": "c", "maxWaitMs": 10}, "not linked"),
             (a, "coral_wait_for_mention", {"maxWaitMs": "soon"}, "maxWaitMs"),
             (a, "coral_close_session", {"reason": "x"}, "not found"),
             (a, "no_such_tool", {}, "not found"),

@@ -11,8 +11,8 @@ from typing import Any
 import mcp.types as types
 import pytest
 
-from coral_server.mcp.delivery import Delivery
 from coral_server.mcp.generations import SURFACES, surface_for
+from coral_server.mcp.request_waits import RequestWaits
 from coral_server.mcp.surface import Caller, call_tool, list_resources, list_tools, read_resource
 from coral_server.registry import AgentManifest, Generation
 from coral_server.sessions import Session, SessionAgent
@@ -60,7 +60,7 @@ def session(tmp_path: Path) -> Session:
 @pytest.fixture
 def caller(session: Session) -> MakeCaller:
     def make(name: str, generation: Generation) -> Caller:
-        return Caller(session, session.agents[name], 2_000, Delivery(), surface_for(generation))
+        return Caller(session, session.agents[name], 2_000, RequestWaits(), surface_for(generation))
 
     return make
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from coral_server.mcp.delivery import Delivery
 from coral_server.mcp.generations import surface_for
+from coral_server.mcp.request_waits import RequestWaits
 from coral_server.mcp.surface import Caller, call_tool
 from coral_server.registry import AgentManifest, Generation
 from coral_server.sessions import Session, SessionAgent
@@ -32,7 +32,7 @@ def session(tmp_path: Path) -> Session:
 
 
 def caller(session: Session, name: str) -> Caller:
-    return Caller(session, session.agents[name], 5_000, Delivery(), surface_for(Generation.CURRENT))
+    return Caller(session, session.agents[name], 5_000, RequestWaits(), surface_for(Generation.CURRENT))
 
 
 async def call(c: Caller, tool: str, **arguments: Any) -> dict[str, Any]:

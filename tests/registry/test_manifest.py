@@ -9,13 +9,14 @@ import pytest
 
 from coral_server.registry import (
     AgentManifest,
-    DockerRuntime,
-    ExecutableRuntime,
+    DockerSection,
+    ExecutableSection,
     Generation,
     ManifestInvalid,
     OptionSpec,
     load_manifest,
 )
+from coral_server.registry.manifest import ContainerRequests
 
 WriteFile = Callable[[str, str], Path]
 MakeAgent = Callable[..., AgentManifest]
@@ -100,8 +101,8 @@ def test_current_format_edition_4(write_file: WriteFile, tmp_path: Path) -> None
     assert m.keywords == ["search", "web"]
     assert m.root == tmp_path / "researcher"
     assert m.manifest_path == path
-    assert m.executable == ExecutableRuntime("bash", ["run.sh", "--fast"], "sse")
-    assert m.docker == DockerRuntime(
+    assert m.executable == ExecutableSection("bash", ["run.sh", "--fast"], "sse")
+    assert m.docker == DockerSection(
         "example/researcher:1.2.3", ["python", "-m", "researcher"], "streamable_http"
     )
     assert list(m.options) == ["API_KEY", "MAX_ITERATIONS", "TEMPERATURE", "TAGS", "ICON", "MODE"]
@@ -149,7 +150,7 @@ def test_legacy_manifest_without_edition(write_file: WriteFile) -> None:
     assert m.generation is Generation.V1
     assert m.description is None and m.summary is None
     # 1.0 agents speak SSE only: a runtime naming no transport gets SSE
-    assert m.executable == ExecutableRuntime("python", ["main.py", "--verbose"], "sse")
+    assert m.executable == ExecutableSection("python", ["main.py", "--verbose"], "sse")
     assert m.docker is None
     assert m.options["RATIO"].type == "f64"
     assert m.options["RATIO"].default == 2.0 and isinstance(m.options["RATIO"].default, float)
@@ -175,7 +176,31 @@ def test_older_editions_are_tolerated(make_agent: MakeAgent, write_file: WriteFi
     m = load_manifest(path)
     assert m.edition == edition
     assert m.generation is (Generation.CURRENT if edition >= 3 else Generation.V1)
-    assert m.docker == DockerRuntime("img", None, "streamable_http")
+    assert m.docker == DockerSection("img", None, "streamable_http")
+
+
+def test_docker_container_requests(write_file: WriteFile) -> None:
+    """What a manifest asks of its container (applied only where the operator allows it)."""
+    path = write_file(
+        "c/coral-agent.toml",
+        """\
+        edition = 4
+        [agent]
+        name = "a"
+        version = "1"
+        [runtimes.docker]
+        image = "img"
+        capAdd = ["NET_BIND_SERVICE"]
+        readOnly = false
+        pidsLimit = 1024
+        user = "1000:1000"
+        """,
+    )
+    docker = load_manifest(path).docker
+    assert docker is not None
+    assert docker.container == ContainerRequests(("NET_BIND_SERVICE",), None, 1024, False, "1000:1000")
+    assert docker.container.asked() == ["capAdd", "pidsLimit", "readOnly", "user"]
+    assert ContainerRequests().asked() == []
 
 
 def test_legacy_options_as_array_of_tables(write_file: WriteFile) -> None:
@@ -255,6 +280,10 @@ BROKEN = [
     ("no-runtime", AGENT, "no runtime"),
     ("empty-runtimes", AGENT + "[runtimes.function]\nx = 1\n", "no runtime"),
     ("no-image", AGENT + '[runtimes.docker]\ntransport = "sse"\n', "'image'"),
+    ("bad-cap", BASE + 'capAdd = ["NET ADMIN"]\n', "capAdd must list capability names"),
+    ("bad-read-only", BASE + 'readOnly = "yes"\n', "[runtimes.docker] readOnly must be a valid boolean"),
+    ("bad-pids", BASE + "pidsLimit = -1\n", "[runtimes.docker] pidsLimit must be greater than or equal to 0"),
+    ("bad-user", BASE + 'user = "a b"\n', "user must be a user name"),
     ("bad-transport", AGENT + '[runtimes.executable]\npath = "p"\ntransport = "ws"\n', "transport 'ws'"),
     ("bad-option-type", BASE + '[options.X]\ntype = "integer"\n', "option X: unknown type 'integer'"),
     ("bad-list-type", BASE + '[options.X]\ntype = "list[list[i8]]"\n', "unknown type"),

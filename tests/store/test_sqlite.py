@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from coral_server.store import DeliveryFilter, SqliteStore, StoreClosed
+from coral_server.store import DeliveryFilter, SqliteStore, StoreClosed, StoreHealth, StoreUnavailable
 
 from .conftest import new_delivery, process_record, session_record
 
@@ -56,3 +57,29 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
         await store.processes.add(process_record("p1"))
     with pytest.raises(StoreClosed):
         await store.sessions.journal("s1")
+
+
+async def test_writes_the_database_refuses_are_store_unavailable_and_counted(tmp_path: Path) -> None:
+    """A write SQLite cannot make (here: a read-only connection; a full disk is the same error class)
+    raises StoreUnavailable, nothing is written, and the store's health says so until a write works."""
+    health = StoreHealth(tmp_path / "coral.db")
+    told: list[tuple[bool, str | None]] = []
+    health.listeners.append(lambda available, error: told.append((available, error)))
+    store = await SqliteStore.open(tmp_path / "coral.db", health=health)
+    try:
+        await store._writer.read(lambda c: c.execute("PRAGMA query_only=ON"))
+        for i in range(3):
+            with pytest.raises(StoreUnavailable, match="readonly database"):
+                await store.deliveries.enqueue(new_delivery(f"d{i}"))
+        assert (health.failing, health.failures) == (True, 3)
+        assert told == [(False, "attempt to write a readonly database")]  # once, not per write
+        assert health.to_json()["available"] is False
+        await store._writer.read(lambda c: c.execute("PRAGMA query_only=OFF"))
+        await store.deliveries.enqueue(new_delivery("ok"))
+        assert not health.failing and told[-1] == (True, None)
+        assert [d.id for d in await store.deliveries.listing(DeliveryFilter())] == ["ok"]
+        with pytest.raises(sqlite3.IntegrityError):  # a broken rule is not an unavailable store
+            await store.deliveries.enqueue(new_delivery("ok"))
+        assert not health.failing
+    finally:
+        await store.close()

@@ -14,6 +14,7 @@ from aiohttp import web
 from coral_server.clock import FakeClock
 from coral_server.store import DeliveryFilter, SqliteStore
 from coral_server.webhooks import WebhookSigner
+from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.queue import DeliveryQueue, retry_delay
 
 from .conftest import NEW_SECRET, Attempts, QueueFactory, Receiver, free_port, move_to_retry
@@ -267,3 +268,33 @@ def test_retry_delay_is_capped_exponential_with_jitter() -> None:
     for attempts, full in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 300.0), (10_000, 300.0)]:
         delay = retry_delay(attempts, base_s=1.0, max_s=300.0, rng=rng)
         assert full * 0.5 <= delay <= full
+
+
+async def test_a_refused_destination_fails_at_once_and_tells_nothing_of_the_port(
+    receiver: Receiver, store: SqliteStore, make_queue: QueueFactory
+) -> None:
+    """With internal destinations refused (a server with auth keys), a webhook to 127.0.0.1 is never
+    sent: an open and a closed port fail alike, so the deliveries API cannot be used to probe ports.
+    A host name is checked on what it resolves to (localhost: loopback)."""
+    await receiver.start()
+    attempts = Attempts()
+    queue = await make_queue(store, on_attempt=attempts, destinations=DestinationPolicy(private=False))
+    closed = free_port()
+    urls = [
+        f"http://127.0.0.1:{receiver.port}/hook",
+        f"http://127.0.0.1:{closed}/hook",
+        f"http://localhost:{receiver.port}/hook",
+    ]
+    sent = [await queue.send("session_end", url, {"a": 1}) for url in urls]
+    done = [await attempts.until(d.id, lambda d: d.status != "pending") for d in sent]
+    assert receiver.requests == []
+    for delivery in done:
+        assert (delivery.status, delivery.attempts, delivery.last_status) == ("failed", 1, None)
+        assert delivery.last_error is not None and "destination not allowed" in delivery.last_error
+        assert "loopback" in delivery.last_error
+    assert done[0].last_error == done[1].last_error  # open or closed: the same answer
+    assert "localhost (127.0.0.1)" in (done[2].last_error or "")
+    # Development mode (no auth keys): the same URL is delivered.
+    dev = await make_queue(store, on_attempt=attempts, destinations=DestinationPolicy(private=True))
+    ok = await dev.send("session_end", f"http://localhost:{receiver.port}/hook", {"a": 2})
+    await attempts.until(ok.id, lambda d: d.status == "delivered")

@@ -1,4 +1,4 @@
-"""Generations of the reference server an agent can be written for, and what each expects at launch.
+"""Manifest editions: the generation of the reference server each was written for, and its launch side.
 
 A manifest's ``edition`` says which generation its agent was written for: none, 1 or 2 is the
 1.0 generation (coral-server 1.0, late 2025), 3 and later is today's. The 1.0 manifest format was

@@ -1,10 +1,10 @@
-"""A manifest's generation and the launch side of each (coral_server.registry.generations)."""
+"""A manifest's generation and the launch side of each (coral_server.registry.editions)."""
 
 from __future__ import annotations
 
 import pytest
 
-from coral_server.registry.generations import (
+from coral_server.registry.editions import (
     Generation,
     LaunchTarget,
     McpRoute,

@@ -1,10 +1,10 @@
-"""Delivery: cancelled or undelivered waits give their messages back."""
+"""RequestWaits: cancelled or undelivered waits give their messages back."""
 
 from __future__ import annotations
 
 import asyncio
 
-from coral_server.mcp.delivery import Delivery
+from coral_server.mcp.request_waits import RequestWaits
 from coral_server.sessions.mailbox import Mailbox
 from coral_server.sessions.model import Message
 from tests.conftest import loop_steps, wait_until
@@ -15,29 +15,29 @@ def msg(i: int) -> Message:
 
 
 async def test_confirmed_delivery_keeps_message_taken() -> None:
-    box, delivery = Mailbox(), Delivery()
+    box, waits = Mailbox(), RequestWaits()
     box.put(msg(1))
-    got = await delivery.wait(box, box.take(lambda m: True, 1))
+    got = await waits.wait(box, box.take(lambda m: True, 1))
     assert got is not None and got.id == "1"
-    delivery.confirm()
-    delivery.abandon()
+    waits.confirm()
+    waits.abandon()
     assert len(box) == 0
 
 
 async def test_abandon_after_take_puts_message_back_first() -> None:
-    box, delivery = Mailbox(), Delivery()
+    box, waits = Mailbox(), RequestWaits()
     box.put(msg(1))
     box.put(msg(2))
-    assert (await delivery.wait(box, box.take(lambda m: True, 1))) is not None
-    delivery.abandon()
+    assert (await waits.wait(box, box.take(lambda m: True, 1))) is not None
+    waits.abandon()
     assert [m.id for m in [box.take_now(lambda m: True), box.take_now(lambda m: True)] if m] == ["1", "2"]
 
 
 async def test_abandon_cancels_a_pending_wait() -> None:
-    box, delivery = Mailbox(), Delivery()
-    waiter = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    box, waits = Mailbox(), RequestWaits()
+    waiter = asyncio.create_task(waits.wait(box, box.take(lambda m: True, 30)))
     await wait_until(lambda: box.waiting == 1)
-    delivery.abandon()
+    waits.abandon()
     assert await asyncio.wait_for(waiter, 1) is None
     assert box.waiting == 0
     box.put(msg(3))
@@ -45,8 +45,8 @@ async def test_abandon_cancels_a_pending_wait() -> None:
 
 
 async def test_cancelling_the_handler_stops_the_take() -> None:
-    box, delivery = Mailbox(), Delivery()
-    handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    box, waits = Mailbox(), RequestWaits()
+    handler = asyncio.create_task(waits.wait(box, box.take(lambda m: True, 30)))
     await wait_until(lambda: box.waiting == 1)
     handler.cancel()
     await asyncio.gather(handler, return_exceptions=True)
@@ -57,8 +57,8 @@ async def test_cancelling_the_handler_stops_the_take() -> None:
 
 
 async def test_handler_cancelled_after_its_take_finished_gives_the_message_back() -> None:
-    box, delivery = Mailbox(), Delivery()
-    handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    box, waits = Mailbox(), RequestWaits()
+    handler = asyncio.create_task(waits.wait(box, box.take(lambda m: True, 30)))
     await wait_until(lambda: box.waiting == 1)
     box.put(msg(5))
     await asyncio.sleep(0)  # the take finished with the message; the handler has not resumed yet
@@ -71,10 +71,10 @@ async def test_handler_cancelled_after_its_take_finished_gives_the_message_back(
 
 async def test_abandon_while_the_handler_is_cancelled_still_raises() -> None:
     # The handler's own cancellation wins over an abandon: it must not turn into a normal return.
-    box, delivery = Mailbox(), Delivery()
-    handler = asyncio.create_task(delivery.wait(box, box.take(lambda m: True, 30)))
+    box, waits = Mailbox(), RequestWaits()
+    handler = asyncio.create_task(waits.wait(box, box.take(lambda m: True, 30)))
     await wait_until(lambda: box.waiting == 1)
-    delivery.abandon()
+    waits.abandon()
     handler.cancel()
     await asyncio.gather(handler, return_exceptions=True)
     assert handler.cancelled()

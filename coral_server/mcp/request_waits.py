@@ -1,4 +1,4 @@
-"""Delivery of wait results over one HTTP request: a message is only gone once the agent got it."""
+"""The waits of one HTTP request: a message they take is only gone once the agent got the answer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from coral_server.sessions import Message
 from coral_server.sessions.mailbox import Mailbox
 
 
-class Delivery:
+class RequestWaits:
     """Tracks the waits running for one HTTP request.
 
     If the client goes away before the answer is written (it gave up on a long wait, or the

@@ -1,0 +1,1 @@
+"""Tests of the scheduler's planning core: schedules, DST, misfires and backoff."""
