@@ -23,7 +23,7 @@ from coral_server.api import registry as registry_routes
 from coral_server.api import runs as run_routes
 from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
-from coral_server.api.access_log import AccessLog
+from coral_server.api.access_log import AccessLog, quiet_malformed_requests
 from coral_server.api.auth import LOGINS, Logins, auth_middleware
 from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite, warn_if_above_fd_limit
 from coral_server.api.cors import cors_middleware
@@ -314,6 +314,7 @@ def _job_settings(settings: Settings) -> JobSettings:
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start `app` on host:port (0 = any free port) and tell the session domain the real URL."""
     # AccessLog: one line per request with every credential in its target masked.
+    quiet_malformed_requests()
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
