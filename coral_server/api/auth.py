@@ -71,6 +71,16 @@ def same_origin(request: web.Request) -> bool:
     return origin != "null" and urlsplit(origin).netloc.lower() == request.host.lower()
 
 
+def presented_key(request: web.Request) -> str | None:
+    """The bearer key a request carries (the header, or `?token=` on a WebSocket route), unchecked."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header and request.path.startswith("/ws/") and "token" in request.query:
+        # Browsers cannot set headers on a WebSocket; the key may come as ?token= instead.
+        return request.query["token"]
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def auth_middleware(keys: tuple[str, ...], logins: Logins, *, any_origin: bool = False) -> Middleware:
     """401 unless the request carries a key: `Authorization: Bearer`, `?token=` (WebSockets), or the
     login cookie (from this server's own pages, or any origin when CORS is open to any host)."""
@@ -81,13 +91,8 @@ def auth_middleware(keys: tuple[str, ...], logins: Logins, *, any_origin: bool =
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not encoded or not request.path.startswith(("/api/", "/ws/")) or request.path in PUBLIC_PATHS:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and _matches(token.strip(), encoded):
-            return await handler(request)
-        on_socket = request.path.startswith("/ws/")
-        if not header and on_socket and _matches(request.query.get("token", ""), encoded):
-            # Browsers cannot set headers on a WebSocket; the key may come as ?token= instead.
+        given = presented_key(request)
+        if given is not None and _matches(given, encoded):
             return await handler(request)
         cookie = request.cookies.get(COOKIE)
         if cookie and (any_origin or same_origin(request)):

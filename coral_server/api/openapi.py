@@ -71,6 +71,9 @@ _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
 _WITH_BODY = (400, 404, 409, 415)
 _STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
+_STREAM_ERRORS = (400, 404, 429)
+_SESSION_CAP = (429, "The server runs max_sessions live sessions: try again after Retry-After")
+_STREAM_CAP = (429, "This client (bearer key, else address) has max_streams_per_client streams open")
 OPERATIONS: list[Operation] = [
     Operation(
         "post",
@@ -79,7 +82,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_STORED,
+        errors=(*_STORED, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "post",
@@ -88,7 +92,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_STORED,
+        errors=(*_STORED, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "get", _S, "List sessions of every namespace", "sessions", response=[m.NamespaceSessions], errors=()
@@ -271,6 +276,8 @@ OPERATIONS: list[Operation] = [
         "events",
         stream="text/event-stream",
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "get",
@@ -279,6 +286,8 @@ OPERATIONS: list[Operation] = [
         "events",
         status=101,
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "get",
@@ -392,7 +401,8 @@ OPERATIONS: list[Operation] = [
         "jobs",
         stream="text/event-stream",
         first_event=m.RunSnapshot,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
     Operation(
         "get",
@@ -401,7 +411,8 @@ OPERATIONS: list[Operation] = [
         "jobs",
         status=101,
         first_event=m.RunSnapshot,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
 ]
 

@@ -16,6 +16,7 @@ from coral_server.api.models import (
     AgentSpec,
     CreateSessionRequest,
     CustomTool,
+    PersistenceMode,
     RuntimeSettings,
 )
 from coral_server.sessions import (
@@ -44,6 +45,7 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
             namespace = provider.namespaceRequest.name
             delete_on_exit = provider.namespaceRequest.deleteOnLastSessionExit
     settings = body.sessionRuntimeSettings or (body.execution.runtimeSettings if body.execution else None)
+    settings_path = "sessionRuntimeSettings" if body.sessionRuntimeSettings else "execution.runtimeSettings"
     persistence = settings.persistenceMode if settings else None
     agents = [
         AgentRequest(
@@ -74,11 +76,22 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
         end_webhook=_end_webhook(settings),
         annotations=dict(body.annotations),
         defer=body.execution is not None and body.execution.mode == "defer",
-        end_webhook_path=(
-            "sessionRuntimeSettings" if body.sessionRuntimeSettings else "execution.runtimeSettings"
-        )
-        + ".webhooks.sessionEnd.url",
+        settings_path=settings_path,
+        persistence_path=f"{settings_path}.persistenceMode{_kept_by(persistence)}",
+        end_webhook_path=f"{settings_path}.webhooks.sessionEnd.url",
     )
+
+
+def _kept_by(persistence: PersistenceMode | None) -> str:
+    """Which field of a persistence mode gave its time ("" when none did)."""
+    if persistence is None or persistence.kind() == "none":
+        return ""
+    order = (
+        ("duration", "holdTime")
+        if persistence.kind() == "hold_after_exit"
+        else ("time", "duration", "holdTime")
+    )
+    return next((f".{name}" for name in order if getattr(persistence, name) is not None), "")
 
 
 def _end_webhook(settings: RuntimeSettings | None) -> EndWebhook | None:
@@ -171,7 +184,7 @@ def _session(request: web.Request) -> Session:
 
 
 async def get_state(request: web.Request) -> web.Response:
-    return json_response(views.session_state(_session(request)))
+    return json_response(await views.session_state_later(_session(request))())
 
 
 async def get_extended(request: web.Request) -> web.Response:
