@@ -43,6 +43,8 @@ from coral_server.sessions.launch import AgentLauncher
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
+from coral_server.tasks.pipeline import KIND as PIPELINE
+from coral_server.tasks.pipeline import PipelineExecutor
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.secrets import load_or_create_secret
@@ -162,23 +164,27 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     app[MCP] = McpEndpoint(
         sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"
     )
+    jobs = JobExecutor(
+        app[SUPERVISOR],
+        replace(
+            _job_settings(settings),
+            parse_session=functools.partial(session_routes.parse_session, sessions, prefix="session."),
+            destinations=destinations,
+        ),
+        sessions,
+    )
+    pipelines = PipelineExecutor(
+        jobs=jobs,
+        sessions=sessions,
+        parse_session=functools.partial(session_routes.parse_session, sessions, prefix="with."),
+        webhooks=app[WEBHOOKS],
+        destinations=destinations,
+    )
     app[RUNS] = Runs(
         lambda: database.store.runs,
         app[EVENTS],
         clock,
-        {
-            "job": JobExecutor(
-                app[SUPERVISOR],
-                replace(
-                    _job_settings(settings),
-                    parse_session=functools.partial(
-                        session_routes.parse_session, sessions, prefix="session."
-                    ),
-                    destinations=destinations,
-                ),
-                sessions,
-            )
-        },
+        {"job": jobs, PIPELINE: pipelines},
         cap=settings.max_concurrent_jobs,
         instance=settings.resolve_instance_id(),
         webhooks=app[WEBHOOKS],

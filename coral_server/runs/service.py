@@ -70,6 +70,7 @@ class Outcome:
     exit_reason: ExitReason
     error: str | None = None
     result: dict[str, Any] | None = None
+    retryable: bool = True
 
 
 class Executor(Protocol):

@@ -1,0 +1,1 @@
+"""Scheduled tasks: their store, their loop, and the pipeline their runs execute."""

@@ -1,0 +1,599 @@
+"""A task's payload as a pipeline of steps: its format, its checks, and the executor of its runs.
+
+Payload: `{"params": {...}, "pipeline": [step, ...]}`. A step:
+
+* `id` (required, unique; letters, digits, `_`, `-`), `uses`: `job` (a one-time job's request body,
+  run in this run's worktree by the job executor), `session` (an `agentGraphRequest`: the step
+  creates the session and waits for it to end; its output is the session's end report) or
+  `webhook` (`{"url", "body"}`: a signed POST through the one delivery queue; its output is the
+  delivery's outcome);
+* `with`: the step's arguments, templated (see `coral_server.tasks.templates`);
+* `save_as`: a second name under which later steps read the output (`${steps.<save_as>...}`);
+* `if`: a boolean or a template; false skips the step;
+* `timeout_seconds`: default 30 (a `job` step: its `max_duration_s`, which this lowers);
+* `max_retries`: default 0; for a `session` the step is tried again, for a `webhook` they are the
+  delivery's extra attempts; a `job` step is retried by the task (a new run), never in place.
+
+A run of kind "pipeline" has the spec `{"payload": ..., "event": {...} | None, "topic": str | None}`
+(`pipeline_spec`). Its steps run in order; each step's output is kept in the run's result under
+`steps.<id>`, with `trace` (one entry per step: status, times, error). A failing step fails the run:
+retryable (the task's `max_retries` apply) unless retrying cannot help (arguments invalid after
+templating, a missing reference, a webhook answered 4xx, a destination refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from coral_server.jobs.executor import JobExecutor
+from coral_server.jobs.repository import RepositoryInvalid, RepositoryNotAllowed
+from coral_server.jobs.spec import MAX_DURATION_S, JobSpec, JobSpecInvalid
+from coral_server.runs.model import ExitReason, Run
+from coral_server.runs.service import Outcome, RunContext, iso
+from coral_server.scheduler.errors import TaskFieldInvalid
+from coral_server.sessions import SessionRequest, Sessions
+from coral_server.sessions.errors import SessionRequestInvalid
+from coral_server.sessions.report import end_report
+from coral_server.store import Delivery
+from coral_server.tasks.templates import (
+    RUN_FIELDS,
+    Ref,
+    TemplateInvalid,
+    TemplateMissing,
+    has_references,
+    references,
+    render,
+    truthy,
+)
+from coral_server.webhooks.destinations import DestinationPolicy
+from coral_server.webhooks.service import Webhooks
+
+KIND = "pipeline"
+StepKind = Literal["job", "session", "webhook"]
+STEP_KINDS: tuple[StepKind, ...] = ("job", "session", "webhook")
+STEP_FIELDS = frozenset({"id", "uses", "with", "save_as", "if", "timeout_seconds", "max_retries"})
+PAYLOAD_FIELDS = frozenset({"params", "pipeline"})
+WEBHOOK_FIELDS = frozenset({"url", "body"})
+MAX_STEPS = 50
+MAX_STEP_RETRIES = 10
+DEFAULT_TIMEOUT_S = 30
+WEBHOOK_KIND = "task_step"
+_JOB_STEP = "\0job"  # in the names seen so far: the index of the job step (never a valid name)
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One checked step of a pipeline."""
+
+    index: int
+    id: str
+    uses: StepKind
+    args: Any  # `with`, still templated
+    save_as: str | None = None
+    condition: bool | str | None = None  # `if`
+    timeout_s: float | None = None  # as given; None: the kind's default
+    max_retries: int = 0
+
+    @property
+    def field(self) -> str:
+        return f"payload.pipeline[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    params: dict[str, Any]
+    steps: tuple[Step, ...]
+
+
+def pipeline_spec(payload: Any, event: Any = None, topic: str | None = None) -> dict[str, Any]:
+    """The spec of a pipeline run of a task whose payload is `payload` (fired by `event` on `topic`)."""
+    return {"payload": payload, "event": event, "topic": topic}
+
+
+def parse_pipeline(payload: Any) -> Pipeline:
+    """The pipeline of a task's payload, or `TaskFieldInvalid` naming every wrong field
+    (`payload.pipeline[1].uses`...). Checks the format and the templates; the arguments of a step
+    without templates are checked further by `PipelineExecutor.validate`."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(payload, Mapping):
+        raise TaskFieldInvalid([("payload", "expected an object {params, pipeline}")])
+    for name in sorted(set(payload) - PAYLOAD_FIELDS):
+        problems.append((f"payload.{name}", "unknown field (a payload has params and pipeline)"))
+    params = payload.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        problems.append(("payload.params", "expected an object"))
+        params = {}
+    raw_steps = payload.get("pipeline")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        problems.append(("payload.pipeline", "expected a non-empty list of steps"))
+        raise TaskFieldInvalid(problems)
+    if len(raw_steps) > MAX_STEPS:
+        problems.append(("payload.pipeline", f"at most {MAX_STEPS} steps"))
+    steps: list[Step] = []
+    names: dict[str, int] = {}  # step ids and save_as names -> the index of their step
+    for index, raw in enumerate(raw_steps):
+        step = _parse_step(index, raw, names, dict(params), problems)
+        if step is not None:
+            steps.append(step)
+    if problems:
+        raise TaskFieldInvalid(problems)
+    return Pipeline(dict(params), tuple(steps))
+
+
+def _parse_step(
+    index: int, raw: Any, names: dict[str, int], params: dict[str, Any], problems: list[tuple[str, str]]
+) -> Step | None:
+    at = f"payload.pipeline[{index}]"
+    if not isinstance(raw, Mapping):
+        problems.append((at, "expected an object {id, uses, with, ...}"))
+        return None
+    before = len(problems)
+    for name in sorted(set(raw) - STEP_FIELDS):
+        problems.append((f"{at}.{name}", f"unknown field; a step has {', '.join(sorted(STEP_FIELDS))}"))
+    step_id = raw.get("id")
+    if not isinstance(step_id, str) or not _ID.fullmatch(step_id):
+        problems.append((f"{at}.id", "required: a name of letters, digits, '_' or '-' (at most 64)"))
+        step_id = None
+    elif step_id in names:
+        problems.append((f"{at}.id", f"duplicate step name {step_id!r} (also step {names[step_id]})"))
+    uses = raw.get("uses")
+    if uses not in STEP_KINDS:
+        problems.append(
+            (f"{at}.uses", f"unknown step type {uses!r}; expected one of {', '.join(STEP_KINDS)}")
+        )
+    save_as = raw.get("save_as")
+    if save_as is not None:
+        if not isinstance(save_as, str) or not _ID.fullmatch(save_as):
+            problems.append((f"{at}.save_as", "a name of letters, digits, '_' or '-' (at most 64)"))
+        elif save_as in names or save_as == step_id:
+            problems.append((f"{at}.save_as", f"name {save_as!r} is already used by a step"))
+    condition = raw.get("if")
+    if condition is not None and not isinstance(condition, (bool, str)):
+        problems.append((f"{at}.if", "expected a boolean or a template string"))
+    timeout = raw.get("timeout_seconds")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout <= MAX_DURATION_S
+    ):
+        problems.append(
+            (f"{at}.timeout_seconds", f"expected a number of seconds, above 0, at most {MAX_DURATION_S}")
+        )
+    retries = raw.get("max_retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_STEP_RETRIES:
+        problems.append((f"{at}.max_retries", f"expected an integer from 0 to {MAX_STEP_RETRIES}"))
+    elif uses == "job" and retries:
+        problems.append(
+            (
+                f"{at}.max_retries",
+                "a job step is not retried in place (its worktree is the run's): "
+                "the task's max_retries retry the run",
+            )
+        )
+    args = raw.get("with", {})
+    if not isinstance(args, Mapping):
+        problems.append((f"{at}.with", "expected an object"))
+    elif uses == "webhook":
+        _check_webhook_args(at, args, problems)
+    if uses == "job" and _JOB_STEP in names:
+        problems.append(
+            (
+                f"{at}.uses",
+                f"at most one job step per pipeline (a run has one worktree): step {names[_JOB_STEP]} is one",
+            )
+        )
+    if uses == "job":
+        names.setdefault(_JOB_STEP, index)
+    _check_templates(at, args, condition, names, params, problems)
+    if step_id is not None:
+        names.setdefault(step_id, index)
+    if isinstance(save_as, str):
+        names.setdefault(save_as, index)
+    if len(problems) > before:
+        return None
+    return Step(
+        index=index,
+        id=cast(str, step_id),
+        uses=cast(StepKind, uses),
+        args=dict(args),
+        save_as=save_as,
+        condition=condition,
+        timeout_s=None if timeout is None else float(timeout),
+        max_retries=retries,
+    )
+
+
+def _check_webhook_args(at: str, args: Mapping[str, Any], problems: list[tuple[str, str]]) -> None:
+    for name in sorted(set(args) - WEBHOOK_FIELDS):
+        problems.append((f"{at}.with.{name}", "unknown field; a webhook step has url and body"))
+    url = args.get("url")
+    if not isinstance(url, str) or not url:
+        problems.append((f"{at}.with.url", "required: the URL to POST to"))
+    elif not has_references(url):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append((f"{at}.with.url", "must be an http(s) URL"))
+
+
+def _check_templates(
+    at: str,
+    args: Any,
+    condition: Any,
+    names: Mapping[str, int],
+    params: Mapping[str, Any],
+    problems: list[tuple[str, str]],
+) -> None:
+    for where, value in ((f"{at}.with", args), (f"{at}.if", condition)):
+        try:
+            for place, ref in references(value):
+                problem = _ref_problem(ref, names, params)
+                if problem is not None:
+                    problems.append((where + place, problem))
+        except TemplateInvalid as exc:
+            problems.append((where + exc.at, exc.message))
+
+
+def _ref_problem(ref: Ref, names: Mapping[str, int], params: Mapping[str, Any]) -> str | None:
+    if ref.root == "steps":
+        name = ref.path[0]
+        if name not in names:
+            return f"{ref.text}: no earlier step is named {name!r} (a step reads only the steps before it)"
+    elif ref.root == "params" and ref.path and ref.path[0] not in params:
+        return f"{ref.text}: payload.params has no {ref.path[0]!r}"
+    elif ref.root == "run" and ref.path[0] not in RUN_FIELDS:  # pragma: no cover - parse refuses it
+        return f"{ref.text}: unknown run field"
+    return None
+
+
+# -- execution ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StepEnd:
+    """How one step ended: its output (what later steps read), and if it failed, why."""
+
+    output: Any
+    error: str | None = None
+    retryable: bool = True
+    exit_reason: ExitReason = "error"
+    killed: bool = False  # the run was killed (or the server stops) during the step
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.killed
+
+
+@dataclass(slots=True)
+class _Deliveries:
+    """Futures of deliveries a webhook step waits for, resolved by the queue's attempt listener."""
+
+    waiting: dict[str, asyncio.Future[Delivery]] = field(default_factory=dict)
+
+    def attempted(self, delivery: Delivery) -> None:
+        future = self.waiting.get(delivery.id)
+        if future is not None and not future.done() and delivery.status != "pending":
+            future.set_result(delivery)
+
+
+class PipelineExecutor:
+    """The executor of runs of kind "pipeline" (a scheduled task's runs)."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobExecutor | None = None,
+        sessions: Sessions | None = None,
+        parse_session: Callable[[Any], SessionRequest] | None = None,
+        webhooks: Webhooks | None = None,
+        destinations: DestinationPolicy | None = None,
+    ) -> None:
+        self.jobs = jobs
+        self.sessions = sessions
+        self.parse_session = parse_session
+        self.webhooks = webhooks
+        self.destinations = destinations if destinations is not None else DestinationPolicy()
+        self._deliveries = _Deliveries()
+        if webhooks is not None:
+            webhooks.attempted.append(self._deliveries.attempted)
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    async def check_payload(self, payload: Any) -> Pipeline:
+        """`parse_pipeline`, then every step whose arguments have no template checked as it will run
+        (a job's repository, a session's agents, a webhook's destination): `TaskFieldInvalid`."""
+        pipeline = parse_pipeline(payload)
+        problems: list[tuple[str, str]] = []
+        for step in pipeline.steps:
+            if step.uses == "webhook":
+                url = step.args["url"]
+                if not has_references(url):
+                    problem = await self.destinations.check(url)
+                    if problem is not None:
+                        problems.append((f"{step.field}.with.url", f"destination not allowed: {problem}"))
+            elif not has_references(step.args):
+                problems += [(f"{step.field}.{f}", m) for f, m in await self._check_args(step, step.args)]
+        if problems:
+            raise TaskFieldInvalid(problems)
+        return pipeline
+
+    async def _check_args(self, step: Step, args: dict[str, Any]) -> list[tuple[str, str]]:
+        """Problems of a job or session step's (rendered) arguments, named under `with.`."""
+        if step.uses == "job":
+            if self.jobs is None:
+                return [("uses", "this server runs no jobs")]
+            try:
+                await self.jobs.validate(args)
+            except JobSpecInvalid as exc:
+                return [(f"with.{f}", m) for f, m in exc.problems]
+            except (RepositoryInvalid, RepositoryNotAllowed) as exc:
+                name = getattr(exc, "field", "repo_path")
+                return [(f"with.{name}", getattr(exc, "message", str(exc)))]
+            return []
+        if step.uses == "session":
+            try:
+                await self._session_request(args)
+            except _Invalid as exc:
+                return exc.problems
+        return []
+
+    async def _session_request(self, args: dict[str, Any]) -> SessionRequest:
+        if self.sessions is None or self.parse_session is None:
+            raise _Invalid([("uses", "this server runs no sessions")])
+        try:
+            request = self.parse_session(args)
+            await self.sessions.check_destinations(request)
+        except SessionRequestInvalid as exc:
+            raise _Invalid([(f"with.{p.path}", p.message) for p in exc.problems]) from None
+        except Exception as exc:  # the API's parser says 400 with (field, message) pairs
+            found = getattr(exc, "problems", None) or [("with", str(exc))]
+            raise _Invalid([(str(f), str(m)) for f, m in found]) from None
+        return request
+
+    async def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        payload = spec.get("payload")
+        await self.check_payload(payload)
+        event = spec.get("event")
+        topic = spec.get("topic")
+        if topic is not None and not isinstance(topic, str):
+            raise TaskFieldInvalid([("topic", "expected a string")])
+        return pipeline_spec(payload, event, topic)
+
+    async def recover(self, run: Run) -> dict[str, Any] | None:
+        """The steps done so far; a job step that was running has its worktree tidied as a job's."""
+        result = dict(run.result or {})
+        current = result.pop("current", None)
+        if isinstance(current, dict) and current.get("uses") == "job" and self.jobs is not None:
+            found = await self.jobs.recover(replace(run, spec=current["with"]))
+            if found is not None:
+                result.setdefault("steps", {})[current["id"]] = found
+        return result or None
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def execute(self, run: Run, ctx: RunContext) -> Outcome:
+        pipeline = parse_pipeline(run.spec["payload"])
+        clock = ctx.service.clock
+        await ctx.running()
+        outputs: dict[str, Any] = {}
+        scope: dict[str, Any] = {
+            "params": pipeline.params,
+            "steps": {},
+            "event": run.spec.get("event"),
+            "run": {
+                "id": run.id,
+                "attempt": run.attempt,
+                "trigger": run.trigger,
+                "task_id": run.task_id,
+                "topic": run.spec.get("topic"),
+            },
+        }
+        trace: list[dict[str, Any]] = []
+
+        def result() -> dict[str, Any]:
+            return {"steps": dict(outputs), "trace": list(trace)}
+
+        for step in pipeline.steps:
+            if ctx.killed.is_set():
+                return _killed(ctx, result())
+            started = clock.time()
+            scope["now"] = iso(started)
+            entry: dict[str, Any] = {"id": step.id, "uses": step.uses, "started_at": iso(started)}
+            trace.append(entry)
+            if step.condition is not None and not truthy(step.condition, scope):
+                entry.update(status="skipped", finished_at=iso(clock.time()))
+                ctx.output(f"[pipeline] step {step.id} skipped (if is false)\n")
+                continue
+            ctx.output(f"[pipeline] step {step.id} ({step.uses}) started\n")
+            try:
+                args = render(step.args, scope)
+                end = await self._run_step(step, args, run, ctx, result)
+            except TemplateMissing as exc:
+                end = StepEnd(None, f"template: {exc}", retryable=False)
+            entry.update(
+                status="completed" if end.ok else "failed",
+                finished_at=iso(clock.time()),
+                attempts=end.attempts,
+                error=end.error,
+            )
+            outputs[step.id] = end.output
+            scope["steps"][step.id] = end.output
+            if step.save_as:
+                scope["steps"][step.save_as] = end.output
+            ctx.output(
+                f"[pipeline] step {step.id} "
+                + ("completed\n" if end.ok else f"failed: {end.error or 'killed'}\n")
+            )
+            if end.killed or ctx.killed.is_set():
+                return _killed(ctx, result())
+            if not end.ok:
+                outcome = Outcome(
+                    "failed", end.exit_reason, f"step {step.id!r} ({step.uses}): {end.error}", result()
+                )
+                outcome.retryable = end.retryable
+                return outcome
+            await ctx.note(result=result())
+        return Outcome("completed", "agent_done", None, result())
+
+    async def _run_step(
+        self, step: Step, args: Any, run: Run, ctx: RunContext, progress: Callable[[], dict[str, Any]]
+    ) -> StepEnd:
+        if step.uses == "job":
+            return await self._job(step, args, run, ctx, progress)
+        if step.uses == "session":
+            end = StepEnd(None)
+            for attempt in range(1, step.max_retries + 2):
+                end = await self._session(step, args, run, ctx)
+                end.attempts = attempt
+                if end.ok or not end.retryable or end.killed or ctx.killed.is_set():
+                    break
+            return end
+        return await self._webhook(step, args, run, ctx)
+
+    async def _job(
+        self, step: Step, args: Any, run: Run, ctx: RunContext, progress: Callable[[], dict[str, Any]]
+    ) -> StepEnd:
+        problems = await self._check_args(step, args)
+        if problems:
+            return StepEnd(None, _invalid(problems), retryable=False)
+        assert self.jobs is not None
+        job = JobSpec.model_validate(await self.jobs.validate(args))
+        if step.timeout_s is not None:
+            job = job.model_copy(
+                update={"max_duration_s": max(1, min(job.max_duration_s, int(step.timeout_s)))}
+            )
+        # Stored before it starts, so a crash mid-job lets recovery tidy this worktree.
+        await ctx.note(
+            result={**progress(), "current": {"id": step.id, "uses": "job", "with": job.model_dump()}}
+        )
+        outcome = await self.jobs.execute_job(job, run, ctx)
+        output = {
+            "status": outcome.status,
+            "exit_reason": outcome.exit_reason,
+            "error": outcome.error,
+            **(outcome.result or {}),
+        }
+        if outcome.status == "completed":
+            return StepEnd(output)
+        killed = ctx.killed.is_set()
+        return StepEnd(output, outcome.error, exit_reason=outcome.exit_reason, killed=killed)
+
+    async def _session(self, step: Step, args: Any, run: Run, ctx: RunContext) -> StepEnd:
+        try:
+            request = await self._session_request(args)
+        except _Invalid as exc:
+            return StepEnd(None, _invalid(exc.problems), retryable=False)
+        assert self.sessions is not None
+        request.annotations = {**request.annotations, "coral.run": str(run.id), "coral.step": step.id}
+        session = await self.sessions.create(request)
+        ctx.output(f"[pipeline] step {step.id}: session {session.namespace}/{session.id} started\n")
+        timeout = step.timeout_s or DEFAULT_TIMEOUT_S
+        done = await _race(session.wait_closed(), ctx, timeout)
+        if not done:
+            await session.close(
+                "ttl" if not ctx.killed.is_set() else "deleted", f"run {run.id} step {step.id}"
+            )
+            await session.wait_closed()
+        output = end_report(session)
+        if ctx.killed.is_set():
+            return StepEnd(output, "killed", killed=True)
+        if not done:
+            return StepEnd(output, f"the session did not end within {timeout:g} s", exit_reason="timeout")
+        failed = [a.name for a in session.agents.values() if a.status == "failed"]
+        if failed:
+            return StepEnd(output, f"agents failed: {', '.join(failed)}", exit_reason="agent_error")
+        return StepEnd(output)
+
+    async def _webhook(self, step: Step, args: Any, run: Run, ctx: RunContext) -> StepEnd:
+        url, body = args.get("url"), args.get("body", {})
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            return StepEnd(None, f"with.url: not an http(s) URL after templating: {url!r}", retryable=False)
+        if self.webhooks is None:
+            return StepEnd(None, "this server sends no webhooks", retryable=False)
+        problem = await self.destinations.check(url)
+        if problem is not None:
+            return StepEnd(None, f"with.url: destination not allowed: {problem}", retryable=False)
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        delivery = await self.webhooks.send(
+            WEBHOOK_KIND, url, body, subject=f"runs/{run.id}", max_attempts=step.max_retries + 1
+        )
+        self._deliveries.waiting[delivery.id] = future
+        timeout = step.timeout_s or DEFAULT_TIMEOUT_S
+        try:
+            with contextlib.suppress(Exception):  # it may have been attempted before we listened
+                stored, _ = await self.webhooks.get(delivery.id)
+                if stored.status != "pending" and not future.done():
+                    future.set_result(stored)
+            done = await _race(asyncio.shield(future), ctx, timeout)
+        finally:
+            self._deliveries.waiting.pop(delivery.id, None)
+        if not done:
+            pending = {"delivery_id": delivery.id, "status": "pending"}
+            if ctx.killed.is_set():
+                return StepEnd(pending, "killed", killed=True)
+            return StepEnd(
+                pending,
+                f"no answer within {timeout:g} s (the delivery goes on in the background)",
+                exit_reason="timeout",
+            )
+        final = future.result()
+        output = {
+            "delivery_id": final.id,
+            "status": final.status,
+            "http_status": final.last_status,
+            "attempts": final.attempts,
+            "error": final.last_error,
+        }
+        if final.status == "delivered":
+            return StepEnd(output, attempts=final.attempts)
+        code = final.last_status
+        client_error = code is not None and 400 <= code < 500 and code not in (408, 425, 429)
+        refused = (final.last_error or "").startswith("destination not allowed")
+        return StepEnd(
+            output,
+            f"webhook failed: {final.last_error}",
+            retryable=not (client_error or refused),
+            attempts=final.attempts,
+        )
+
+
+class _Invalid(Exception):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = problems
+
+
+def _invalid(problems: list[tuple[str, str]]) -> str:
+    return "invalid arguments after templating: " + "; ".join(f"{f}: {m}" for f, m in problems)
+
+
+async def _race(awaitable: Any, ctx: RunContext, timeout_s: float) -> bool:
+    """Wait for `awaitable` unless the run is killed or `timeout_s` passes (on the run's clock);
+    True when it finished."""
+    work = asyncio.ensure_future(awaitable)
+    killed = asyncio.ensure_future(ctx.killed.wait())
+    deadline = asyncio.ensure_future(ctx.service.clock.sleep(timeout_s))
+    try:
+        await asyncio.wait({work, killed, deadline}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (killed, deadline):
+            task.cancel()
+        if not work.done():
+            work.cancel()
+    return work.done() and not work.cancelled()
+
+
+def _killed(ctx: RunContext, result: dict[str, Any]) -> Outcome:
+    if ctx.kill_reason == "user_cancelled":
+        return Outcome("killed", "user_cancelled", "killed by request", result)
+    outcome = Outcome("failed", ctx.kill_reason, "the server stopped", result)
+    return outcome
