@@ -14,11 +14,12 @@ Payload: `{"params": {...}, "pipeline": [step, ...]}`. A step:
 * `max_retries`: default 0; for a `session` the step is tried again, for a `webhook` they are the
   delivery's extra attempts; a `job` step is retried by the task (a new run), never in place.
 
-A run of kind "pipeline" has the spec `{"payload": ..., "event": {...} | None, "topic": str | None}`
-(`pipeline_spec`). Its steps run in order; each step's output is kept in the run's result under
-`steps.<id>`, with `trace` (one entry per step: status, times, error). A failing step fails the run:
-retryable (the task's `max_retries` apply) unless retrying cannot help (arguments invalid after
-templating, a missing reference, a webhook answered 4xx, a destination refused).
+A run of kind "pipeline" has its task's payload as its spec, plus, for a run an event fired,
+`event`: `{topic, payload, source}` (`pipeline_spec`). Its steps run in order; each step's output
+is kept in the run's result under `steps.<id>`, with `trace` (one entry per step: status, times,
+error). A failing step fails the run: retryable (the task's `max_retries` apply) unless retrying
+cannot help (arguments invalid after templating, a missing reference, a webhook's delivery that
+failed on a 4xx answer, a destination refused).
 """
 
 from __future__ import annotations
@@ -92,9 +93,15 @@ class Pipeline:
     steps: tuple[Step, ...]
 
 
-def pipeline_spec(payload: Any, event: Any = None, topic: str | None = None) -> dict[str, Any]:
-    """The spec of a pipeline run of a task whose payload is `payload` (fired by `event` on `topic`)."""
-    return {"payload": payload, "event": event, "topic": topic}
+def pipeline_spec(
+    payload: Mapping[str, Any], event: Any = None, topic: str | None = None, source: str | None = None
+) -> dict[str, Any]:
+    """The spec of a run of a task whose payload is `payload`, fired by `event` (its payload) on
+    `topic` by `source` when it is an event's run: the payload plus `event` {topic, payload, source}."""
+    spec = dict(payload)
+    if topic is not None:
+        spec["event"] = {"topic": topic, "payload": event, "source": source}
+    return spec
 
 
 def parse_pipeline(payload: Any) -> Pipeline:
@@ -360,13 +367,9 @@ class PipelineExecutor:
         return request
 
     async def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        payload = spec.get("payload")
-        await self.check_payload(payload)
-        event = spec.get("event")
-        topic = spec.get("topic")
-        if topic is not None and not isinstance(topic, str):
-            raise TaskFieldInvalid([("topic", "expected a string")])
-        return pipeline_spec(payload, event, topic)
+        """A task's payload checked (`check_payload`), as it is stored: `{params, pipeline}`."""
+        pipeline = await self.check_payload(spec)
+        return {"params": pipeline.params, "pipeline": list(spec["pipeline"])}
 
     async def recover(self, run: Run) -> dict[str, Any] | None:
         """The steps done so far; a job step that was running has its worktree tidied as a job's."""
@@ -381,20 +384,24 @@ class PipelineExecutor:
     # -- running --------------------------------------------------------------------------------
 
     async def execute(self, run: Run, ctx: RunContext) -> Outcome:
-        pipeline = parse_pipeline(run.spec["payload"])
+        spec = dict(run.spec)
+        fired = spec.pop("event", None)  # an event's run: {topic, payload, source}
+        event = fired if isinstance(fired, dict) else {}
+        pipeline = parse_pipeline(spec)
         clock = ctx.service.clock
         await ctx.running()
         outputs: dict[str, Any] = {}
         scope: dict[str, Any] = {
             "params": pipeline.params,
             "steps": {},
-            "event": run.spec.get("event"),
+            "event": event.get("payload"),
             "run": {
                 "id": run.id,
                 "attempt": run.attempt,
                 "trigger": run.trigger,
                 "task_id": run.task_id,
-                "topic": run.spec.get("topic"),
+                "topic": event.get("topic"),
+                "source": event.get("source"),
             },
         }
         trace: list[dict[str, Any]] = []

@@ -5,8 +5,9 @@ Syntax (also in the README):
 * `${params.x}`: the payload's `params` (`${params.repo.path}` goes into objects, `${params.list.0}`
   into lists by index);
 * `${steps.<id>.field}`: the output of an earlier step, by its `id` or its `save_as` name;
-* `${event.x}`: the payload of the event that fired the run (`POST /events`; `{}` otherwise);
-* `${run.id}`, `${run.attempt}`, `${run.trigger}`, `${run.task_id}`, `${run.topic}`;
+* `${event.x}`: the payload of the event that fired the run (`POST /events`; nothing otherwise);
+* `${run.id}`, `${run.attempt}`, `${run.trigger}` (cron, rrule, once, event, manual), `${run.task_id}`,
+  and for an event's run `${run.topic}` and `${run.source}` (the `source_agent_id` that sent it);
 * `${now}`: when the step starts, ISO-8601 UTC (`2026-11-29T19:40:00.000Z`).
 
 A string that is exactly one reference becomes the referenced value with its JSON type (an object,
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 
 ROOTS = ("params", "steps", "event", "run", "now")
-RUN_FIELDS = ("id", "attempt", "trigger", "task_id", "topic")
+RUN_FIELDS = ("id", "attempt", "trigger", "task_id", "topic", "source")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*|[0-9]+")
 _TOKEN = re.compile(r"\$\$\{|\$\{")
 FALSE_WORDS = frozenset({"", "false", "0", "no", "off", "null", "none"})

@@ -86,7 +86,7 @@ def test_a_valid_pipeline_keeps_its_steps_in_order_with_their_defaults() -> None
         ({"pipeline": [hook("a", timeout_seconds="5")]}, "payload.pipeline[0].timeout_seconds", "number"),
         ({"pipeline": [hook("a", max_retries=11)]}, "payload.pipeline[0].max_retries", "0 to 10"),
         ({"pipeline": [hook("a", max_retries=True)]}, "payload.pipeline[0].max_retries", "0 to 10"),
-        ({"pipeline": [hook("a", **{"if": 3})]}, "payload.pipeline[0].if", "boolean or a template"),
+        ({"pipeline": [{**hook("a"), "if": 3}]}, "payload.pipeline[0].if", "boolean or a template"),
         ({"pipeline": [{"id": "a", "uses": "webhook", "with": []}]}, "payload.pipeline[0].with", "object"),
         ({"pipeline": [hook("a", url="ftp://h/x")]}, "payload.pipeline[0].with.url", "http(s)"),
         (
@@ -139,7 +139,7 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
         (hook("b", body={"x": "${steps}"}), "payload.pipeline[1].with.body.x", "needs a step"),
         (hook("b", body={"x": "${run.owner}"}), "payload.pipeline[1].with.body.x", "run has the fields"),
         (hook("b", body={"x": "${params.a b}"}), "payload.pipeline[1].with.body.x", "bad name"),
-        (hook("b", **{"if": "${steps.c.ok}"}), "payload.pipeline[1].if", "no earlier step"),
+        ({**hook("b"), "if": "${steps.c.ok}"}, "payload.pipeline[1].if", "no earlier step"),
         (hook("b", url="${params.nope}"), "payload.pipeline[1].with.url", "no 'nope'"),
     ],
 )
@@ -270,9 +270,8 @@ class World:
         self, payload: dict[str, Any], event: Any = None, topic: str | None = None
     ) -> tuple[Run, Outcome]:
         """Admit a pipeline run and execute it here (no dispatcher: the test drives it)."""
-        run = await self.runs.submit(
-            KIND, pipeline_spec(payload, event, topic), trigger="manual", task_id="t-1"
-        )
+        run = await self.runs.submit(KIND, payload, trigger="manual", task_id="t-1")
+        run.spec = pipeline_spec(run.spec, event, topic, "agent-1")  # as an event's run carries it
         outcome = await self.executor.execute(run, RunContext(run, self.runs))
         return run, outcome
 
@@ -313,10 +312,10 @@ async def test_webhook_steps_feed_each_other_and_arrive_signed(world: World) -> 
                 url,
                 body={
                     "previous": "${steps.ping.http_status}",
-                    "line": "run ${run.id} (${run.topic}) at ${now}",
+                    "line": "run ${run.id} (${run.topic} from ${run.source}) at ${now}",
                 },
             ),
-            hook("skipped", url, **{"if": "${event.loud}"}),
+            {**hook("skipped", url), "if": "${event.loud}"},
         ],
     }
     run, outcome = await world.run(payload, event={"kind": "push"}, topic="repo.push")
@@ -324,7 +323,7 @@ async def test_webhook_steps_feed_each_other_and_arrive_signed(world: World) -> 
     sent = bodies(world.receiver)
     assert sent[0] == {"to": "ops", "kind": "push"}
     assert sent[1]["previous"] == 200
-    assert sent[1]["line"].startswith(f"run {run.id} (repo.push) at 20")
+    assert sent[1]["line"].startswith(f"run {run.id} (repo.push from agent-1) at 20")
     assert len(sent) == 2  # the third step's `if` was false
     assert all(not r.problems for r in world.receiver.requests)  # every one signed with our secret
     assert outcome.result is not None
@@ -418,7 +417,7 @@ async def test_a_killed_run_stops_between_steps(world: World) -> None:
 
     world.receiver.respond = hang
     url = world.receiver.url
-    run = await world.runs.submit(KIND, pipeline_spec({"pipeline": [hook("a", url), hook("b", url)]}))
+    run = await world.runs.submit(KIND, {"pipeline": [hook("a", url), hook("b", url)]})
     ctx = RunContext(run, world.runs)
     ctx.kill_reason = "user_cancelled"
     ctx.killed.set()
@@ -434,7 +433,5 @@ async def test_steps_that_need_a_service_this_server_lacks_are_refused_when_chec
         )
     assert caught.value.problems == [("payload.pipeline[0].uses", "this server runs no jobs")]
     with pytest.raises(TaskFieldInvalid) as caught:
-        await world.executor.validate(
-            pipeline_spec({"pipeline": [{"id": "s", "uses": "session", "with": {}}]})
-        )
+        await world.executor.validate({"pipeline": [{"id": "s", "uses": "session", "with": {}}]})
     assert caught.value.problems == [("payload.pipeline[0].uses", "this server runs no sessions")]
