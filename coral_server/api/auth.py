@@ -11,6 +11,8 @@ from coral_server.api.errors import Handler, error_response
 from coral_server.redaction import SECRETS
 
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/health"})
+# Path prefixes that need a key: the API, its WebSockets, and the reference's /tasks and /events.
+PROTECTED = ("/api/", "/ws/", "/tasks", "/events")
 
 
 def bearer_middleware(keys: tuple[str, ...]) -> Middleware:
@@ -19,7 +21,7 @@ def bearer_middleware(keys: tuple[str, ...]) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not encoded or not request.path.startswith(("/api/", "/ws/")) or request.path in PUBLIC_PATHS:
+        if not encoded or not request.path.startswith(PROTECTED) or request.path in PUBLIC_PATHS:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
