@@ -19,11 +19,12 @@ from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import runs as run_routes
 from coral_server.api import sessions as session_routes
+from coral_server.api import tasks as task_routes
 from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, WEBHOOKS
+from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, TASKS, WEBHOOKS
 from coral_server.clock import SystemClock
 from coral_server.config import Settings
 from coral_server.events import SERVER_TOPIC, EventBus
@@ -43,7 +44,7 @@ from coral_server.sessions.launch import AgentLauncher
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
-from coral_server.tasks.pipeline import KIND as PIPELINE
+from coral_server.tasks import PIPELINE, Tasks
 from coral_server.tasks.pipeline import PipelineExecutor
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.destinations import DestinationPolicy
@@ -189,8 +190,10 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         instance=settings.resolve_instance_id(),
         webhooks=app[WEBHOOKS],
     )
+    app[TASKS] = Tasks(lambda: database.store.tasks, app[RUNS], clock)
     session_routes.add_routes(app)
     run_routes.add_routes(app)
+    task_routes.add_routes(app)
     registry_routes.add_routes(app)
     event_routes.add_routes(app)
     webhook_routes.add_routes(app)
@@ -215,6 +218,7 @@ def _store_event(events: EventBus, available: bool, error: str | None) -> None:
 
 
 async def _close_sessions(app: web.Application) -> None:
+    await app[TASKS].close()  # no more fires
     await app[RUNS].close()  # their agents stopped, their work committed to their branches
     await app[SESSIONS].shutdown()
 
@@ -238,6 +242,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[SUPERVISOR].reap_orphans(app[DOCKER].remove)
     await app[SESSIONS].recover(app[REPORTER].send)
     await app[RUNS].start()  # runs a dead server left active end (server_restart), their work kept
+    await app[TASKS].start()  # the scheduler loop: due tasks fire, failed runs get their retries
     try:
         yield
     finally:

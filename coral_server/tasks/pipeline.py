@@ -29,7 +29,7 @@ import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 from coral_server.jobs.executor import JobExecutor
@@ -41,7 +41,7 @@ from coral_server.scheduler.errors import TaskFieldInvalid
 from coral_server.sessions import SessionRequest, Sessions
 from coral_server.sessions.errors import SessionRequestInvalid
 from coral_server.sessions.report import end_report
-from coral_server.store import Delivery
+from coral_server.store import Delivery, DeliveryAttempt
 from coral_server.tasks.templates import (
     RUN_FIELDS,
     Ref,
@@ -53,7 +53,6 @@ from coral_server.tasks.templates import (
     truthy,
 )
 from coral_server.webhooks.destinations import DestinationPolicy
-from coral_server.webhooks.service import Webhooks
 
 KIND = "pipeline"
 StepKind = Literal["job", "session", "webhook"]
@@ -67,6 +66,24 @@ DEFAULT_TIMEOUT_S = 30
 WEBHOOK_KIND = "task_step"
 _JOB_STEP = "\0job"  # in the names seen so far: the index of the job step (never a valid name)
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+class Deliveries(Protocol):
+    """What a webhook step needs of the one delivery queue (`webhooks.service.Webhooks`)."""
+
+    attempted: list[Callable[[Delivery], None]]
+
+    async def send(
+        self,
+        kind: str,
+        url: str,
+        payload: Any,
+        *,
+        subject: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Delivery: ...
+
+    async def get(self, id: str) -> tuple[Delivery, list[DeliveryAttempt]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +298,7 @@ class StepEnd:
 
 
 @dataclass(slots=True)
-class _Deliveries:
+class _Waiting:
     """Futures of deliveries a webhook step waits for, resolved by the queue's attempt listener."""
 
     waiting: dict[str, asyncio.Future[Delivery]] = field(default_factory=dict)
@@ -301,7 +318,7 @@ class PipelineExecutor:
         jobs: JobExecutor | None = None,
         sessions: Sessions | None = None,
         parse_session: Callable[[Any], SessionRequest] | None = None,
-        webhooks: Webhooks | None = None,
+        webhooks: Deliveries | None = None,
         destinations: DestinationPolicy | None = None,
     ) -> None:
         self.jobs = jobs
@@ -309,7 +326,7 @@ class PipelineExecutor:
         self.parse_session = parse_session
         self.webhooks = webhooks
         self.destinations = destinations if destinations is not None else DestinationPolicy()
-        self._deliveries = _Deliveries()
+        self._deliveries = _Waiting()
         if webhooks is not None:
             webhooks.attempted.append(self._deliveries.attempted)
 
