@@ -94,7 +94,8 @@ async def run_ended(coral: Coral, run_id: int, timeout: float = 30) -> dict[str,
         assert status == 200, run
         return run if run["status"] in FINAL else None
 
-    return await wait_until(ended, timeout, interval=0.1, what=f"run {run_id} to end")  # type: ignore[no-any-return]
+    run: dict[str, Any] = await wait_until(ended, timeout, interval=0.1, what=f"run {run_id} to end")  # type: ignore[arg-type]
+    return run
 
 
 async def test_a_job_step_then_a_webhook_step_that_reads_its_output(
