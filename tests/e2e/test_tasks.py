@@ -311,16 +311,7 @@ async def test_unknown_tasks_are_404_and_canceled_ones_409(coral: Coral) -> None
     assert (status, still["status"]) == (200, "canceled")
 
 
-async def test_bad_listings_previews_and_events_are_400(coral: Coral) -> None:
-    for path in [
-        "/tasks?status=sleeping",
-        "/tasks?schedule_kind=weekly",
-        "/tasks?limit=0",
-        "/tasks?offset=-1",
-    ]:
-        status, out = await coral.request("GET", path)
-        assert status == 400, (path, out)
-        assert out["errors"][0]["field"] == path.split("?")[1].split("=")[0]
+async def test_bad_previews_and_events_are_400(coral: Coral) -> None:
     status, out = await coral.request(
         "POST", "/tasks/preview", {"schedule_kind": "cron", "schedule_expr": "* * *"}
     )
@@ -333,14 +324,3 @@ async def test_bad_listings_previews_and_events_are_400(coral: Coral) -> None:
     assert status == 400 and out["errors"][0]["field"] == "topic", out
     status, out = await coral.request("POST", "/tasks", [1])
     assert status == 400, out
-
-
-async def test_tasks_and_events_need_the_bearer_key(tmp_path: Path) -> None:
-    async for coral in start_coral(tmp_path, auth_keys=("k",)):
-        coral.headers = {}
-        for method, path in [("GET", "/tasks"), ("POST", "/tasks"), ("POST", "/events"), ("GET", "/tasks/x")]:
-            status, out = await coral.request(method, path, {})
-            assert status == 401, (method, path, out)
-        coral.headers = {"Authorization": "Bearer k"}
-        status, out = await coral.request("GET", "/tasks")
-        assert (status, out["total"]) == (200, 0)
