@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from coral_server.webhooks.verify import verify_webhook
-from tests.conftest import Coral, start_coral, wait_until
+from tests.conftest import Coral, agent_spec, session_body, start_coral, wait_until
 from tests.fakes.anthropic import FakeAnthropic, bash
 from tests.jobs.clis import agent_repo, claude_binary, git
 
@@ -162,6 +162,39 @@ async def test_a_job_step_then_a_webhook_step_that_reads_its_output(
     assert [r["run_id"] for r in listed["items"]] == [run_id] and listed["total"] == 1
     assert [r["run_id"] for r in everywhere["runs"]] == [run_id]
     assert detail["last_run"]["run_id"] == run_id and detail["run_counts"] == {"completed": 1}
+
+
+async def test_a_session_step_waits_for_the_session_and_passes_on_its_end_report(
+    coral: Coral, receiver: Receiver, tmp_path: Path
+) -> None:
+    def sleeper(name: str, exit_after_s: float) -> dict[str, Any]:
+        options = {"PID_FILE": {"type": "string", "value": str(tmp_path / f"{name}.pid")}}
+        return agent_spec(name, "sleeper", options={**options, "EXIT_AFTER_S": exit_after_s})
+
+    pipeline = [
+        {"id": "talk", "uses": "session", "with": session_body([sleeper("quick", 0.05)], namespace="steps")},
+        webhook(
+            "tell", receiver.url, {"why": "${steps.talk.reason}", "code": "${steps.talk.agents.0.exitCode}"}
+        ),
+        {
+            "id": "stuck",
+            "uses": "session",
+            "with": session_body([sleeper("forever", -1)], namespace="steps"),
+            "timeout_seconds": 1,
+        },
+    ]
+    made = await create(coral, task("once", "2099-01-01T00:00:00Z", pipeline))
+    _, started = await coral.request("POST", f"/tasks/{made['id']}/run_now")
+    run = await run_ended(coral, started["run"]["run_id"])
+    assert receiver.bodies == [{"why": "all_agents_exited", "code": 7}]
+    assert (run["status"], run["exit_reason"]) == ("failed", "timeout"), run
+    assert run["error_msg"] == "step 'stuck' (session): the session did not end within 1 s"
+    steps = run["result"]["steps"]
+    assert steps["talk"]["reason"] == "all_agents_exited"
+    assert steps["stuck"]["reason"] == "ttl" and steps["stuck"]["agents"][0]["name"] == "forever"
+    assert [t["status"] for t in run["result"]["trace"]] == ["completed", "completed", "failed"]
+    status, sessions = await coral.request("GET", "/api/v1/session/steps")
+    assert status == 404 or all(s["closing"] for s in sessions), sessions  # none left running
 
 
 async def test_an_event_fires_every_active_task_of_its_topic(coral: Coral, receiver: Receiver) -> None:

@@ -7,23 +7,31 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
 
 from coral_server.clock import SystemClock
 from coral_server.events import EventBus
+from coral_server.jobs.agents import AGENTS, Endpoint, Secret
+from coral_server.jobs.executor import AgentSetup, JobExecutor, JobSettings
+from coral_server.jobs.spec import JobSpec
+from coral_server.jobs.worktree import create_worktree
 from coral_server.runs.model import Run
 from coral_server.runs.service import Outcome, RunContext, Runs
 from coral_server.scheduler.errors import TaskFieldInvalid
 from coral_server.store.database import Database
+from coral_server.supervision import Supervisor
 from coral_server.tasks.pipeline import KIND, PipelineExecutor, parse_pipeline, pipeline_spec
 from coral_server.tasks.templates import TemplateInvalid, TemplateMissing, parse, render, truthy
 from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.service import Webhooks
 from coral_server.webhooks.signing import WebhookSigner
+from tests.jobs.clis import agent_repo, git
 from tests.webhooks.conftest import NEW_SECRET, Receiver
+
+__all__ = ["agent_repo"]  # a fixture, imported so pytest finds it
 
 
 def hook(
@@ -435,3 +443,60 @@ async def test_steps_that_need_a_service_this_server_lacks_are_refused_when_chec
     with pytest.raises(TaskFieldInvalid) as caught:
         await world.executor.validate({"pipeline": [{"id": "s", "uses": "session", "with": {}}]})
     assert caught.value.problems == [("payload.pipeline[0].uses", "this server runs no sessions")]
+
+
+# -- job steps: checked after templating, and tidied after a crash -------------------------------
+
+
+def job_executor() -> JobExecutor:
+    """A job executor that can check job requests and recover worktrees (it starts no CLI here)."""
+    claude = AgentSetup(AGENTS["claude"], "/bin/false", Endpoint(Secret("k")))
+    return JobExecutor(cast(Supervisor, None), JobSettings(agents={"claude": claude}, owner="inst"))
+
+
+async def test_a_job_step_whose_templated_repository_is_not_a_repository_fails_non_retryable(
+    world: World, tmp_path: Path
+) -> None:
+    world.executor.jobs = job_executor()
+    plain = tmp_path / "not-a-repo"
+    plain.mkdir()
+    payload = {
+        "params": {"repo": str(plain)},
+        "pipeline": [{"id": "code", "uses": "job", "with": {"prompt": "p", "repo_path": "${params.repo}"}}],
+    }
+    await world.executor.check_payload(payload)  # templated: checked when it runs
+    _, outcome = await world.run(payload)
+    assert (outcome.status, outcome.retryable) == ("failed", False)
+    assert outcome.error is not None
+    assert outcome.error.startswith("step 'code' (job): invalid arguments after templating: with.repo_path")
+    with pytest.raises(TaskFieldInvalid) as caught:  # the same, written out: a 400 when saved
+        await world.executor.check_payload(
+            {"pipeline": [{"id": "code", "uses": "job", "with": {"prompt": "p", "repo_path": str(plain)}}]}
+        )
+    assert caught.value.field == "payload.pipeline[0].with.repo_path"
+
+
+async def test_recovery_keeps_the_work_of_the_job_step_a_crash_interrupted(
+    agent_repo: Path, world: World
+) -> None:
+    jobs = job_executor()
+    executor = PipelineExecutor(jobs=jobs)
+    wt = await create_worktree(agent_repo, 5, owner="inst")
+    (wt.path / "draft.txt").write_text("half done\n")
+    job = JobSpec(prompt="p", repo_path=str(agent_repo)).model_dump()
+    run = Run(
+        id=5,
+        kind=KIND,
+        trigger="cron",
+        status="running",
+        spec={"pipeline": [{"id": "code", "uses": "job", "with": {}}]},
+        display_name="t",
+        created_at=0.0,
+        result={"steps": {"before": {"ok": 1}}, "current": {"id": "code", "uses": "job", "with": job}},
+    )
+    result = await executor.recover(run)
+    assert result is not None and "current" not in result
+    assert result["steps"]["before"] == {"ok": 1}
+    assert result["steps"]["code"]["worktree"]["branch"] == "coral/run-5"
+    assert git(agent_repo, "show", "coral/run-5:draft.txt") == "half done\n"  # its work committed
+    assert not wt.path.exists()  # and its worktree removed (cleanup_worktree defaults to true)
