@@ -643,8 +643,19 @@ class RunOut(TypedDict):
     id: Annotated[int, Field(description="The run's id (the same as run_id)")]
     run_id: int
     status: RunStatus
-    trigger_type: Annotated[Trigger, Field(description="What started it: api for POST /api/tasks/run")]
-    kind: Annotated[str, Field(description="What executes it: job (a coding-agent CLI in a worktree)")]
+    trigger_type: Annotated[
+        Trigger,
+        Field(
+            description="What started it: api for POST /api/tasks/run; a scheduled task's cron, rrule, "
+            "once, event (POST /events) or manual (run_now)"
+        ),
+    ]
+    kind: Annotated[
+        str,
+        Field(
+            description="What executes it: job (a coding-agent CLI in a worktree), pipeline (a task's steps)"
+        ),
+    ]
     display_name: str
     agent_type: Annotated[str | None, Field(description="claude, gemini, codex or coral")]
     worktree_path: Annotated[str | None, Field(description="{repo_path}_task_run_{id}; null until made")]
@@ -660,9 +671,11 @@ class RunOut(TypedDict):
     result: Annotated[
         dict[str, Any] | None,
         Field(
-            description="Once it ended: mode (headless or interactive), exit_code, agent (the CLI's final "
-            "text, isError, usage, costUsd, turns, sessionId), branch, head_sha, base_sha, commit_count, "
-            "files_changed, auto_committed (uncommitted work was committed to the branch), worktree"
+            description="Once it ended. A job: mode (headless or interactive), exit_code, agent (the CLI's "
+            "final text, isError, usage, costUsd, turns, sessionId), branch, head_sha, base_sha, "
+            "commit_count, files_changed, auto_committed (uncommitted work was committed to the branch), "
+            "worktree. A pipeline: steps (each step's output by id) and trace (each step's status, "
+            "times, error); while it runs, the steps done so far"
         ),
     ]
     waiting_for: Annotated[str | None, Field(description="What it asks while waiting_input")]
