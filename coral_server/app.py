@@ -23,7 +23,7 @@ from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog
 from coral_server.api.auth import bearer_middleware
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, WEBHOOKS
+from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, TASKS, WEBHOOKS
 from coral_server.clock import SystemClock
 from coral_server.config import Settings
 from coral_server.events import SERVER_TOPIC, EventBus
@@ -43,6 +43,7 @@ from coral_server.sessions.launch import AgentLauncher
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
+from coral_server.tasks import Tasks, TaskSettings
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.secrets import load_or_create_secret
@@ -182,6 +183,14 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         cap=settings.max_concurrent_jobs,
         instance=settings.resolve_instance_id(),
         webhooks=app[WEBHOOKS],
+        key_limits=settings.task_key_limits(),
+        default_key_limit=settings.task_concurrency_default,
+    )
+    app[TASKS] = Tasks(
+        lambda: database.store.tasks,
+        app[RUNS],
+        clock,
+        TaskSettings(settings.task_misfire_grace_s, settings.task_retry_base_s, settings.task_retry_cap_s),
     )
     session_routes.add_routes(app)
     run_routes.add_routes(app)
@@ -209,6 +218,7 @@ def _store_event(events: EventBus, available: bool, error: str | None) -> None:
 
 
 async def _close_sessions(app: web.Application) -> None:
+    await app[TASKS].close()  # the scheduler loop first: it creates runs
     await app[RUNS].close()  # their agents stopped, their work committed to their branches
     await app[SESSIONS].shutdown()
 
@@ -232,9 +242,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[SUPERVISOR].reap_orphans(app[DOCKER].remove)
     await app[SESSIONS].recover(app[REPORTER].send)
     await app[RUNS].start()  # runs a dead server left active end (server_restart), their work kept
+    await app[TASKS].start()  # the scheduler loop: what came due while down follows the misfire rule
     try:
         yield
     finally:
+        await app[TASKS].close()
         await app[SESSIONS].shutdown()  # their end reports are queued (stored) before the queue stops
         if ZYGOTE in app:
             await app[ZYGOTE].close()  # after the sessions: it reports their agents' exits
