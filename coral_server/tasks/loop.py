@@ -40,12 +40,16 @@ log = logging.getLogger("coral_server.tasks")
 
 PIPELINE = "pipeline"  # the run kind of a task's runs
 BATCH = 500  # tasks (or retries) read per store hop
+# A fire this late is on time whatever the grace: the loop's own wake-up delay on a busy machine is
+# not a misfire (with a grace of 0, every real fire would be skipped otherwise).
+ON_TIME_S = 1.0
 ERROR_PAUSE_S = 1.0  # before the next pass after the store refused one
 
 
 @dataclass(frozen=True, slots=True)
 class TaskSettings:
-    """The scheduler's settings: how late a fire may still run, and the retry backoff's base and cap."""
+    """The scheduler's settings: how late a fire may still run (`misfire_grace_s`; never less than
+    `ON_TIME_S`), and the retry backoff's base and cap."""
 
     misfire_grace_s: float = DEFAULT_GRACE.total_seconds()
     retry_base_s: float = 10.0
@@ -164,7 +168,7 @@ class TaskLoop:
         """Act on one due task; the runs created (0 or 1), or None if it changed meanwhile."""
         try:
             schedule = self._schedules.load(task.schedule_kind, task.schedule_expr, task.timezone)
-            decision = decide(task, schedule, now, self.settings.misfire_grace_s)
+            decision = decide(task, schedule, now, max(self.settings.misfire_grace_s, ON_TIME_S))
         except Exception as exc:  # a stored schedule that no longer loads: disarm it, say why
             log.exception("task.plan_failed task=%s", task.id)
             fire = Fire(task.id, task.version, now, replan=True, skip_reason=f"cannot plan: {exc}")
