@@ -189,6 +189,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_queue ON runs (priority, COALESCE(not_before, created_at), id)"
             " WHERE status = 'pending' AND owner IS NULL",
             "CREATE INDEX runs_waiting ON runs (waiting_reason) WHERE status = 'pending' AND owner IS NULL",
+            # The runs that hold a slot (runs_sql._BUSY_SQL, word for word), by key: counting them
+            # reads only them, not the queue.
+            "CREATE INDEX runs_busy ON runs (concurrency_key) WHERE"
+            " (status IN ('running', 'waiting_input') OR (status = 'pending' AND owner IS NOT NULL))",
             # One retry per failed attempt, whoever creates it (the loop, or recovery after a crash).
             "CREATE UNIQUE INDEX runs_retry_of ON runs (retry_of) WHERE retry_of IS NOT NULL",
         ),

@@ -291,7 +291,7 @@ class Tasks:
     def next_fires(self, task: Task, n: int = 5) -> list[datetime]:
         """The task's next `n` fire times (UTC): none unless active; the first is its planned one (a
         snooze included), the rest follow its schedule."""
-        if task.status != "active" or task.next_fire_at is None:
+        if task.status != "active" or task.next_fire_at is None or n < 1:
             return []
         first = task.next_fire_at
         return [instant(first), *next_fires(self._schedule(task), instant(first), n - 1)][:n]
