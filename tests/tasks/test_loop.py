@@ -486,3 +486,21 @@ async def test_a_run_a_crashed_server_left_running_is_failed_and_retried(worlds:
     runs = await second.wait_runs(task.id, 2)
     assert (runs[0].status, runs[0].exit_reason) == ("failed", "server_restart")
     assert (runs[1].retry_of, runs[1].attempt, runs[1].trigger) == (run.id, 2, "manual")
+
+
+async def test_the_loop_sleeps_until_the_next_fire_without_polling(world: World) -> None:
+    passes = 0
+    due = world.store.tasks.due
+
+    async def counted(now: float, limit: int) -> list[Any]:
+        nonlocal passes
+        passes += 1
+        return await due(now, limit)
+
+    world.store.tasks.due = counted  # type: ignore[method-assign]
+    await world.tasks.create(body())
+    await world.clock.sleepers(due=(T0 + HOUR).timestamp())
+    before = passes
+    world.clock.advance(1800)  # half-way: nothing due, nothing to do
+    await loop_steps(100)
+    assert passes == before and world.clock.deadlines() == [(T0 + HOUR).timestamp()]
