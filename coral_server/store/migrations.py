@@ -189,6 +189,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_queue ON runs (priority, COALESCE(not_before, created_at), id)"
             " WHERE status = 'pending' AND owner IS NULL",
             "CREATE INDEX runs_waiting ON runs (waiting_reason) WHERE status = 'pending' AND owner IS NULL",
+            "CREATE INDEX runs_not_before ON runs (not_before)"
+            " WHERE status = 'pending' AND owner IS NULL AND not_before IS NOT NULL",
             # The runs that hold a slot (runs_sql._BUSY_SQL, word for word), by key: counting them
             # reads only them, not the queue.
             "CREATE INDEX runs_busy ON runs (concurrency_key) WHERE"

@@ -210,7 +210,8 @@ def _note_waiting(conn: sqlite3.Connection, now: float | None, full_keys: list[s
 
 def next_not_before(conn: sqlite3.Connection, now: float) -> float | None:
     (at,) = conn.execute(
-        "SELECT MIN(not_before) FROM runs WHERE status = 'pending' AND owner IS NULL AND not_before > ?",
+        "SELECT MIN(not_before) FROM runs INDEXED BY runs_not_before"
+        " WHERE status = 'pending' AND owner IS NULL AND not_before > ?",
         (now,),
     ).fetchone()
     return None if at is None else float(at)
