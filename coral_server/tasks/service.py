@@ -279,8 +279,8 @@ class Tasks:
                         self._runs.admitted(fired.run)
                         started.append(fired.run)
                     break
-                refreshed = await self.store.get(task.id)
-                if refreshed is None or refreshed.status != "active":
+                refreshed = await self.store.get(task.id)  # changed meanwhile: is it still listening?
+                if refreshed is None or refreshed.status != "active" or refreshed.schedule_expr != topic:
                     break
                 task = refreshed
         log.info("task.event topic=%s tasks_fired=%s", topic, len(started))
