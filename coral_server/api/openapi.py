@@ -80,6 +80,9 @@ _BAD_TASK = (
 )
 _WITH_BODY = (400, 404, 409, 415)
 _STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
+_STREAM_ERRORS = (400, 404, 429)
+_SESSION_CAP = (429, "The server runs max_sessions live sessions: try again after Retry-After")
+_STREAM_CAP = (429, "This client (bearer key, else address) has max_streams_per_client streams open")
 OPERATIONS: list[Operation] = [
     Operation(
         "post",
@@ -88,7 +91,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_STORED,
+        errors=(*_STORED, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "post",
@@ -97,7 +101,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_STORED,
+        errors=(*_STORED, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "get", _S, "List sessions of every namespace", "sessions", response=[m.NamespaceSessions], errors=()
@@ -216,6 +221,8 @@ OPERATIONS: list[Operation] = [
         "events",
         stream="text/event-stream",
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "get",
@@ -224,6 +231,8 @@ OPERATIONS: list[Operation] = [
         "events",
         status=101,
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "post",
@@ -284,7 +293,8 @@ OPERATIONS: list[Operation] = [
         "jobs",
         stream="text/event-stream",
         first_event=m.RunSnapshot,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
     Operation(
         "get",
@@ -293,7 +303,8 @@ OPERATIONS: list[Operation] = [
         "jobs",
         status=101,
         first_event=m.RunSnapshot,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
     Operation(
         "post",

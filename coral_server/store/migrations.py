@@ -184,6 +184,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_concurrency ON runs (concurrency_key, status)"
             " WHERE concurrency_key IS NOT NULL",
             "CREATE INDEX runs_retry_pending ON runs (id) WHERE retry_pending = 1",
+            # The dispatcher's queue in claim order (priority, due time, id), and its waiting runs by
+            # reason: a claim reads and updates only what it needs, however many runs are queued.
+            "CREATE INDEX runs_queue ON runs (priority, COALESCE(not_before, created_at), id)"
+            " WHERE status = 'pending' AND owner IS NULL",
+            "CREATE INDEX runs_waiting ON runs (waiting_reason) WHERE status = 'pending' AND owner IS NULL",
+            "CREATE INDEX runs_not_before ON runs (not_before)"
+            " WHERE status = 'pending' AND owner IS NULL AND not_before IS NOT NULL",
+            # The runs that hold a slot (runs_sql._BUSY_SQL, word for word), by key: counting them
+            # reads only them, not the queue.
+            "CREATE INDEX runs_busy ON runs (concurrency_key) WHERE"
+            " (status IN ('running', 'waiting_input') OR (status = 'pending' AND owner IS NOT NULL))",
             # One retry per failed attempt, whoever creates it (the loop, or recovery after a crash).
             "CREATE UNIQUE INDEX runs_retry_of ON runs (retry_of) WHERE retry_of IS NOT NULL",
         ),

@@ -22,6 +22,7 @@ from coral_server.store.writer import Writer
 
 _ACTIVE_SQL = "status IN ('pending', 'running', 'waiting_input')"
 # Runs that hold a slot: started ones, and pending ones a dispatcher has claimed (being prepared).
+# Word for word the condition of the `runs_busy` index, so that counting them reads only them.
 _BUSY_SQL = "(status IN ('running', 'waiting_input') OR (status = 'pending' AND owner IS NOT NULL))"
 _MUTABLE = (
     "status",
@@ -113,8 +114,9 @@ def admit(conn: sqlite3.Connection, run: Run, cap: int | None) -> Run:
         (active,) = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {_ACTIVE_SQL}").fetchone()
         if active >= cap:
             raise RunLimitReached(cap)
-    if run.not_before is not None and run.not_before > run.created_at:
-        run.waiting_reason = "not_before"
+    if run.status == "pending":
+        due_later = run.not_before is not None and run.not_before > run.created_at
+        run.waiting_reason = "not_before" if due_later else "capacity"
     cursor = conn.execute(
         f"INSERT INTO runs ({', '.join(_ADMITTED)}) VALUES ({', '.join('?' * len(_ADMITTED))})",
         tuple(_value(run, column) for column in _ADMITTED),
@@ -140,19 +142,19 @@ def claim(
     def key_limit(key: str) -> int:
         return limits.get(key, default_key_limit)
 
-    (busy,) = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {_BUSY_SQL}").fetchone()
+    (busy,) = conn.execute(f"SELECT COUNT(*) FROM runs INDEXED BY runs_busy WHERE {_BUSY_SQL}").fetchone()
     key_busy: dict[str, int] = {
         key: count
         for key, count in conn.execute(
-            f"SELECT concurrency_key, COUNT(*) FROM runs WHERE concurrency_key IS NOT NULL AND {_BUSY_SQL}"
-            " GROUP BY concurrency_key"
+            "SELECT concurrency_key, COUNT(*) FROM runs INDEXED BY runs_busy"
+            f" WHERE concurrency_key IS NOT NULL AND {_BUSY_SQL} GROUP BY concurrency_key"
         )
     }
     room = min(limit, cap - busy)
     runs: list[Run] = []
     if room > 0:
         full = sorted(key for key, count in key_busy.items() if count >= key_limit(key))
-        sql = "SELECT * FROM runs WHERE status = 'pending' AND owner IS NULL"
+        sql = "SELECT * FROM runs INDEXED BY runs_queue WHERE status = 'pending' AND owner IS NULL"
         args: list[Any] = []
         if now is not None:
             sql += " AND (not_before IS NULL OR not_before <= ?)"
@@ -179,23 +181,37 @@ def claim(
 
 
 def _note_waiting(conn: sqlite3.Connection, now: float | None, full_keys: list[str]) -> None:
-    """Say why each run left pending waits (written only where the reason changed)."""
-    key_test = f"concurrency_key IN ({', '.join('?' * len(full_keys))})" if full_keys else "0"
-    reason = (
-        "CASE WHEN not_before IS NOT NULL AND not_before > ? THEN 'not_before'"
-        f" WHEN {key_test} THEN 'concurrency_key' ELSE 'capacity' END"
-    )
-    moment = float("inf") if now is None else now  # no time given: none waits for it
+    """Say why the runs left pending wait. A run is admitted waiting for `capacity` (a slot under the
+    cap) or, due later, for `not_before`; here a due time that came turns into `capacity`, a key with
+    no free slot into `concurrency_key`, and one with a free slot back into `capacity`. Each update
+    reads only the runs it changes (the `runs_waiting` and `runs_concurrency` indexes)."""
+    pending = "status = 'pending' AND owner IS NULL"
+    if now is not None:
+        conn.execute(
+            f"UPDATE runs SET waiting_reason = 'capacity'"
+            f" WHERE waiting_reason = 'not_before' AND {pending} AND not_before <= ?",
+            (now,),
+        )
+    marks = ", ".join("?" * len(full_keys))
     conn.execute(
-        f"UPDATE runs SET waiting_reason = {reason}"
-        f" WHERE status = 'pending' AND owner IS NULL AND waiting_reason IS NOT ({reason})",
-        (moment, *full_keys, moment, *full_keys),
+        f"UPDATE runs SET waiting_reason = 'capacity' WHERE waiting_reason = 'concurrency_key' AND {pending}"
+        + (f" AND concurrency_key NOT IN ({marks})" if full_keys else ""),
+        full_keys,
     )
+    if full_keys:
+        due = "" if now is None else " AND (not_before IS NULL OR not_before <= ?)"
+        conn.execute(
+            f"UPDATE runs SET waiting_reason = 'concurrency_key'"
+            f" WHERE concurrency_key IN ({marks}) AND {pending}{due}"
+            " AND waiting_reason IS NOT 'concurrency_key'",
+            (*full_keys, *(() if now is None else (now,))),
+        )
 
 
 def next_not_before(conn: sqlite3.Connection, now: float) -> float | None:
     (at,) = conn.execute(
-        "SELECT MIN(not_before) FROM runs WHERE status = 'pending' AND owner IS NULL AND not_before > ?",
+        "SELECT MIN(not_before) FROM runs INDEXED BY runs_not_before"
+        " WHERE status = 'pending' AND owner IS NULL AND not_before > ?",
         (now,),
     ).fetchone()
     return None if at is None else float(at)

@@ -162,6 +162,10 @@ class TaskStore(Protocol):
         """Apply `fire` (see `Fire`); None when the task changed or left `fire.statuses`."""
         ...
 
+    async def fire_many(self, fires: list[Fire]) -> list[Fired | None]:
+        """Apply each of `fires` as `fire` does, all in one transaction (a scheduler pass)."""
+        ...
+
     async def pending_retries(self, after: int, limit: int) -> list[PendingRetry]:
         """Failed task runs whose retry is not decided yet, by id above `after` (a keyset cursor)."""
         ...

@@ -178,8 +178,33 @@ def apply_fire(conn: sqlite3.Connection, fire: Fire) -> Fired | None:
         task.skip_count += 1
         task.last_skip_at = fire.at
         task.last_skip_reason = skip_reason
-    save(conn, task, fire.expect_version)
+    _save_fire(conn, task, fire.expect_version)
     return Fired(task=task, run=run, duplicate_of=duplicate)
+
+
+# What a fire changes: written alone, so the tasks' other columns (and their indexes) are not rewritten.
+_FIRE_COLUMNS = (
+    "next_fire_at",
+    "last_fire_at",
+    "last_run_id",
+    "fire_count",
+    "skip_count",
+    "last_skip_at",
+    "last_skip_reason",
+    "snoozed_until",
+    "snooze_reason",
+)
+
+
+def _save_fire(conn: sqlite3.Connection, task: Task, expect_version: int) -> None:
+    assignments = ", ".join(f"{c} = ?" for c in _FIRE_COLUMNS)
+    cursor = conn.execute(
+        f"UPDATE tasks SET {assignments}, version = ? WHERE id = ? AND version = ?",
+        (*(getattr(task, c) for c in _FIRE_COLUMNS), expect_version + 1, task.id, expect_version),
+    )
+    if cursor.rowcount != 1:
+        raise TaskChanged(task.id)  # cannot happen: read in this same transaction
+    task.version = expect_version + 1
 
 
 def pending_retries(conn: sqlite3.Connection, after: int, limit: int) -> list[PendingRetry]:
@@ -254,6 +279,9 @@ class SqliteTasks:
 
     async def fire(self, fire: Fire) -> Fired | None:
         return await self._writer.write(lambda c: apply_fire(c, fire))
+
+    async def fire_many(self, fires: list[Fire]) -> list[Fired | None]:
+        return await self._writer.write(lambda c: [apply_fire(c, fire) for fire in fires])
 
     async def pending_retries(self, after: int, limit: int) -> list[PendingRetry]:
         return await self._writer.read(lambda c: pending_retries(c, after, limit))

@@ -40,12 +40,16 @@ log = logging.getLogger("coral_server.tasks")
 
 PIPELINE = "pipeline"  # the run kind of a task's runs
 BATCH = 500  # tasks (or retries) read per store hop
+# A fire this late is on time whatever the grace: the loop's own wake-up delay on a busy machine is
+# not a misfire (with a grace of 0, every real fire would be skipped otherwise).
+ON_TIME_S = 1.0
 ERROR_PAUSE_S = 1.0  # before the next pass after the store refused one
 
 
 @dataclass(frozen=True, slots=True)
 class TaskSettings:
-    """The scheduler's settings: how late a fire may still run, and the retry backoff's base and cap."""
+    """The scheduler's settings: how late a fire may still run (`misfire_grace_s`; never less than
+    `ON_TIME_S`), and the retry backoff's base and cap."""
 
     misfire_grace_s: float = DEFAULT_GRACE.total_seconds()
     retry_base_s: float = 10.0
@@ -147,50 +151,48 @@ class TaskLoop:
     # -- fires ------------------------------------------------------------------------------------
 
     async def fire_due(self) -> int:
-        """Fire (or skip, by the misfire rule) every task due now; returns the runs created."""
+        """Fire (or skip, by the misfire rule) every task due now; returns the runs created.
+
+        Each batch of due tasks is one store transaction: their runs admitted, their next fire
+        times advanced."""
         now = self.clock.time()
         created = 0
         while True:
             due = await self.store.due(now, BATCH)
+            fires = [self._decide(task, now) for task in due]
             progress = False
-            for task in due:
-                outcome = await self._fire(task, now)
-                progress = progress or outcome is not None
-                created += outcome or 0
+            for fire, fired in zip(fires, await self.store.fire_many(fires) if fires else [], strict=True):
+                if fired is None:
+                    continue  # edited, paused or fired by another server meanwhile: the next pass sees it
+                progress = True
+                if fired.run is not None:
+                    log.info("task.fired task=%s run=%s for=%s", fire.task_id, fired.run.id, fire.fired_for)
+                    self._runs.admitted(fired.run)
+                    created += 1
+                elif fire.skip_reason is not None or fired.duplicate_of is not None:
+                    log.info("task.skipped task=%s reason=%s", fire.task_id, fired.task.last_skip_reason)
             if len(due) < BATCH or not progress:
                 return created
 
-    async def _fire(self, task: Task, now: float) -> int | None:
-        """Act on one due task; the runs created (0 or 1), or None if it changed meanwhile."""
+    def _decide(self, task: Task, now: float) -> Fire:
+        """What to do with one due task: its run (if one is due) and its next fire time."""
         try:
             schedule = self._schedules.load(task.schedule_kind, task.schedule_expr, task.timezone)
-            decision = decide(task, schedule, now, self.settings.misfire_grace_s)
+            decision = decide(task, schedule, now, max(self.settings.misfire_grace_s, ON_TIME_S))
         except Exception as exc:  # a stored schedule that no longer loads: disarm it, say why
             log.exception("task.plan_failed task=%s", task.id)
-            fire = Fire(task.id, task.version, now, replan=True, skip_reason=f"cannot plan: {exc}")
-        else:
-            trigger = cast(Trigger, task.schedule_kind)
-            fire = Fire(
-                task.id,
-                task.version,
-                now,
-                run=None if decision.fire_for is None else new_run(task, trigger, now),
-                replan=True,
-                next_fire_at=decision.next_fire_at,
-                fired_for=decision.fire_for,
-                clear_snooze=task.snoozed_until is not None and task.snoozed_until <= now,
-                skip_reason=decision.skip_reason,
-            )
-        fired = await self.store.fire(fire)
-        if fired is None:
-            return None  # edited, paused or fired by another server meanwhile: the next pass sees it
-        if fired.run is not None:
-            log.info("task.fired task=%s run=%s for=%s", task.id, fired.run.id, fire.fired_for)
-            self._runs.admitted(fired.run)
-            return 1
-        if fired.task.last_skip_at == now:
-            log.info("task.skipped task=%s reason=%s", task.id, fired.task.last_skip_reason)
-        return 0
+            return Fire(task.id, task.version, now, replan=True, skip_reason=f"cannot plan: {exc}")
+        return Fire(
+            task.id,
+            task.version,
+            now,
+            run=None if decision.fire_for is None else new_run(task, cast(Trigger, task.schedule_kind), now),
+            replan=True,
+            next_fire_at=decision.next_fire_at,
+            fired_for=decision.fire_for,
+            clear_snooze=task.snoozed_until is not None and task.snoozed_until <= now,
+            skip_reason=decision.skip_reason,
+        )
 
     # -- retries ----------------------------------------------------------------------------------
 

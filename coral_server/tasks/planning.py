@@ -58,6 +58,12 @@ def decide(task: Task, schedule: Schedule, now: float, grace_s: float) -> Decisi
     due = task.next_fire_at
     grace = timedelta(seconds=grace_s)
     snoozed = task.snoozed_until is not None and due == task.snoozed_until
+    if not snoozed and now - due <= grace_s:
+        # The usual case, a look on time: if no later time has come too, the due one runs (what
+        # `resolve_misfires` would say, without its walk through the grace window).
+        following = next_fires(schedule, instant(due), 1)
+        if not following or unix(following[0]) > now:
+            return Decision(due, unix(following[0]) if following else None)
     # A snoozed fire is not a schedule time: the walk looks at the schedule's times after it.
     since = due if snoozed else due - _TICK
     misfire = resolve_misfires(schedule, instant(since), instant(now), grace)

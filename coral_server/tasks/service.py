@@ -279,8 +279,8 @@ class Tasks:
                         self._runs.admitted(fired.run)
                         started.append(fired.run)
                     break
-                refreshed = await self.store.get(task.id)
-                if refreshed is None or refreshed.status != "active":
+                refreshed = await self.store.get(task.id)  # changed meanwhile: is it still listening?
+                if refreshed is None or refreshed.status != "active" or refreshed.schedule_expr != topic:
                     break
                 task = refreshed
         log.info("task.event topic=%s tasks_fired=%s", topic, len(started))
@@ -291,7 +291,7 @@ class Tasks:
     def next_fires(self, task: Task, n: int = 5) -> list[datetime]:
         """The task's next `n` fire times (UTC): none unless active; the first is its planned one (a
         snooze included), the rest follow its schedule."""
-        if task.status != "active" or task.next_fire_at is None:
+        if task.status != "active" or task.next_fire_at is None or n < 1:
             return []
         first = task.next_fire_at
         return [instant(first), *next_fires(self._schedule(task), instant(first), n - 1)][:n]

@@ -146,7 +146,15 @@ def parse_changes(body: object, task: Task, *, now: datetime) -> TaskSpec:
 def parse_snooze(delay_seconds: object, reason: object = None) -> tuple[int, str | None]:
     """A snooze's delay (1 s to one week) and optional reason; raises `TaskFieldInvalid`."""
     problems = _Problems()
-    delay = _integer(delay_seconds, "delay_seconds", problems, low=1, high=MAX_SNOOZE_S, required=True)
+    delay = _integer(
+        delay_seconds,
+        "delay_seconds",
+        problems,
+        low=1,
+        high=MAX_SNOOZE_S,
+        label="1-604800 (at most one week)",
+        required=True,
+    )
     text = _text(reason, "reason", problems, high=MAX_REASON, optional=True)
     problems.raise_any()
     assert delay is not None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from coral_server.store import SqliteStore
+from coral_server.store.migrations import apply_migrations
 from coral_server.store.runs import Run
 
 
@@ -106,3 +109,37 @@ async def test_runs_beyond_the_cap_wait_for_capacity(store: SqliteStore) -> None
     assert [r.id for r in claimed] == [first]
     waiting = await store.runs.get(second)
     assert waiting is not None and waiting.waiting_reason == "capacity"
+
+
+async def test_waiting_reasons_follow_what_holds_each_run_back(store: SqliteStore) -> None:
+    busy, keyed, later = await admit(
+        store,
+        run(concurrency_key="k", priority=1),
+        run(concurrency_key="k", priority=2),
+        run(not_before=500.0),
+    )
+    assert [r.id for r in await store.runs.claim("me", cap=1, limit=1, now=100.0)] == [busy]
+
+    async def reasons() -> dict[int, str | None]:
+        return {i: r.waiting_reason for i in (keyed, later) if (r := await store.runs.get(i)) is not None}
+
+    assert await reasons() == {keyed: "concurrency_key", later: "not_before"}
+    done = await store.runs.get(busy)
+    assert done is not None
+    done.status = "completed"
+    await store.runs.update(done)
+    # The key is free, the due time has come, but the cap (0 free slots here) holds both.
+    assert await store.runs.claim("me", cap=0, limit=1, now=500.0) == []
+    assert await reasons() == {keyed: "capacity", later: "capacity"}
+
+
+def test_the_claim_walks_the_queue_index(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "plan.db", isolation_level=None)
+    apply_migrations(conn)
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM runs INDEXED BY runs_queue WHERE status = 'pending'"
+        " AND owner IS NULL AND (not_before IS NULL OR not_before <= 1) ORDER BY priority,"
+        " COALESCE(not_before, created_at), id"
+    ).fetchall()
+    conn.close()
+    assert "runs_queue" in str(plan) and "TEMP B-TREE" not in str(plan)

@@ -460,3 +460,47 @@ async def test_the_loop_is_cancelled_cleanly(world: World) -> None:
     await world.clock.sleepers(due=(T0 + HOUR).timestamp())
     await world.tasks.close()
     assert world.clock.sleeping == 0
+
+
+async def test_with_no_grace_a_fire_a_little_late_still_runs(worlds: Callable[..., Any]) -> None:
+    world: World = await worlds(settings=TaskSettings(misfire_grace_s=0))
+    task = (await world.tasks.create(body(schedule_expr="0 * * * *"))).task
+    await world.clock.sleepers(due=(T0 + HOUR).timestamp())
+    world.clock.set((T0 + HOUR).timestamp() + 0.5)  # the loop woke half a second late
+    await world.wait_runs(task.id, 1)
+    await world.clock.sleepers(due=(T0 + 2 * HOUR).timestamp())
+    world.clock.set((T0 + 2 * HOUR).timestamp() + 2)  # two seconds: a misfire, skipped
+    skipped = await wait_until(lambda: _skipped(world, task.id), what="the misfire recorded")
+    assert skipped.next_fire_at == (T0 + 3 * HOUR).timestamp()
+    assert len(await world.task_runs(task.id)) == 1
+
+
+async def test_a_run_a_crashed_server_left_running_is_failed_and_retried(worlds: Callable[..., Any]) -> None:
+    first: World = await worlds(dispatch=False, schedule=False)
+    task = (await first.tasks.create(body())).task
+    run = await first.tasks.run_now(task.id)
+    run.status, run.owner, run.started_at = "running", "i-1:999999999:1", first.clock.time()  # a dead pid
+    await first.store.runs.update(run)
+    await first.close()
+    second: World = await worlds()
+    runs = await second.wait_runs(task.id, 2)
+    assert (runs[0].status, runs[0].exit_reason) == ("failed", "server_restart")
+    assert (runs[1].retry_of, runs[1].attempt, runs[1].trigger) == (run.id, 2, "manual")
+
+
+async def test_the_loop_sleeps_until_the_next_fire_without_polling(world: World) -> None:
+    passes = 0
+    due = world.store.tasks.due
+
+    async def counted(now: float, limit: int) -> list[Any]:
+        nonlocal passes
+        passes += 1
+        return await due(now, limit)
+
+    world.store.tasks.due = counted  # type: ignore[method-assign]
+    await world.tasks.create(body())
+    await world.clock.sleepers(due=(T0 + HOUR).timestamp())
+    before = passes
+    world.clock.advance(1800)  # half-way: nothing due, nothing to do
+    await loop_steps(100)
+    assert passes == before and world.clock.deadlines() == [(T0 + HOUR).timestamp()]
