@@ -684,8 +684,19 @@ class RunOut(TypedDict):
         Field(description="Each permission prompt answered yes for it: {at, question, answer}"),
     ]
     task_id: Annotated[str | None, Field(description="The scheduled task (UUID) that made it; null: a job")]
-    attempt: int
-    priority: int
+    attempt: Annotated[int, Field(description="1, then 2... for a task run's retries")]
+    priority: Annotated[int, Field(description="1 (first) to 9")]
+    concurrency_key: Annotated[str | None, Field(description="Its task's: runs sharing it run N at a time")]
+    waiting_reason: Annotated[
+        Literal["not_before", "concurrency_key", "capacity"] | None,
+        Field(
+            description="Why it is still pending: its time has not come (a retry's backoff), its "
+            "concurrency key has no free slot, or the server's cap has none"
+        ),
+    ]
+    not_before: Annotated[str | None, Field(description="Not started before (a retry's backoff), ISO 8601")]
+    retryable: Annotated[bool, Field(description="false: it failed in a way a retry cannot fix")]
+    retry_of: Annotated[int | None, Field(description="The failed run this one retries")]
     prompt: str | None
     repo_path: str | None
 

@@ -374,6 +374,11 @@ def run_out(run: Run) -> m.RunOut:
         "task_id": run.task_id,
         "attempt": run.attempt,
         "priority": run.priority,
+        "concurrency_key": run.concurrency_key,
+        "waiting_reason": run.waiting_reason if run.status == "pending" else None,
+        "not_before": iso(run.not_before),
+        "retryable": run.retryable,
+        "retry_of": run.retry_of,
         "prompt": run.spec.get("prompt"),
         "repo_path": run.spec.get("repo_path"),
     }

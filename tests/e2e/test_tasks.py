@@ -197,6 +197,71 @@ async def test_a_session_step_waits_for_the_session_and_passes_on_its_end_report
     assert status == 404 or all(s["closing"] for s in sessions), sessions  # none left running
 
 
+async def retried(coral: Coral, task_id: str) -> dict[str, Any]:
+    """The task's second attempt, once it has ended."""
+
+    async def ended() -> dict[str, Any] | None:
+        _, runs = await coral.request("GET", f"/tasks/{task_id}/runs")
+        done = [r for r in runs["items"] if r["attempt"] == 2 and r["status"] in FINAL]
+        return done[0] if done else None
+
+    retry: dict[str, Any] = await wait_until(ended, 20, interval=0.1, what="the retry")  # type: ignore[arg-type]
+    return retry
+
+
+async def test_a_retryable_failure_is_retried_with_backoff_and_a_4xx_answer_is_not(tmp_path: Path) -> None:
+    hits: dict[str, int] = {"gone": 0, "busy": 0}
+
+    async def answer(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        hits[name] += 1
+        return web.Response(status=404 if name == "gone" else 503)
+
+    app = web.Application()
+    app.router.add_post("/{name}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async for coral in start_coral(tmp_path, task_retry_base_s=0.2, task_retry_cap_s=0.5):
+            gone = await create(
+                coral, task("event", "never", [webhook("w", f"{base}/gone", {})], max_retries=3)
+            )
+            busy = await create(
+                coral,
+                task(
+                    "event",
+                    "never",
+                    [webhook("w", f"{base}/busy", {})],
+                    max_retries=1,
+                    backoff_strategy="fixed",
+                ),
+            )
+            # The loop decides retries in run order: once busy's retry has run, gone's was decided too.
+            _, first = await coral.request("POST", f"/tasks/{gone['id']}/run_now")
+            refused = await run_ended(coral, first["run"]["run_id"])
+            _, second = await coral.request("POST", f"/tasks/{busy['id']}/run_now")
+            failed = await run_ended(coral, second["run"]["run_id"])
+
+            retry = await retried(coral, busy["id"])
+            _, gone_runs = await coral.request("GET", f"/tasks/{gone['id']}/runs")
+            _, busy_runs = await coral.request("GET", f"/tasks/{busy['id']}/runs")
+    finally:
+        await runner.cleanup()
+    assert (refused["status"], refused["retryable"]) == ("failed", False), refused
+    assert refused["error_msg"] == "step 'w' (webhook): webhook failed: HTTP 404"
+    assert gone_runs["total"] == 1 and hits["gone"] == 1  # max_retries 3, yet no retry: a 4xx is final
+    assert (failed["status"], failed["retryable"]) == ("failed", True), failed
+    assert (retry["retry_of"], retry["trigger_type"], retry["status"]) == (
+        failed["run_id"],
+        "manual",
+        "failed",
+    )
+    assert retry["not_before"] is not None and retry["not_before"] >= failed["finished_at"]
+    assert busy_runs["total"] == 2 and hits["busy"] == 2  # max_retries 1: one retry, then no more
+
+
 async def test_an_event_fires_every_active_task_of_its_topic(coral: Coral, receiver: Receiver) -> None:
     def on(topic: str, name: str) -> dict[str, Any]:
         steps = [webhook("tell", receiver.url, {"task": name, "ref": "${event.ref}", "by": "${run.source}"})]
