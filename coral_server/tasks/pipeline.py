@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ from coral_server.store import Delivery, DeliveryAttempt
 from coral_server.tasks.payload import Pipeline, Step, parse_pipeline
 from coral_server.tasks.templates import TemplateMissing, has_references, render, truthy
 from coral_server.webhooks.destinations import DestinationPolicy
+
+log = logging.getLogger("coral_server.tasks")
 
 KIND = "pipeline"
 DEFAULT_TIMEOUT_S = 30
@@ -232,6 +235,11 @@ class PipelineExecutor:
                 end = await self._run_step(step, args, run, ctx, result)
             except TemplateMissing as exc:
                 end = StepEnd(None, f"template: {exc}", retryable=False)
+            except SessionRequestInvalid as exc:  # the session's namespace or agents refused it
+                end = StepEnd(None, str(exc), retryable=False)
+            except Exception as exc:  # a bug or a store error: this step fails, the trace is kept
+                log.exception("pipeline.step_failed run=%s step=%s", run.id, step.id)
+                end = StepEnd(None, f"{type(exc).__name__}: {exc}")
             entry.update(
                 status="completed" if end.ok else "failed",
                 finished_at=iso(clock.time()),
@@ -242,6 +250,14 @@ class PipelineExecutor:
             scope["steps"][step.id] = end.output
             if step.save_as:
                 scope["steps"][step.save_as] = end.output
+            log.info(
+                "pipeline.step run=%s step=%s uses=%s status=%s retryable=%s",
+                run.id,
+                step.id,
+                step.uses,
+                entry["status"],
+                end.retryable,
+            )
             ctx.output(
                 f"[pipeline] step {step.id} "
                 + ("completed\n" if end.ok else f"failed: {end.error or 'killed'}\n")
