@@ -3,6 +3,7 @@ signed POST to a receiver on 127.0.0.1), job steps checked after templating and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -213,6 +214,32 @@ async def test_a_killed_run_stops_between_steps(world: World) -> None:
     outcome = await world.executor.execute(run, ctx)
     assert (outcome.status, outcome.exit_reason) == ("killed", "user_cancelled")
     assert world.receiver.requests == []
+
+
+async def test_a_kill_during_a_step_stops_it_and_the_pipeline(world: World) -> None:
+    async def hang(_: int) -> web.StreamResponse:
+        await world.receiver.release.wait()
+        return web.Response()
+
+    world.receiver.respond = hang
+    url = world.receiver.url
+    run = await world.runs.submit(KIND, {"pipeline": [hook("a", url, timeout_seconds=60), hook("b", url)]})
+    ctx = RunContext(run, world.runs)
+    executing = asyncio.ensure_future(world.executor.execute(run, ctx))
+    await world.receiver.changed.wait_until(lambda: len(world.receiver.requests) == 1)  # step a is waiting
+    ctx.kill_reason = "server_shutdown"
+    ctx.killed.set()
+    async with asyncio.timeout(5):  # at once, not after the step's 60 s
+        outcome = await executing
+    assert (outcome.status, outcome.exit_reason, outcome.error) == (
+        "failed",
+        "server_shutdown",
+        "the server stopped",
+    )
+    assert outcome.result is not None
+    assert outcome.result["steps"]["a"]["status"] == "pending"  # the delivery goes on in the queue
+    assert [t["id"] for t in outcome.result["trace"]] == ["a"]  # b never started
+    assert len(world.receiver.requests) == 1
 
 
 async def test_steps_that_need_a_service_this_server_lacks_are_refused_when_checked(world: World) -> None:
