@@ -160,8 +160,13 @@ class AgentGraphRequest(_In):
 
 
 class NamespaceRequest(_In):
+    """A namespace to create (also the body of POST /api/v1/local/namespace)."""
+
     name: str = Field(pattern=NAME_PATTERN)
-    deleteOnLastSessionExit: bool = True
+    deleteOnLastSessionExit: bool = Field(
+        default=True, description="Remove the namespace when its last session is gone."
+    )
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class NamespaceProvider(_In):
@@ -239,7 +244,11 @@ class RuntimeSettings(_In):
 
 
 class Execution(_In):
-    mode: Literal["immediate"] = "immediate"
+    mode: Literal["immediate", "defer"] = Field(
+        default="immediate",
+        description="defer: created pending_execution, nothing launched (the TTL does not run) until "
+        "POST /api/v1/local/session/{namespace}/{sessionId} executes it.",
+    )
     runtimeSettings: RuntimeSettings | None = None
 
 
@@ -479,6 +488,9 @@ class SessionState(TypedDict):
     namespace: str
     timestamp: UnixMs
     closing: bool
+    status: Annotated[
+        SessionStatus, Field(description="The reference server's session status (pending_execution...)")
+    ]
     agents: list[AgentState]
     threads: list[ThreadState]
     closeReason: NotRequired[CloseReasonName]
@@ -839,6 +851,122 @@ class ErrorBody(TypedDict):
     errors: NotRequired[list[FieldProblem]]
 
 
+# -- the reference server's state shapes (its console and apps read these; `api/reference.py`) ------
+# Timestamps are ISO 8601 strings there; absent fields are left out rather than null.
+
+
+@Wire
+class SessionStatus(TypedDict):
+    type: Annotated[
+        Literal["pending_execution", "executed", "closing"],
+        Field(description="pending_execution: created with deferred execution, not executed yet"),
+    ]
+    executionTime: NotRequired[IsoTime]
+    closingTime: NotRequired[IsoTime]
+
+
+@Wire
+class SessionStateBase(TypedDict):
+    id: str
+    timestamp: Annotated[str, Field(description="When this state was read (ISO 8601)")]
+    namespace: str
+    status: SessionStatus
+    annotations: dict[str, str]
+
+
+@Wire
+class SessionThreadMessage(TypedDict):
+    id: str
+    threadId: str
+    text: str
+    senderName: str
+    mentionNames: list[str]
+    timestamp: IsoTime
+
+
+@Wire
+class SessionThreadState(TypedDict):
+    state: Literal["open", "closed"]
+    summary: NotRequired[str]
+    timestamp: NotRequired[IsoTime]
+
+
+@Wire
+class SessionThread(TypedDict):
+    id: str
+    name: str
+    creatorName: str
+    participants: list[str]
+    messages: list[SessionThreadMessage]
+    state: SessionThreadState
+    timestamp: IsoTime
+
+
+@Wire
+class RegistryAgentIdentifier(TypedDict):
+    name: str
+    version: str
+    registrySourceId: SourceIdentifier
+
+
+@Wire
+class SessionAgentCommunicationStatus(TypedDict):
+    type: Literal["thinking", "waiting_message", "sleeping"]
+
+
+@Wire
+class SessionAgentConnectionStatus(TypedDict):
+    type: Literal["connected", "not_connected"]
+    communicationStatus: NotRequired[SessionAgentCommunicationStatus]
+
+
+@Wire
+class SessionAgentStatus(TypedDict):
+    type: Annotated[
+        Literal["waiting", "running", "stopped"],
+        Field(description="waiting: not launched yet; running; stopped: its process or container ended"),
+    ]
+    connectionStatus: NotRequired[SessionAgentConnectionStatus]
+    startTime: NotRequired[IsoTime]
+
+
+@Wire
+class TokenUsage(TypedDict):
+    inputTokens: int
+    outputTokens: int
+
+
+@Wire
+class SessionAgentState(TypedDict):
+    name: str
+    registryAgentIdentifier: RegistryAgentIdentifier
+    status: SessionAgentStatus
+    description: str
+    links: list[str]
+    annotations: dict[str, str]
+    tokensByModel: dict[str, TokenUsage]
+
+
+@Wire
+class SessionStateExtended(TypedDict):
+    base: SessionStateBase
+    agents: list[SessionAgentState]
+    threads: list[SessionThread]
+
+
+@Wire
+class SessionNamespaceStateBase(TypedDict):
+    name: str
+    deleteOnLastSessionExit: bool
+    annotations: dict[str, str]
+
+
+@Wire
+class SessionNamespaceStateExtended(TypedDict):
+    base: SessionNamespaceStateBase
+    sessions: list[SessionStateBase]
+
+
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "CreateSessionRequest": CreateSessionRequest,
     "PuppetCreateThread": PuppetCreateThread,
@@ -853,6 +981,8 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "SnoozeRequest": SnoozeRequest,
     "PreviewRequest": PreviewRequest,
     "EventRequest": EventRequest,
+    "NamespaceRequest": NamespaceRequest,
+    "RuntimeSettings": RuntimeSettings,
 }
 # Each response shape that has its own file in schemas/ (nested shapes are in their parents' $defs).
 RESPONSE_MODELS: dict[str, Any] = {
@@ -883,4 +1013,11 @@ RESPONSE_MODELS: dict[str, Any] = {
     "EventAccepted": EventAccepted,
     "OkBody": OkBody,
     "ErrorBody": ErrorBody,
+    "SessionStateBase": SessionStateBase,
+    "SessionStateExtended": SessionStateExtended,
+    "SessionAgentState": SessionAgentState,
+    "SessionThread": SessionThread,
+    "SessionThreadMessage": SessionThreadMessage,
+    "SessionNamespaceStateBase": SessionNamespaceStateBase,
+    "SessionNamespaceStateExtended": SessionNamespaceStateExtended,
 }

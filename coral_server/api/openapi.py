@@ -66,6 +66,7 @@ ERROR_HEADERS = {
 
 _S = "/api/v1/session"
 _SID = "/api/v1/session/{namespace}/{sessionId}"
+_NS = "/api/v1/local/namespace"
 _P = "/api/v1/puppet/{namespace}/{sessionId}/{agent}"
 _D = "/api/v1/webhooks/deliveries"
 _R = "/api/tasks/runs/{run_id}"
@@ -112,6 +113,70 @@ OPERATIONS: list[Operation] = [
     ),
     Operation("get", _SID, "Session state: agents, threads, messages", "sessions", response=m.SessionState),
     Operation("delete", _SID, "Close a session (every agent is stopped)", "sessions", errors=(404,)),
+    Operation(
+        "post",
+        _SID,
+        "Execute a session created with execution {mode: defer} (the body: its runtime settings)",
+        "sessions",
+        m.RuntimeSettings,
+        errors=(*_STORED,),
+        notes=((400, "Invalid runtime settings, or the session is not pending execution"),),
+    ),
+    Operation(
+        "get",
+        _SID + "/extended",
+        "Session state in the reference server's shape: {base, agents, threads}",
+        "sessions",
+        response=m.SessionStateExtended,
+        errors=(404,),
+    ),
+    Operation(
+        "get",
+        _NS,
+        "List namespaces (the reference server's shape)",
+        "namespaces",
+        response=[m.SessionNamespaceStateBase],
+        errors=(),
+    ),
+    Operation(
+        "get",
+        _NS + "/extended",
+        "List namespaces with their sessions' base states (what the console lists)",
+        "namespaces",
+        response=[m.SessionNamespaceStateExtended],
+        errors=(),
+    ),
+    Operation(
+        "post",
+        _NS,
+        "Create an empty namespace (409 if the name is taken)",
+        "namespaces",
+        m.NamespaceRequest,
+        errors=(400, 409, 415),
+    ),
+    Operation(
+        "get",
+        _NS + "/{namespace}",
+        "Base states of a namespace's sessions",
+        "namespaces",
+        response=[m.SessionStateBase],
+        errors=(404,),
+    ),
+    Operation(
+        "get",
+        _NS + "/{namespace}/extended",
+        "Extended states of a namespace's sessions",
+        "namespaces",
+        response=[m.SessionStateExtended],
+        errors=(404,),
+    ),
+    Operation(
+        "delete",
+        _NS + "/{namespace}",
+        "Delete a namespace: every session in it is closed",
+        "namespaces",
+        errors=(404,),
+    ),
     Operation(
         "get", _SID + "/agents/{agent}/logs", "An agent's recent output", "sessions", response=m.AgentLogs
     ),
@@ -425,7 +490,7 @@ OPERATIONS: list[Operation] = [
 ]
 
 # Routes whose request body may be left out (the request model's defaults apply).
-OPTIONAL_BODY = frozenset({_D + "/{id}/retry"})
+OPTIONAL_BODY = frozenset({_D + "/{id}/retry", _SID})
 
 _EVENT_QUERY = [
     {

@@ -17,6 +17,7 @@ import orjson
 from typing_extensions import TypedDict
 
 from coral_server.api import models as m
+from coral_server.api import reference
 from coral_server.registry import AgentManifest, OptionSpec, Registry
 from coral_server.runs.model import Run
 from coral_server.runs.service import iso
@@ -109,6 +110,7 @@ def session_state(session: Session, *, messages: bool = True) -> m.SessionState:
         "namespace": session.namespace,
         "timestamp": session.timestamp,
         "closing": session.closing,
+        "status": reference.session_status(session),
         "agents": [agent_state(a) for a in session.agents.values()],
         "threads": [thread_state(t, messages=messages) for t in session.threads.values()],
     }

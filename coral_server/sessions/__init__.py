@@ -3,7 +3,7 @@
 from coral_server.sessions.agent import SessionAgent
 from coral_server.sessions.errors import SessionError
 from coral_server.sessions.model import Message, Thread
-from coral_server.sessions.service import Namespace, Sessions, SessionSettings
+from coral_server.sessions.service import ExecutionSettings, Namespace, Sessions, SessionSettings
 from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, CustomToolSpec, EndWebhook, SessionRequest
 
@@ -11,6 +11,7 @@ __all__ = [
     "AgentRequest",
     "CustomToolSpec",
     "EndWebhook",
+    "ExecutionSettings",
     "Message",
     "Namespace",
     "Session",

@@ -25,7 +25,7 @@ from coral_server.sessions.errors import (
 )
 from coral_server.sessions.journal import Journal
 from coral_server.sessions.mailbox import WAKE_STEPS, MessageFilter
-from coral_server.sessions.model import Message, Thread, new_id
+from coral_server.sessions.model import Message, Thread, iso, new_id
 from coral_server.sessions.spec import CustomToolSpec, EndWebhook
 from coral_server.supervision import Crew, Unit
 
@@ -73,6 +73,9 @@ class Session:
         self.threads: dict[str, Thread] = {}
         self.annotations = annotations or {}
         self.closing = False
+        # When its agents were launched: None while the session waits to be executed (deferred).
+        self.executed_at: int | None = None
+        self.closing_at: int | None = None  # when it began to close
         self.close_reason: CloseReason | None = None
         self.close_detail: str | None = None
         self.closed_at: int | None = None
@@ -150,10 +153,25 @@ class Session:
         self._announce("agent_exited", **data)
 
     def start(self) -> None:
-        """Launch every agent concurrently and arm the TTL timer."""
+        """Announce the session and launch its agents at once (immediate execution)."""
+        self.announce()
+        self.launch()
+
+    def announce(self) -> None:
+        """Publish that the session exists (a deferred one launches nothing yet)."""
         names = [a.name for a in self.agents.values()]
         self._emit("session_created", namespace=self.namespace, sessionId=self.id, agents=names)
         self._announce("session_created", agents=names)
+
+    @property
+    def pending(self) -> bool:
+        """Created with deferred execution and not executed (nor closed) yet."""
+        return self.executed_at is None and not self.closing
+
+    def launch(self) -> None:
+        """Launch every agent concurrently and arm the TTL timer (it counts from now)."""
+        if self.executed_at is None:
+            self.executed_at = self.clock.now_ms()
         for agent in self.agents.values():
             agent.unit = self.crew.launch(
                 agent.name,
@@ -165,6 +183,11 @@ class Session:
             )
         if self.ttl_ms is not None:
             self.crew.deadline(self.ttl_ms / 1000, self._expire)
+
+    def announce_running(self) -> None:
+        """A deferred session was executed: its agents launch now."""
+        self._emit("session_running")
+        self._announce("session_running")
 
     async def _expire(self) -> None:
         await self.close("ttl", f"time to live of {self.ttl_ms} ms ran out")
@@ -187,6 +210,7 @@ class Session:
             if self.closing:
                 return
             self.closing = True
+            self.closing_at = self.clock.now_ms()
             self.close_reason, self.close_detail = reason, detail
             self._emit("session_closing", **self._reason())
         log.info("session.closing session=%s namespace=%s reason=%s", self.id, self.namespace, reason)
@@ -430,12 +454,24 @@ class Session:
 
     # -- views -------------------------------------------------------------------------------------
 
+    def status(self) -> dict[str, Any]:
+        """The reference server's session status: pending_execution (deferred, not executed yet),
+        executed {executionTime}, or closing {executionTime, closingTime} (also once closed)."""
+        if self.closing:
+            executed = self.executed_at if self.executed_at is not None else self.timestamp
+            closing = self.closing_at if self.closing_at is not None else self.clock.now_ms()
+            return {"type": "closing", "executionTime": iso(executed), "closingTime": iso(closing)}
+        if self.executed_at is None:
+            return {"type": "pending_execution"}
+        return {"type": "executed", "executionTime": iso(self.executed_at)}
+
     def to_http(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "id": self.id,
             "namespace": self.namespace,
             "timestamp": self.timestamp,
             "closing": self.closing,
+            "status": self.status(),
             "agents": [a.to_http() for a in self.agents.values()],
             "threads": [t.to_http() for t in self.threads.values()],
         }

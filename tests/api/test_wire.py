@@ -44,9 +44,10 @@ class Wire:
         self._routes = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in paths]
 
     def template(self, path: str) -> str:
-        if path.split("?")[0] in self.doc["paths"]:  # a literal path wins (/tasks/preview, not /tasks/{id})
-            return path.split("?")[0]
-        found = [template for pattern, template in self._routes if pattern.match(path.split("?")[0])]
+        bare = path.split("?")[0]
+        if bare in self.doc["paths"]:  # `/namespace/extended` is not the namespace "extended"
+            return bare
+        found = [template for pattern, template in self._routes if pattern.match(bare)]
         assert len(found) == 1, f"{path} matches {found} in the OpenAPI document"
         return found[0]
 
@@ -208,6 +209,7 @@ async def test_every_route_sends_what_its_schema_documents(wcoral: Coral, tmp_pa
     wire = Wire(coral, await served_doc(coral))
     async with FailingReceiver() as receiver:
         await drive_every_route(wire, coral, receiver, tmp_path)
+    await drive_reference_routes(wire)
     await drive_runs(wire, coral, tmp_path)
     await drive_tasks(wire, coral)
     documented = {
@@ -327,6 +329,41 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
     await wire.call("GET", "/api/v1/webhooks/deliveries?limit=0", "ErrorBody", status=400)
     await wire.call("POST", "/api/v1/local/session", "ErrorBody", json={"agentGraphRequest": {}}, status=400)
     await wire.call("GET", f"/api/v1/session/{ns}/{sid}/agents/exiter/connection", "ErrorBody", status=409)
+
+
+async def drive_reference_routes(wire: Wire) -> None:
+    """The reference server's shapes: namespaces, base and extended states, deferred execution."""
+    ns = "wire-ref"
+    await wire.call("POST", "/api/v1/local/namespace", None, json={"name": ns, "annotations": {"a": "b"}})
+    await wire.call("POST", "/api/v1/local/namespace", "ErrorBody", json={"name": ns}, status=409)
+    body = session_body([agent_spec("human", runtime="external")], namespace=ns)
+    body["execution"] = {"mode": "defer"}
+    sid = (await wire.call("POST", "/api/v1/local/session", "CreateSessionResponse", json=body))["sessionId"]
+    pending = await wire.call("GET", f"/api/v1/local/session/{ns}/{sid}/extended", "SessionStateExtended")
+    assert pending["base"]["status"] == {"type": "pending_execution"}
+    await wire.call("POST", f"/api/v1/local/session/{ns}/{sid}", None, json={"ttl": 600_000})
+    await wire.call("POST", f"/api/v1/local/session/{ns}/{sid}", "ErrorBody", json={}, status=400)
+    await wire.call("GET", f"/api/v1/session/{ns}/{sid}/extended", "SessionStateExtended")
+    later = (await wire.call("POST", "/api/v1/session", "CreateSessionResponse", json=body))["sessionId"]
+    await wire.call("POST", f"/api/v1/session/{ns}/{later}", None)  # no body: the defaults
+    await wire.call("GET", "/api/v1/local/namespace", "SessionNamespaceStateBase", many=True)
+    await wire.call("GET", "/api/v1/local/namespace/extended", "SessionNamespaceStateExtended", many=True)
+    await wire.call("GET", f"/api/v1/local/namespace/{ns}", "SessionStateBase", many=True)
+    extended = await wire.call(
+        "GET", f"/api/v1/local/namespace/{ns}/extended", "SessionStateExtended", many=True
+    )
+    assert extended[0]["base"]["status"]["type"] == "executed"
+    # the thread and message shapes, as the console reads them
+    thread = {"threadName": "t", "participantNames": []}
+    tid = (await wire.coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/human/thread", thread))[1]["id"]
+    message = {"threadId": tid, "content": "hi", "mentions": []}
+    await wire.coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/human/thread/message", message)
+    state = await wire.call("GET", f"/api/v1/local/session/{ns}/{sid}/extended", "SessionStateExtended")
+    check_event(wire, state["threads"][0], "SessionThread")
+    check_event(wire, state["threads"][0]["messages"][0], "SessionThreadMessage")
+    check_event(wire, state["agents"][0], "SessionAgentState")
+    await wire.call("DELETE", f"/api/v1/local/namespace/{ns}", None)
+    await wire.call("GET", f"/api/v1/local/namespace/{ns}", "ErrorBody", status=404)
 
 
 async def drive_puppet(wire: Wire, puppet: str) -> None:
