@@ -22,13 +22,14 @@ from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import runs as run_routes
 from coral_server.api import sessions as session_routes
+from coral_server.api import tasks as task_routes
 from coral_server.api import webhooks as webhook_routes
 from coral_server.api.access_log import AccessLog, quiet_malformed_requests
 from coral_server.api.auth import LOGINS, Logins, auth_middleware
 from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite, warn_if_above_fd_limit
 from coral_server.api.cors import cors_middleware
 from coral_server.api.errors import error_middleware
-from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, WEBHOOKS
+from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, TASKS, WEBHOOKS
 from coral_server.clock import SystemClock
 from coral_server.config import Settings
 from coral_server.events import SERVER_TOPIC, EventBus
@@ -49,6 +50,8 @@ from coral_server.sessions.limits import SessionLimits
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
+from coral_server.tasks import PIPELINE, Tasks, TaskSettings
+from coral_server.tasks.pipeline import PipelineExecutor
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.secrets import load_or_create_secret
@@ -191,26 +194,39 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     app[MCP] = McpEndpoint(
         sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"
     )
+    jobs = JobExecutor(
+        app[SUPERVISOR],
+        replace(
+            _job_settings(settings),
+            parse_session=functools.partial(session_routes.parse_session, sessions, prefix="session."),
+            destinations=destinations,
+        ),
+        sessions,
+    )
+    pipelines = PipelineExecutor(
+        jobs=jobs,
+        sessions=sessions,
+        parse_session=functools.partial(session_routes.parse_session, sessions, prefix="with."),
+        webhooks=app[WEBHOOKS],
+        destinations=destinations,
+        session_report=views.end_report,
+    )
     app[RUNS] = Runs(
         lambda: database.store.runs,
         app[EVENTS],
         clock,
-        {
-            "job": JobExecutor(
-                app[SUPERVISOR],
-                replace(
-                    _job_settings(settings),
-                    parse_session=functools.partial(
-                        session_routes.parse_session, sessions, prefix="session."
-                    ),
-                    destinations=destinations,
-                ),
-                sessions,
-            )
-        },
+        {"job": jobs, PIPELINE: pipelines},
         cap=settings.max_concurrent_jobs,
         instance=settings.resolve_instance_id(),
         webhooks=app[WEBHOOKS],
+        key_limits=settings.task_key_limits(),
+        default_key_limit=settings.task_concurrency_default,
+    )
+    app[TASKS] = Tasks(
+        lambda: database.store.tasks,
+        app[RUNS],
+        clock,
+        TaskSettings(settings.task_misfire_grace_s, settings.task_retry_base_s, settings.task_retry_cap_s),
     )
     session_routes.add_routes(app)
     namespace_routes.add_routes(app)
@@ -218,6 +234,7 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
     if settings.console_dir is not None:
         console_routes.add_routes(app, settings.console_dir)
     run_routes.add_routes(app)
+    task_routes.add_routes(app)
     registry_routes.add_routes(app)
     event_routes.add_routes(app)
     webhook_routes.add_routes(app)
@@ -242,6 +259,7 @@ def _store_event(events: EventBus, available: bool, error: str | None) -> None:
 
 
 async def _close_sessions(app: web.Application) -> None:
+    await app[TASKS].close()  # the scheduler loop first: it creates runs
     await app[RUNS].close()  # their agents stopped, their work committed to their branches
     await app[SESSIONS].shutdown()
 
@@ -265,9 +283,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[SUPERVISOR].reap_orphans(app[DOCKER].remove)
     await app[SESSIONS].recover(app[REPORTER].send)
     await app[RUNS].start()  # runs a dead server left active end (server_restart), their work kept
+    await app[TASKS].start()  # the scheduler loop: what came due while down follows the misfire rule
     try:
         yield
     finally:
+        await app[TASKS].close()
         await app[SESSIONS].shutdown()  # their end reports are queued (stored) before the queue stops
         if ZYGOTE in app:
             await app[ZYGOTE].close()  # after the sessions: it reports their agents' exits

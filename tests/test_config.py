@@ -390,6 +390,39 @@ def test_exposure_warning(host: str, keys: tuple[str, ...], warns: bool) -> None
         assert "no auth key" in warning and (host in warning)
 
 
+def test_task_settings_from_toml_env_and_flags(tmp_path: Path) -> None:
+    path = toml(
+        tmp_path,
+        "[tasks]\nmisfireGraceSeconds = 60\nretryBaseSeconds = 2\nretryMaxSeconds = 30\n"
+        "concurrencyDefault = 2\nconcurrencyLimits = {deploys = 3}\n",
+    )
+    s = load_settings(["--config", str(path)], env={})
+    assert (s.task_misfire_grace_s, s.task_retry_base_s, s.task_retry_cap_s) == (60, 2, 30)
+    assert s.task_concurrency_default == 2 and s.task_key_limits() == {"deploys": 3}
+    s = load_settings(
+        ["--task-concurrency-limit", "a=1", "--task-concurrency-limit", "b=4", "--task-retry-cap-s", "90"],
+        env={"CORAL_SERVER_TASK_CONCURRENCY_LIMITS": "c=2", "CORAL_SERVER_TASK_MISFIRE_GRACE_S": "0"},
+    )
+    assert (
+        s.task_key_limits() == {"a": 1, "b": 4} and s.task_retry_cap_s == 90 and s.task_misfire_grace_s == 0
+    )
+    assert Settings().task_key_limits() == {} and Settings().task_misfire_grace_s == 300
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--task-concurrency-limit", "deploys"],
+        ["--task-concurrency-limit", "deploys=0"],
+        ["--task-retry-base-s", "700"],
+        ["--task-misfire-grace-s", "-1"],
+    ],
+)
+def test_bad_task_settings_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SettingsInvalid, match="task_"):
+        load_settings(argv, env={})
+
+
 def test_console_and_cors_settings_from_each_layer(tmp_path: Path) -> None:
     assert (Settings().console_dir, Settings().allow_any_host) == (None, False)
     config = tmp_path / "config.toml"

@@ -21,6 +21,8 @@ LOGIN_PATH = "/api/v1/auth/token"
 LOGOUT_PATH = "/api/v1/auth/logout"
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/health", LOGIN_PATH, LOGOUT_PATH})
 COOKIE = "coral_auth"
+# Path prefixes that need a key: the API, its WebSockets, and the reference's /tasks and /events.
+PROTECTED = ("/api/", "/ws/", "/tasks", "/events")
 
 
 class Logins:
@@ -89,7 +91,7 @@ def auth_middleware(keys: tuple[str, ...], logins: Logins, *, any_origin: bool =
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not encoded or not request.path.startswith(("/api/", "/ws/")) or request.path in PUBLIC_PATHS:
+        if not encoded or not request.path.startswith(PROTECTED) or request.path in PUBLIC_PATHS:
             return await handler(request)
         given = presented_key(request)
         if given is not None and _matches(given, encoded):

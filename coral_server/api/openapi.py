@@ -34,10 +34,12 @@ class Operation:
     notes: tuple[tuple[int, str], ...] = ()  # (status, why) where the general reason says too little
     stream: str | None = None  # the media type of a streamed answer
     first_event: Any = None  # the shape of a stream's first event (WebSocket or SSE)
+    also: tuple[tuple[int, str], ...] = ()  # other success statuses (same body), and when
 
 
 SUCCESS = {
     200: "OK",
+    201: "Created",
     202: "Accepted",
     101: "Switching to the WebSocket protocol: one JSON event per message, the first a {first}",
 }
@@ -69,6 +71,14 @@ _P = "/api/v1/puppet/{namespace}/{sessionId}/{agent}"
 _D = "/api/v1/webhooks/deliveries"
 _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
+_T = "/tasks/{task_id}"
+_NO_TASK = (404, "No such task")
+_FINAL = (409, "The task is canceled (final), or comes from a file (read-only here)")
+_BAD_TASK = (
+    400,
+    "Invalid task: `errors` names each wrong field (a cron or RRULE expression: what and where; an unknown "
+    "timezone; priority outside 1-9; a once time in the past; payload.pipeline[i].uses...)",
+)
 _WITH_BODY = (400, 404, 409, 415)
 _STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
 _STREAM_ERRORS = (400, 404, 429)
@@ -414,6 +424,122 @@ OPERATIONS: list[Operation] = [
         errors=_STREAM_ERRORS,
         notes=(_NO_RUN, _STREAM_CAP),
     ),
+    Operation(
+        "post",
+        "/tasks",
+        "Create a scheduled task (cron, rrule, once or event) whose payload is a pipeline of steps",
+        "tasks",
+        m.CreateTaskRequest,
+        m.TaskCreated,
+        status=201,
+        also=((200, "Its dedupe rule found an existing task: that one (deduplicated: true), none made"),),
+        errors=(400, 415, 503),
+        notes=(_BAD_TASK,),
+    ),
+    Operation(
+        "get",
+        "/tasks",
+        "List tasks, oldest first (filter by status, created_by, schedule_kind; limit/offset)",
+        "tasks",
+        response=m.TaskPage,
+        errors=(400,),
+        notes=((400, "Invalid listing: a bad status, schedule_kind, limit or offset"),),
+    ),
+    Operation(
+        "post",
+        "/tasks/preview",
+        "The next fire times of a schedule as POST /tasks would plan it (nothing is stored)",
+        "tasks",
+        m.PreviewRequest,
+        m.SchedulePreview,
+        errors=(400, 415),
+        notes=((400, "The schedule is invalid: `errors` names the field and says what is wrong and where"),),
+    ),
+    Operation(
+        "get",
+        _T,
+        "One task: its fields, next 5 fire times, newest run and runs per status",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404,),
+        notes=(_NO_TASK,),
+    ),
+    Operation(
+        "put",
+        _T,
+        "Change a task: only the fields given (a changed schedule is planned anew from now)",
+        "tasks",
+        m.UpdateTaskRequest,
+        m.TaskDetail,
+        errors=(*_WITH_BODY, 503),
+        notes=(_BAD_TASK, _NO_TASK, _FINAL),
+    ),
+    Operation(
+        "get",
+        _T + "/runs",
+        "A task's runs, every attempt, newest first (filter by status; ?before= pages on)",
+        "tasks",
+        response=m.TaskRunPage,
+        errors=(400, 404),
+        notes=(_NO_TASK,),
+    ),
+    Operation(
+        "post",
+        _T + "/run_now",
+        "Run the task once now (trigger manual), outside its schedule",
+        "tasks",
+        response=m.TaskRunStarted,
+        status=202,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/snooze",
+        "Delay the task's next fire by delay_seconds (at most a week)",
+        "tasks",
+        m.SnoozeRequest,
+        m.TaskDetail,
+        errors=(*_WITH_BODY, 503),
+        notes=(_BAD_TASK, _NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/pause",
+        "Stop firing the task until it is resumed",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/resume",
+        "Fire a paused task again, planned from now",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/cancel",
+        "Cancel a task for good (its runs not started yet are killed)",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        "/events",
+        "Fire every active event task of a topic; each run gets the payload as ${event.x}",
+        "tasks",
+        m.EventRequest,
+        m.EventAccepted,
+        status=202,
+        errors=(400, 415, 503),
+    ),
 ]
 
 # Routes whose request body may be left out (the request model's defaults apply).
@@ -455,6 +581,23 @@ _DELIVERY_QUERY = [
 _RUN_QUERY = [
     _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
     _query("trigger", "Only runs started this way.", {"enum": list(TRIGGERS)}),
+    _query("task_id", "Only the runs of this scheduled task.", {"type": "string"}),
+    _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
+    _query(
+        "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    ),
+]
+_TASK_QUERY = [
+    _query("status", "Only tasks in this state.", {"enum": ["active", "paused", "canceled"]}),
+    _query("created_by", "Only tasks of this creator (UUID).", {"type": "string"}),
+    _query("schedule_kind", "Only this kind.", {"enum": ["cron", "rrule", "once", "event"]}),
+    _query(
+        "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    ),
+    _query("offset", "Skip this many (default 0).", {"type": "integer", "minimum": 0}),
+]
+_TASK_RUN_QUERY = [
+    _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
     _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
@@ -501,6 +644,8 @@ QUERY_PARAMS: dict[str, list[dict[str, Any]]] = {
     "/api/v1/events/{namespace}/{sessionId}": _SSE_QUERY,
     "/ws/v1/events/{namespace}/{sessionId}": _WS_QUERY,
     "/api/tasks/runs": _RUN_QUERY,
+    "/tasks": _TASK_QUERY,
+    _T + "/runs": _TASK_RUN_QUERY,
     _R + "/events": _SSE_QUERY,
     "/ws/v1/runs/{run_id}/events": _WS_QUERY,
 }
@@ -541,6 +686,8 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
         ok["description"] = f"Events (id: seq, event: type, data: the event's JSON); the first a {first}"
         ok["content"] = {op.stream: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(op.status): ok}
+    for status, why in op.also:
+        responses[str(status)] = {**ok, "description": why}
     notes = dict(op.notes)
     for status in sorted({*op.errors, *((401,) if auth else ())}):
         why = notes.get(status, ERRORS[status])

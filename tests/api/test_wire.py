@@ -213,6 +213,7 @@ async def test_every_route_sends_what_its_schema_documents(wcoral: Coral, tmp_pa
     await drive_reference_routes(wire)
     await drive_reference_streams(wire, tmp_path)
     await drive_runs(wire, coral, tmp_path)
+    await drive_tasks(wire, coral)
     documented = {
         (method, path, next(s for s in op["responses"] if s.startswith(("2", "1"))))
         for path, item in wire.doc["paths"].items()
@@ -528,6 +529,58 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
     await wire.call("GET", "/api/tasks/runs/999", "ErrorBody", status=404)
     await wire.call("POST", "/api/tasks/runs/999/input", "ErrorBody", json={"text": "x"}, status=404)
     await wire.call("GET", "/api/tasks/runs?status=bogus", "ErrorBody", status=400)
+
+
+async def drive_tasks(wire: Wire, coral: Coral) -> None:
+    """Scheduled tasks: create (and deduplicated), list, read, change, preview, run, fire, act, fail."""
+    step = {
+        "id": "tell",
+        "uses": "webhook",
+        "with": {"url": "http://127.0.0.1:9/t", "body": {"r": "${run.id}"}},
+    }
+    body = {
+        "title": "wire",
+        "description": "every task route",
+        "schedule_kind": "event",
+        "schedule_expr": "wire.topic",
+        "created_by": "0b7e7a8e-2f35-4a53-9d3b-2b1c9f0c0a11",
+        "max_retries": 0,
+        "dedupe_key": "wire",
+        "payload": {"pipeline": [step]},
+    }
+    made = await wire.call("POST", "/tasks", "TaskCreated", json=body, status=201)
+    again = await wire.call("POST", "/tasks", "TaskCreated", json=body, status=200)
+    assert (again["id"], again["deduplicated"]) == (made["id"], True)
+    path = f"/tasks/{made['id']}"
+    page = await wire.call("GET", "/tasks?schedule_kind=event&limit=10", "TaskPage")
+    assert [t["id"] for t in page["items"]] == [made["id"]] and page["total"] == 1
+    await wire.call("PUT", path, "TaskDetail", json={"priority": 2})
+    preview = {
+        "schedule_kind": "rrule",
+        "schedule_expr": "FREQ=DAILY;COUNT=9",
+        "timezone": "Europe/Berlin",
+        "count": 2,
+    }
+    shown = await wire.call("POST", "/tasks/preview", "SchedulePreview", json=preview)
+    assert len(shown["fire_times"]) == 2
+    started = await wire.call("POST", path + "/run_now", "TaskRunStarted", status=202)
+    # (the task's dedupe key holds an event's run back while the manual one is active)
+    await poll(coral, f"/api/tasks/runs/{started['run']['run_id']}", lambda r: r["status"] in FINAL)
+    fired = await wire.call("POST", "/events", "EventAccepted", json={"topic": "wire.topic"}, status=202)
+    assert fired["triggered_tasks"] == [made["id"]]
+    await poll(coral, f"/api/tasks/runs/{fired['runs'][0]['run_id']}", lambda r: r["status"] in FINAL)
+    runs = await wire.call("GET", path + "/runs", "TaskRunPage")
+    assert runs["total"] == 2 and {r["trigger_type"] for r in runs["items"]} == {"manual", "event"}
+    shown_task = await wire.call("GET", path, "TaskDetail")
+    assert shown_task["last_run"] is not None and shown_task["runs_total"] == 2
+    await wire.call("POST", path + "/snooze", "TaskDetail", json={"delay_seconds": 60, "reason": "wire"})
+    await wire.call("POST", path + "/pause", "TaskDetail")
+    await wire.call("POST", path + "/resume", "TaskDetail")
+    await wire.call("POST", path + "/cancel", "TaskDetail")
+    await wire.call("POST", path + "/pause", "ErrorBody", status=409)
+    await wire.call("GET", "/tasks/0b7e7a8e-0000-4a53-9d3b-2b1c9f0c0a11", "ErrorBody", status=404)
+    await wire.call("POST", "/tasks", "ErrorBody", json={**body, "priority": 0}, status=400)
+    await wire.call("POST", "/events", "ErrorBody", json={"topic": ""}, status=400)
 
 
 def check_event(wire: Wire, body: Body, shape: str) -> None:
