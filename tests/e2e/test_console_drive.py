@@ -151,3 +151,34 @@ async def test_the_echo_agent_writes_to_its_log_what_it_does(coral: Coral) -> No
         assert (await coral.request("POST", puppet + "/thread/message", message))[0] == 200
         said = f"replied to me in thread {thread['id']} (1/1000)"
         assert (await read_until(logs, lambda e: e["text"] == said, timeout=30))[-1]["type"] == "info"
+
+
+async def test_the_reference_session_stream_leaves_agents_output_to_the_logs_stream(coral: Coral) -> None:
+    """The console warns about every event it does not know; agents' lines go to /ws/v1/logs."""
+    await coral.warm_python_agents()
+    body = session_body(
+        [agent_spec("echo-a"), agent_spec("me", runtime="external")], groups=[["echo-a", "me"]]
+    )
+    ns, sid = await coral.create_session(body)
+    path = f"/ws/v1/events/session/{ns}/{sid}"
+    async with stream(coral, path) as plain, stream(coral, path + "?types=agent_log,thread_created") as asked:
+        puppet = f"/api/v1/puppet/{ns}/{sid}/me"
+        status, thread = await coral.request(
+            "POST", puppet + "/thread", {"threadName": "t", "participantNames": ["echo-a"]}
+        )
+        assert status == 200, thread
+        message = {"threadId": thread["id"], "content": "hi", "mentions": ["echo-a"]}
+        assert (await coral.request("POST", puppet + "/thread/message", message))[0] == 200
+        said = f"replied to me in thread {thread['id']} (1/1000)"
+        seen = await read_until(asked, lambda e: e["type"] == "agent_log" and e["text"] == said, timeout=30)
+        assert {e["type"] for e in seen} <= {"agent_log", "thread_created"}
+        # The log line was published (seen above): the plain stream would carry it before session_closed.
+        got = await read_until(
+            plain,
+            lambda e: e["type"] == "thread_message_sent" and e["message"]["text"] == "echo: hi",
+            timeout=30,
+        )
+        assert (await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}"))[0] == 200
+        got += await read_until(plain, lambda e: e["type"] == "session_closed", timeout=30)
+    kinds = [e["type"] for e in got]
+    assert "thread_created" in kinds and "agent_log" not in kinds, kinds
