@@ -302,7 +302,8 @@ OPERATIONS: list[Operation] = [
     Operation(
         "get",
         "/ws/v1/events/session/{namespace}/{sessionId}",
-        "A session's events from now on, as the reference server sends them (its console opens this)",
+        "A session's events from now on, as the reference server sends them (its console opens this); "
+        "agents' output lines (agent_log) only when ?types= names them: they are on /ws/v1/logs",
         "events",
         status=101,
         first_event=m.SessionEvent,
