@@ -125,7 +125,9 @@ def plans(conn: sqlite3.Connection, after: str, limit: int) -> list[Plan]:
     cursor.row_factory = None  # plain tuples: planning reads many rows
     rows = cursor.execute(
         "SELECT id, version, schedule_kind, schedule_expr, timezone, next_fire_at, snoozed_until FROM tasks"
-        " WHERE id > ? AND status = 'active' AND schedule_kind != 'event' ORDER BY id LIMIT ?",
+        # `+status`: walk the primary key from the cursor on (the status index would sort every
+        # active task again for each page).
+        " WHERE id > ? AND +status = 'active' AND schedule_kind != 'event' ORDER BY id LIMIT ?",
         (after, limit),
     ).fetchall()
     return [Plan(*row) for row in rows]
