@@ -191,9 +191,10 @@ class TaskLoop:
             after = page[-1].task_id
 
     async def tick(self) -> None:
-        """One pass: decide the retries waiting for a decision, then fire every due task."""
-        await self.decide_retries()
+        """One pass: fire every due task (first: a fire is due at an instant, a retry waits for its
+        backoff anyway), then decide the retries waiting for a decision."""
         await self.fire_due()
+        await self.decide_retries()
 
     # -- fires ------------------------------------------------------------------------------------
 
