@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -54,7 +55,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from coral_server.jobs.agents import Endpoint, Secret, agent_cli, find_binary
-from coral_server.jobs.git import git
+from coral_server.jobs.git import GitFailed, git, is_transient
 from coral_server.jobs.worktree import cleanup_worktree, create_worktree, validate_repository
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -352,12 +353,29 @@ class Hand:
         default_factory=lambda: {k: v for k, v in os.environ.items() if not k.startswith("CORAL_")}
     )
 
+    async def add(self, branch: str, path: Path) -> None:
+        """`git worktree add`, again after a failure that only says another add was half-way (as the
+        server does: concurrent adds on one repository meet each other's half-made entries)."""
+        for attempt in range(20):
+            try:
+                await git(self.repo, "worktree", "add", "--quiet", "-b", branch, str(path), "main")
+                return
+            except GitFailed as exc:
+                if not is_transient(exc.result.stderr) or attempt == 19:
+                    raise
+            # Take back what the failed attempt made, as the server does before its retry.
+            await git(self.repo, "worktree", "remove", "--force", str(path), check=False)
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+            await git(self.repo, "worktree", "prune", check=False)
+            await git(self.repo, "branch", "-D", branch, check=False)
+            await asyncio.sleep(0.02 * (attempt + 1))
+
     async def run(self, name: str) -> HandRun:
         cli = agent_cli("claude")
         path, home = self.tmp / f"hand_{name}", self.tmp / f"hand_home_{name}"
         branch = f"hand-{name}"
         started = time.perf_counter()
-        await git(self.repo, "worktree", "add", "--quiet", "-b", branch, str(path), "main")
+        await self.add(branch, path)
         added = time.perf_counter()
         cli.prepare_home(home, path, self.endpoint)
         launch = cli.launch(
