@@ -9,7 +9,7 @@ from coral_server.api.body import read_json
 from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import RUNS
 from coral_server.runs.model import RUN_STATUSES, TRIGGERS
-from coral_server.runs.service import RunNotActive, RunNotWaiting
+from coral_server.runs.service import RETRY_AFTER_MAX_S, CapReached, RunNotActive, RunNotWaiting
 from coral_server.store.runs import RunFilter, RunLimitReached, RunNotFound
 
 MAX_LIMIT = 200
@@ -44,7 +44,8 @@ async def submit(request: web.Request) -> web.Response:
     except RunLimitReached as exc:
         message = f"Concurrent task limit reached (max: {exc.cap}). Try again later."
         response = json_response(views.error_body(message), 429)
-        response.headers["Retry-After"] = "5"
+        wait = exc.retry_after_s if isinstance(exc, CapReached) else RETRY_AFTER_MAX_S
+        response.headers["Retry-After"] = str(wait)
         return response
     return json_response(views.run_submitted(run))
 
