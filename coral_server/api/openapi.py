@@ -34,6 +34,8 @@ class Operation:
     notes: tuple[tuple[int, str], ...] = ()  # (status, why) where the general reason says too little
     stream: str | None = None  # the media type of a streamed answer
     first_event: Any = None  # the shape of a stream's first event (WebSocket or SSE)
+    events: tuple[Any, ...] = ()  # the shapes of the events that follow it
+    description: str | None = None  # what the summary and the statuses leave unsaid
 
 
 SUCCESS = {
@@ -68,6 +70,16 @@ _P = "/api/v1/puppet/{namespace}/{sessionId}/{agent}"
 _D = "/api/v1/webhooks/deliveries"
 _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
+_RUN_EVENTS = tuple(m.RUN_EVENTS.values())
+_JOBS_NOTE = (
+    "At the cap (CORAL_MAX_CONCURRENT_JOBS active runs, counted in the store) the answer is 429 before "
+    "the job is validated; Retry-After is the number of seconds until the first started run reaches its "
+    "max_duration_s (when a slot is sure to free), at least 1 and at most 60, since runs mostly end "
+    "sooner. A run whose server dies (crash, kill -9) cannot be taken over by the next one (the CLI's "
+    "terminal or pipe died with it): at start-up the next server stops the orphaned CLI, commits what "
+    "the run left uncommitted to its branch coral/run-{id}, removes its worktree when cleanup_worktree, "
+    "and ends the run failed with exit_reason server_restart (its result says what the branch holds)."
+)
 _WITH_BODY = (400, 404, 409, 415)
 _STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
 OPERATIONS: list[Operation] = [
@@ -223,6 +235,7 @@ OPERATIONS: list[Operation] = [
         JobSpec,
         m.RunSubmitted,
         errors=(400, 403, 415, 429, 503),
+        description=_JOBS_NOTE,
         notes=(
             (400, "Invalid job: `errors` names the field (prompt, repo_path, agent_type, base_branch, ...)"),
             (403, "repo_path is not under a directory that jobs may use (the jobs.allowedRoots setting)"),
@@ -274,6 +287,7 @@ OPERATIONS: list[Operation] = [
         "jobs",
         stream="text/event-stream",
         first_event=m.RunSnapshot,
+        events=_RUN_EVENTS,
         notes=(_NO_RUN,),
     ),
     Operation(
@@ -283,6 +297,7 @@ OPERATIONS: list[Operation] = [
         "jobs",
         status=101,
         first_event=m.RunSnapshot,
+        events=_RUN_EVENTS,
         notes=(_NO_RUN,),
     ),
 ]
@@ -389,6 +404,10 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
     if op.stream is not None:
         ok["description"] = f"Events (id: seq, event: type, data: the event's JSON); the first a {first}"
         ok["content"] = {op.stream: {"schema": {"type": "string"}}}
+    if op.events:
+        names = ", ".join(_name(shape) for shape in op.events)
+        ok["description"] += f", then any of {names} (components; `type` tells which)"
+        ok["x-events"] = {"oneOf": [_ref(shape) for shape in op.events]}
     responses: dict[str, Any] = {str(op.status): ok}
     notes = dict(op.notes)
     for status in sorted({*op.errors, *((401,) if auth else ())}):
@@ -398,6 +417,7 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
             responses[str(status)]["headers"] = ERROR_HEADERS[status]
     out: dict[str, Any] = {
         "summary": op.summary,
+        **({"description": op.description} if op.description else {}),
         "tags": [op.tag],
         "parameters": params,
         "responses": responses,
