@@ -26,6 +26,7 @@ from coral_server.jobs.worktree import (
     GitAuthor,
     Worktree,
     WorktreeError,
+    WorktreeResult,
     cleanup_worktree,
     create_worktree,
     finish_worktree,
@@ -119,7 +120,7 @@ class JobExecutor:
             remove=job.cleanup_worktree,
             author=self.settings.author,
         )
-        return None if result is None else {"worktree": result.to_json()}
+        return None if result is None else _worktree_fields(result)
 
     async def execute(self, run: Run, ctx: RunContext) -> Outcome:
         job = JobSpec.model_validate(run.spec)
@@ -212,15 +213,20 @@ class JobExecutor:
         except Exception as exc:
             log.exception("job.finish_failed run=%s", wt.run_id)
             return {"worktree_error": str(exc)}
-        return {
-            "branch": result.branch,
-            "head_sha": result.head_sha,
-            "base_sha": result.base_sha,
-            "commit_count": result.commit_count,
-            "files_changed": [f.to_json() for f in result.files_changed],
-            "auto_committed": result.auto_committed,
-            "worktree": result.to_json(),
-        }
+        return _worktree_fields(result)
+
+
+def _worktree_fields(result: WorktreeResult) -> dict[str, Any]:
+    """What a run's result says of its work in git (after any ending, a crash's recovery included)."""
+    return {
+        "branch": result.branch,
+        "head_sha": result.head_sha,
+        "base_sha": result.base_sha,
+        "commit_count": result.commit_count,
+        "files_changed": [f.to_json() for f in result.files_changed],
+        "auto_committed": result.auto_committed,
+        "worktree": result.to_json(),
+    }
 
 
 class _Job:
