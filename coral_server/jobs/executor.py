@@ -45,7 +45,7 @@ from coral_server.webhooks.destinations import DestinationPolicy
 log = logging.getLogger("coral_server.jobs")
 
 SETTLE_S = 0.05  # how long a terminal screen is left to settle before it is read
-EXIT_KEYS = b"/exit\r"
+ECHO_WAIT_S = 2.0  # how long typed text may take to show before Enter follows it anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,12 +392,26 @@ class _Job:
                 continue
             if reading.idle and reading.turn_end is TurnEnd.INTERRUPTED:
                 answer = await self.ctx.wait_input("The agent stopped: what should it do instead?")
-                terminal.write(_typed(answer))
+                await self._submit(terminal, answer)
                 continue
             if reading.idle and reading.turn_end is TurnEnd.DONE:
                 with contextlib.suppress(OSError):
-                    terminal.write(EXIT_KEYS)
+                    await self._submit(terminal, self.agent.cli.exit_command)
                 return
+
+    async def _submit(self, terminal: Terminal, text: str) -> None:
+        """Type `text` into the CLI's input box and press Enter: at once, or once the text shows (or
+        after ECHO_WAIT_S) for a CLI that takes text and Enter in one read as a paste."""
+        if not self.agent.cli.enter_apart:
+            terminal.write(_typed(text))
+            return
+        self.changed.clear()
+        terminal.write(_typed(text)[:-1])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ECHO_WAIT_S):
+                await self.changed.wait()
+        await asyncio.sleep(SETTLE_S)
+        terminal.write(b"\r")
 
 
 def _typed(text: str) -> bytes:
