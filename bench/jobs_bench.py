@@ -21,8 +21,9 @@ A repository of 10,000 committed files is generated once, in a temp dir, and use
       target <= 1.2x + 50 ms; (b) submit -> completed against the whole hand run, target <= 1.1x +
       100 ms.
    c. `--runs` jobs (50) through a cap of `--cap` (5): one client submits them in turn and, on a 429,
-      submits again after `--retry-s` (0.05 s; the server's Retry-After says 5 s, too long for a
-      bench). A sampler polls `GET /api/tasks/runs?status=running` and the whole listing (pending,
+      submits again after `--retry-s` (0.05 s; the server's Retry-After, the time until the first
+      run reaches its max_duration_s within 1..60 s, is too long for a bench). A sampler polls
+      `GET /api/tasks/runs?status=running` and the whole listing (pending,
       running, waiting_input) and counts the server's `claude` processes in /proc; afterwards the
       runs' own timestamps give the exact overlap. Beside it, the floor: the same number of hand runs
       through a semaphore of the same size, half before and half after the server's runs (so a drift
@@ -183,7 +184,7 @@ async def part_worktree(args: argparse.Namespace, tmp: Path, repo: Path) -> None
     print(f"   target <= {TARGET_RATIO}x + {TARGET_SLACK_MS:g} ms of plain = {ms(budget)}: {verdict}")
     print(row("plain git worktree remove", plain_remove))
     print(row("finish + cleanup (ours)", our_cleanup))
-    print("   (cleanup = status, describe, unlock, remove, prune, delete the empty branch)")
+    print("   (cleanup = status, rev-parse HEAD, remove, delete the empty branch: 4 git processes)")
 
 
 # -- part 2: through a real server ------------------------------------------------------------------
