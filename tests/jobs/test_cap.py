@@ -5,16 +5,19 @@ stopped (at the process boundary, where the real CLI would call its model API)."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 import coral_server.jobs.git as git_module
 from coral_server.runs.service import RETRY_AFTER_MAX_S, retry_after_s
 from coral_server.store.runs import ActiveSlot
 from tests.conftest import WAIT_S, Coral, start_coral, wait_until
+from tests.e2e.test_crash import Server
 from tests.jobs.conftest import init_git_repo
 
 BUSY_CLAUDE = "#!/bin/sh\nexec sleep 600\n"
@@ -94,3 +97,62 @@ def test_retry_after_is_the_time_to_the_first_runs_limit_within_bounds() -> None
     assert retry_after_s([ActiveSlot("running", now - 100, 3600.0)], now) == RETRY_AFTER_MAX_S
     assert retry_after_s([ActiveSlot("waiting_input", now - 50, 50.2)], now) == 1  # overdue: now
     assert retry_after_s([ActiveSlot("pending", None, None)], now) == RETRY_AFTER_MAX_S
+
+
+async def test_two_servers_on_one_data_dir_share_the_cap_across_restarts(tmp_path: Path) -> None:
+    """The count is the store's: a second server process, and the same one restarted, see the first
+    server's running run (and leave it running: its server is alive)."""
+    binary = tmp_path / "bin" / "claude"
+    binary.parent.mkdir()
+    binary.write_text(BUSY_CLAUDE)
+    binary.chmod(0o755)
+    repo = init_git_repo(tmp_path / "repo").path
+    extra = ["--claude-bin", str(binary), "--max-concurrent-jobs", "1"]
+    marker = f"cap-{uuid.uuid4().hex}"
+    first = Server(tmp_path / "data", marker, extra, {})
+    second = Server(tmp_path / "data", marker, extra, {})
+    body = {"prompt": "work", "repo_path": str(repo), "flags": FLAGS}
+    try:
+        await first.start()
+        await second.start()
+        async with aiohttp.ClientSession() as http:
+
+            async def call(server: Server, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+                async with http.request(method, server.base + path, json=json) as resp:
+                    return resp.status, await resp.json(content_type=None)
+
+            async def status(server: Server, run_id: int) -> str:
+                return str((await call(server, "GET", f"/api/tasks/runs/{run_id}"))[1]["status"])
+
+            code, out = await call(first, "POST", "/api/tasks/run", body)
+            assert code == 200, out
+            run_id = out["run_id"]
+            await wait_until(
+                lambda: _eq(status(first, run_id), "running"), WAIT_S, what="running on the first"
+            )
+            code, out = await call(second, "POST", "/api/tasks/run", body)
+            assert code == 429, out
+            await second.stop()
+            await second.start()  # a restart: the count is still the store's
+            code, out = await call(second, "POST", "/api/tasks/run", body)
+            assert code == 429, out
+            assert await status(second, run_id) == "running"  # its server lives: not recovered
+            code, _ = await call(first, "POST", f"/api/tasks/runs/{run_id}/kill")
+            assert code == 200
+            await wait_until(lambda: _eq(status(first, run_id), "killed"), WAIT_S, what="killed")
+            code, out = await call(second, "POST", "/api/tasks/run", body)
+            assert code == 200, out  # the slot is free for either server
+            # Either server's dispatcher may take it; the one that executes it kills it.
+            await wait_until(lambda: _eq(status(second, out["run_id"]), "running"), WAIT_S, what="running")
+            kills = [
+                (await call(s, "POST", f"/api/tasks/runs/{out['run_id']}/kill"))[0] for s in (first, second)
+            ]
+            assert sorted(kills) == [200, 404], kills
+            await wait_until(lambda: _eq(status(second, out["run_id"]), "killed"), WAIT_S, what="killed")
+    finally:
+        for server in (first, second):
+            await server.stop()
+
+
+async def _eq(value: Any, expected: str) -> bool:
+    return await value == expected
