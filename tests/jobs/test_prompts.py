@@ -182,7 +182,14 @@ def other(agent_type: str, name: str) -> list[str]:
 @pytest.mark.parametrize(
     ("agent_type", "tool", "subject", "question", "yes", "keys"),
     [
-        ("gemini", "Shell", "echo hi > hi.txt", "Allow execution of [Shell]?", "1", ["1", "2", "3"]),
+        (
+            "gemini",
+            "Shell",
+            "echo hi > hi.txt && git add -A && git commit -qm hi",
+            "Allow execution of [Shell]?",
+            "1",
+            ["1", "2", "3"],
+        ),
         (
             "codex",
             "Bash",
@@ -221,3 +228,10 @@ def test_gemini_and_codex_states(agent_type: str, name: str, state: ScreenState,
     assert (reading.state, reading.turn_end, reading.prompt) == (state, turn_end, None)
     if state is ScreenState.READY:
         assert reading.idle
+
+
+def test_a_codex_answer_is_not_done_before_its_turn_is() -> None:
+    # Its final message shows a moment before "Worked for ..." closes the turn: the CLI is not ended then.
+    lines = [row for row in other("codex", "done") if "Worked for" not in row]
+    reading = read_screen("codex", lines)
+    assert (reading.state, reading.turn_end) == (ScreenState.READY, None)
