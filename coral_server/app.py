@@ -20,8 +20,9 @@ from coral_server.api import registry as registry_routes
 from coral_server.api import runs as run_routes
 from coral_server.api import sessions as session_routes
 from coral_server.api import webhooks as webhook_routes
-from coral_server.api.access_log import AccessLog
+from coral_server.api.access_log import AccessLog, quiet_malformed_requests
 from coral_server.api.auth import bearer_middleware
+from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite, warn_if_above_fd_limit
 from coral_server.api.errors import error_middleware
 from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, WEBHOOKS
 from coral_server.clock import SystemClock
@@ -40,6 +41,7 @@ from coral_server.runtimes.process import ProcessRuntime
 from coral_server.runtimes.zygote import Zygote
 from coral_server.sessions import Sessions, SessionSettings
 from coral_server.sessions.launch import AgentLauncher
+from coral_server.sessions.limits import SessionLimits
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
@@ -60,14 +62,18 @@ FORWARDER = web.AppKey("forwarder", CustomToolForwarder)
 DOCKER = web.AppKey("docker", DockerEngine)
 DATABASE = web.AppKey("database", Database)
 ZYGOTE = web.AppKey("zygote", Zygote)
+CONNECTIONS = web.AppKey("connections", Connections)
 
 
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
     """Build a complete server; nothing is global, so tests may build as many as they like."""
+    connections = Connections(settings.max_connections, settings.header_timeout_s, settings.body_timeout_s)
     app = web.Application(
-        middlewares=[error_middleware, bearer_middleware(settings.auth_keys)], client_max_size=8 * 1024 * 1024
+        middlewares=[error_middleware, connections.middleware, bearer_middleware(settings.auth_keys)],
+        client_max_size=8 * 1024 * 1024,
     )
     app[SETTINGS] = settings
+    app[CONNECTIONS] = connections
     app[REGISTRY] = registry if registry is not None else Registry.load(list(settings.registry))
     for problem in app[REGISTRY].problems:
         log.warning("registry.skipped path=%s reason=%s", problem.path, problem.reason)
@@ -131,7 +137,19 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         app[REGISTRY],
         app[SUPERVISOR],
         app[LAUNCHER],
-        SessionSettings(wait_cap_ms=settings.wait_cap_ms, log_buffer_bytes=settings.log_buffer_bytes),
+        SessionSettings(
+            wait_cap_ms=settings.wait_cap_ms,
+            log_buffer_bytes=settings.log_buffer_bytes,
+            limits=SessionLimits(
+                max_sessions=settings.max_sessions,
+                max_agents_per_session=settings.max_agents_per_session,
+                max_group_size=settings.max_group_size,
+                max_ttl_ms=settings.max_ttl_ms,
+                max_hold_ms=settings.max_hold_ms,
+                max_option_bytes=settings.max_option_bytes,
+                max_agent_options_bytes=settings.max_agent_options_bytes,
+            ),
+        ),
         events=app[EVENTS],
         clock=clock,
         records=lambda: database.store.sessions if database.is_open else None,
@@ -282,13 +300,22 @@ def _job_settings(settings: Settings) -> JobSettings:
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start `app` on host:port (0 = any free port) and tell the session domain the real URL."""
     # AccessLog: one line per request with every credential in its target masked.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log_class=AccessLog)
+    quiet_malformed_requests()
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=5,
+        access_log_class=AccessLog,
+        keepalive_timeout=KEEPALIVE_S,
+    )
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
-    site = web.SockSite(runner, sock)
+    # Every connection counted against max_connections, its headers and body against their timeouts.
+    warn_if_above_fd_limit(app[CONNECTIONS].max_connections)
+    site = GuardedSite(runner, sock, app[CONNECTIONS])
     await site.start()
     launcher = app[LAUNCHER]
     settings = app[SETTINGS]

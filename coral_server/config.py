@@ -105,6 +105,57 @@ class Settings(BaseModel):
     gemini_api_key: str | None = Field(default=None, description="API key given to the gemini CLI (secret).")
     openai_base_url: str | None = Field(default=None, description="OpenAI API base URL for the codex CLI.")
     openai_api_key: str | None = Field(default=None, description="API key given to the codex CLI (secret).")
+    # -- limits: streams, connections, request sizes (TOML [limits]) --------------------------------
+    stream_write_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="An event stream whose client has not taken a write for this long is dropped; "
+        "it is also how long a stream may take to finish once its session has ended.",
+    )
+    max_streams_per_client: int = Field(
+        default=100,
+        ge=1,
+        description="Event streams open at once per bearer key (per client address on a server "
+        "without keys); beyond it a 429.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time a client has to send a request's headers (a 408, then closed)."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Time a client has to send a request's body (a 408, then closed)."
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open HTTP connections at once (agents' included); beyond it a 503 and closed. "
+        "Keep it below the open-file limit.",
+    )
+    max_sessions: int = Field(
+        default=1000, ge=1, description="Live sessions at once; beyond it creating one gets a 429."
+    )
+    max_agents_per_session: int = Field(default=500, ge=1, description="Agents in one session.")
+    max_group_size: int = Field(
+        default=200, ge=1, description="Agents in one group (each is linked to every other: n² links)."
+    )
+    max_ttl_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=1, description="Longest session ttl, in ms.")
+    max_hold_ms: int = Field(
+        default=24 * 3600 * 1000,
+        ge=0,
+        description="Longest a closed session's state is kept (persistence hold or minimum time), in ms.",
+    )
+    max_option_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="Largest option value or systemPrompt, in UTF-8 bytes (the OS takes at most 128 KiB "
+        "per environment string).",
+    )
+    max_agent_options_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="All of one agent's option values and systemPrompt together, in bytes (the OS takes "
+        "about 2 MiB of environment and arguments in all, the server's own environment included).",
+    )
+
     # -- hardening: where webhooks may go ([webhooks]), how agent containers run ([docker]) ---------
     webhook_private_destinations: Literal["auto", "allow", "deny"] = Field(
         default="auto",
@@ -258,6 +309,18 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("docker", "readOnly"): "docker_read_only",
     ("docker", "user"): "docker_user",
     ("docker", "manifestOverrides"): "docker_manifest_overrides",
+    ("limits", "streamWriteTimeoutSeconds"): "stream_write_timeout_s",
+    ("limits", "maxStreamsPerClient"): "max_streams_per_client",
+    ("limits", "headerTimeoutSeconds"): "header_timeout_s",
+    ("limits", "bodyTimeoutSeconds"): "body_timeout_s",
+    ("limits", "maxConnections"): "max_connections",
+    ("limits", "maxSessions"): "max_sessions",
+    ("limits", "maxAgentsPerSession"): "max_agents_per_session",
+    ("limits", "maxGroupSize"): "max_group_size",
+    ("limits", "maxTtlMs"): "max_ttl_ms",
+    ("limits", "maxHoldMs"): "max_hold_ms",
+    ("limits", "maxOptionBytes"): "max_option_bytes",
+    ("limits", "maxAgentOptionsBytes"): "max_agent_options_bytes",
 }
 _ENV_KEYS = {
     "HOST": "host",
@@ -300,6 +363,18 @@ _ENV_KEYS = {
     "DOCKER_READ_ONLY": "docker_read_only",
     "DOCKER_USER": "docker_user",
     "DOCKER_MANIFEST_OVERRIDES": "docker_manifest_overrides",
+    "STREAM_WRITE_TIMEOUT_S": "stream_write_timeout_s",
+    "MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
+    "HEADER_TIMEOUT_S": "header_timeout_s",
+    "BODY_TIMEOUT_S": "body_timeout_s",
+    "MAX_CONNECTIONS": "max_connections",
+    "MAX_SESSIONS": "max_sessions",
+    "MAX_AGENTS_PER_SESSION": "max_agents_per_session",
+    "MAX_GROUP_SIZE": "max_group_size",
+    "MAX_TTL_MS": "max_ttl_ms",
+    "MAX_HOLD_MS": "max_hold_ms",
+    "MAX_OPTION_BYTES": "max_option_bytes",
+    "MAX_AGENT_OPTIONS_BYTES": "max_agent_options_bytes",
 }
 # Read without our prefix too, as the systems they come from spell them (the prefixed one wins).
 _BARE_ENV_KEYS = {"CORAL_MAX_CONCURRENT_JOBS": "max_concurrent_jobs"}

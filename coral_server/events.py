@@ -81,6 +81,11 @@ class Subscription:
     def ended(self) -> bool:
         return self._closed
 
+    @property
+    def topic_closed(self) -> bool:
+        """Whether the topic has closed: what is left to read is all there will be."""
+        return self._topic.closed
+
     def _notify(self, seq: int) -> None:
         if seq - self._next + 1 > self._bus.max_lag:
             self._overflowed = True

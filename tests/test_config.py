@@ -388,3 +388,32 @@ def test_exposure_warning(host: str, keys: tuple[str, ...], warns: bool) -> None
     assert (warning is not None) == warns
     if warning:
         assert "no auth key" in warning and (host in warning)
+
+
+LIMITS = {
+    "stream_write_timeout_s": ("streamWriteTimeoutSeconds", "STREAM_WRITE_TIMEOUT_S", 2.5),
+    "max_streams_per_client": ("maxStreamsPerClient", "MAX_STREAMS_PER_CLIENT", 7),
+    "header_timeout_s": ("headerTimeoutSeconds", "HEADER_TIMEOUT_S", 3.0),
+    "body_timeout_s": ("bodyTimeoutSeconds", "BODY_TIMEOUT_S", 4.0),
+    "max_connections": ("maxConnections", "MAX_CONNECTIONS", 99),
+    "max_sessions": ("maxSessions", "MAX_SESSIONS", 12),
+    "max_agents_per_session": ("maxAgentsPerSession", "MAX_AGENTS_PER_SESSION", 13),
+    "max_group_size": ("maxGroupSize", "MAX_GROUP_SIZE", 14),
+    "max_ttl_ms": ("maxTtlMs", "MAX_TTL_MS", 15000),
+    "max_hold_ms": ("maxHoldMs", "MAX_HOLD_MS", 16000),
+    "max_option_bytes": ("maxOptionBytes", "MAX_OPTION_BYTES", 1700),
+    "max_agent_options_bytes": ("maxAgentOptionsBytes", "MAX_AGENT_OPTIONS_BYTES", 18000),
+}
+
+
+def test_limits_from_the_toml_table_and_the_environment(tmp_path: Path) -> None:
+    defaults = Settings()
+    assert (defaults.max_sessions, defaults.max_group_size, defaults.max_option_bytes) == (1000, 200, 65536)
+    lines = ["[limits]"] + [f"{key} = {value}" for key, _, value in LIMITS.values()]
+    from_toml = load_settings(["--config", str(toml(tmp_path, "\n".join(lines)))], {})
+    from_env = load_settings([], {f"CORAL_SERVER_{env}": str(value) for _, env, value in LIMITS.values()})
+    for field, (_, _, value) in LIMITS.items():
+        assert getattr(from_toml, field) == value, field
+        assert getattr(from_env, field) == value, field
+    with pytest.raises(SettingsInvalid, match="max_sessions"):
+        load_settings([], {"CORAL_SERVER_MAX_SESSIONS": "0"})

@@ -13,6 +13,16 @@ from coral_server.redaction import SECRETS
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/health"})
 
 
+def presented_key(request: web.Request) -> str | None:
+    """The bearer key a request carries (the header, or `?token=` on a WebSocket route), unchecked."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header and request.path.startswith("/ws/") and "token" in request.query:
+        # Browsers cannot set headers on a WebSocket; the key may come as ?token= instead.
+        return request.query["token"]
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def bearer_middleware(keys: tuple[str, ...]) -> Middleware:
     encoded = [k.encode() for k in keys]
     SECRETS.add(*keys)  # for the life of the process, as the keys are
@@ -21,13 +31,8 @@ def bearer_middleware(keys: tuple[str, ...]) -> Middleware:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not encoded or not request.path.startswith(("/api/", "/ws/")) or request.path in PUBLIC_PATHS:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        given = token.strip().encode()
-        if not header and request.path.startswith("/ws/") and "token" in request.query:
-            # Browsers cannot set headers on a WebSocket; the key may come as ?token= instead.
-            scheme, given = "bearer", request.query["token"].encode()
-        if scheme.lower() == "bearer" and any(hmac.compare_digest(given, k) for k in encoded):
+        given = presented_key(request)
+        if given is not None and any(hmac.compare_digest(given.encode(), k) for k in encoded):
             return await handler(request)
         response = error_response(401, "missing or invalid bearer key")
         response.headers["WWW-Authenticate"] = 'Bearer realm="coral"'

@@ -15,6 +15,7 @@ from coral_server.jobs.repository import RepositoryInvalid, RepositoryNotAllowed
 from coral_server.jobs.spec import JobSpecInvalid
 from coral_server.registry import AgentNotInRegistry
 from coral_server.sessions import errors as se
+from coral_server.sessions.limits import TooManySessions
 from coral_server.store import DeliveryFinished, DeliveryNotFound, StoreUnavailable
 from coral_server.store.runs import RunNotFound
 
@@ -104,6 +105,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except BadRequest as exc:
         return error_response(exc.status, str(exc), exc.problems)
+    except TooManySessions as exc:
+        # 429, as for the cap on runs: the request is fine and succeeds once a session ends.
+        response = error_response(429, str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
     except se.SessionRequestInvalid as exc:
         return error_response(400, "invalid session request", [(p.path, p.message) for p in exc.problems])
     except JobSpecInvalid as exc:

@@ -82,6 +82,9 @@ _JOBS_NOTE = (
 )
 _WITH_BODY = (400, 404, 409, 415)
 _STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
+_STREAM_ERRORS = (400, 404, 429)
+_SESSION_CAP = (429, "The server runs max_sessions live sessions: try again after Retry-After")
+_STREAM_CAP = (429, "This client (bearer key, else address) has max_streams_per_client streams open")
 OPERATIONS: list[Operation] = [
     Operation(
         "post",
@@ -90,7 +93,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_STORED,
+        errors=(*_STORED, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "post",
@@ -99,7 +103,8 @@ OPERATIONS: list[Operation] = [
         "sessions",
         m.CreateSessionRequest,
         m.CreateSessionResponse,
-        errors=_STORED,
+        errors=(*_STORED, 429),
+        notes=(_SESSION_CAP,),
     ),
     Operation(
         "get", _S, "List sessions of every namespace", "sessions", response=[m.NamespaceSessions], errors=()
@@ -218,6 +223,8 @@ OPERATIONS: list[Operation] = [
         "events",
         stream="text/event-stream",
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "get",
@@ -226,6 +233,8 @@ OPERATIONS: list[Operation] = [
         "events",
         status=101,
         first_event=m.SessionSnapshot,
+        errors=_STREAM_ERRORS,
+        notes=(_STREAM_CAP,),
     ),
     Operation(
         "post",
@@ -288,7 +297,8 @@ OPERATIONS: list[Operation] = [
         stream="text/event-stream",
         first_event=m.RunSnapshot,
         events=_RUN_EVENTS,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
     Operation(
         "get",
@@ -298,7 +308,8 @@ OPERATIONS: list[Operation] = [
         status=101,
         first_event=m.RunSnapshot,
         events=_RUN_EVENTS,
-        notes=(_NO_RUN,),
+        errors=_STREAM_ERRORS,
+        notes=(_NO_RUN, _STREAM_CAP),
     ),
 ]
 

@@ -16,6 +16,7 @@ from coral_server.api.models import (
     AgentSpec,
     CreateSessionRequest,
     CustomTool,
+    PersistenceMode,
     RuntimeSettings,
 )
 from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, Session, SessionRequest, Sessions
@@ -36,6 +37,7 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
             namespace = provider.namespaceRequest.name
             delete_on_exit = provider.namespaceRequest.deleteOnLastSessionExit
     settings = body.sessionRuntimeSettings or (body.execution.runtimeSettings if body.execution else None)
+    settings_path = "sessionRuntimeSettings" if body.sessionRuntimeSettings else "execution.runtimeSettings"
     persistence = settings.persistenceMode if settings else None
     agents = [
         AgentRequest(
@@ -65,11 +67,22 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
         minimum_time_ms=persistence.minimum_ms() if persistence else 0,
         end_webhook=_end_webhook(settings),
         annotations=dict(body.annotations),
-        end_webhook_path=(
-            "sessionRuntimeSettings" if body.sessionRuntimeSettings else "execution.runtimeSettings"
-        )
-        + ".webhooks.sessionEnd.url",
+        settings_path=settings_path,
+        persistence_path=f"{settings_path}.persistenceMode{_kept_by(persistence)}",
+        end_webhook_path=f"{settings_path}.webhooks.sessionEnd.url",
     )
+
+
+def _kept_by(persistence: PersistenceMode | None) -> str:
+    """Which field of a persistence mode gave its time ("" when none did)."""
+    if persistence is None or persistence.kind() == "none":
+        return ""
+    order = (
+        ("duration", "holdTime")
+        if persistence.kind() == "hold_after_exit"
+        else ("time", "duration", "holdTime")
+    )
+    return next((f".{name}" for name in order if getattr(persistence, name) is not None), "")
 
 
 def _end_webhook(settings: RuntimeSettings | None) -> EndWebhook | None:
@@ -162,7 +175,7 @@ def _session(request: web.Request) -> Session:
 
 
 async def get_state(request: web.Request) -> web.Response:
-    return json_response(views.session_state(_session(request)))
+    return json_response(await views.session_state_later(_session(request))())
 
 
 async def close_session(request: web.Request) -> web.Response:

@@ -7,7 +7,9 @@ read often). `tests/api/test_wire.py` validates what a running server sends agai
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, cast
 
 import orjson
@@ -22,6 +24,8 @@ from coral_server.store import Delivery, DeliveryAttempt
 
 # How many of a dead agent's last output lines its state shows.
 LAST_LOG_LINES = 10
+# Messages serialised per step of a state read (a few ms) before the event loop runs again.
+STATE_STEP = 1000
 
 
 # -- sessions ------------------------------------------------------------------------------------
@@ -59,7 +63,7 @@ def thread_status(thread: Thread) -> m.ThreadStatus:
     return {"state": "closed", "summary": thread.summary or "", "timestamp": thread.closed_at}
 
 
-def thread_state(thread: Thread) -> m.ThreadState:
+def thread_state(thread: Thread, *, messages: bool = True) -> m.ThreadState:
     return {
         "id": thread.id,
         "name": thread.name,
@@ -67,7 +71,7 @@ def thread_state(thread: Thread) -> m.ThreadState:
         "participants": list(thread.participants),
         "state": thread_status(thread),
         "timestamp": thread.timestamp,
-        "messages": [message_state(x) for x in thread.messages],
+        "messages": [message_state(x) for x in thread.messages] if messages else [],
     }
 
 
@@ -96,14 +100,14 @@ def agent_state(agent: SessionAgent) -> m.AgentState:
     return state
 
 
-def session_state(session: Session) -> m.SessionState:
+def session_state(session: Session, *, messages: bool = True) -> m.SessionState:
     state: m.SessionState = {
         "id": session.id,
         "namespace": session.namespace,
         "timestamp": session.timestamp,
         "closing": session.closing,
         "agents": [agent_state(a) for a in session.agents.values()],
-        "threads": [thread_state(t) for t in session.threads.values()],
+        "threads": [thread_state(t, messages=messages) for t in session.threads.values()],
     }
     if session.close_reason is not None:
         state["closeReason"] = session.close_reason
@@ -119,6 +123,47 @@ def session_state(session: Session) -> m.SessionState:
 def session_snapshot(session: Session, seq: int) -> m.SessionSnapshot:
     """The session state as GET returns it, marked with the last seq it reflects."""
     return {**session_state(session), "seq": seq, "type": "snapshot"}
+
+
+def session_state_later(session: Session) -> Callable[[], Awaitable[m.SessionState]]:
+    """The session's state as of now, its messages serialised when awaited, in steps between which
+    the event loop runs: a session with 100,000 messages is read without holding up the server.
+
+    What it holds is fixed now (no await here): the agents and threads as they are, and how many
+    messages each thread has. A thread's messages are only ever appended, so its first n then are
+    its first n now. Each step's messages go straight to JSON (an orjson Fragment), so the final
+    serialisation of the whole state copies bytes instead of walking it again.
+    """
+    state = session_state(session, messages=False)
+    counts = [(thread, len(thread.messages)) for thread in session.threads.values()]
+
+    async def complete() -> m.SessionState:
+        budget = STATE_STEP  # messages left in this step
+        for out, (thread, count) in zip(state["threads"], counts, strict=True):
+            parts: list[bytes] = []
+            start = 0
+            while start < count:
+                end = min(start + budget, count)
+                parts.append(orjson.dumps([message_state(x) for x in thread.messages[start:end]])[1:-1])
+                budget -= end - start
+                start = end
+                if not budget:
+                    await asyncio.sleep(0)
+                    budget = STATE_STEP
+            out["messages"] = cast(Any, orjson.Fragment(b"[" + b",".join(parts) + b"]"))
+        return state
+
+    return complete
+
+
+def session_snapshot_later(session: Session, seq: int) -> Callable[[], Awaitable[m.SessionSnapshot]]:
+    """`session_snapshot`, its messages serialised in steps when awaited (see session_state_later)."""
+    state = session_state_later(session)
+
+    async def complete() -> m.SessionSnapshot:
+        return {**await state(), "seq": seq, "type": "snapshot"}
+
+    return complete
 
 
 def agent_logs(agent: SessionAgent, tail: int) -> m.AgentLogs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Callable
@@ -31,6 +32,7 @@ POOL_THREADS = 64
 # HTTP connections to the engine kept for reuse: a burst of launches or stops returns this many at
 # once; beyond it urllib3 discards connections, warning for each.
 HTTP_POOL = 64
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # The writable /tmp of a read-only container (a tmpfs: it counts against the memory limit).
 READ_ONLY_TMP = "64m"
 
@@ -101,6 +103,11 @@ class DockerEngine:
         if self._client is None:
 
             def connect() -> Any:
+                url = self.settings.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+                path = url.removeprefix("unix://")
+                if url.startswith("unix://") and not os.path.exists(path):
+                    # Checked first: the SDK leaks its socket when it cannot connect.
+                    raise DockerException(f"no socket at {path}")
                 if self.settings.base_url:
                     client = docker.DockerClient(base_url=self.settings.base_url, max_pool_size=HTTP_POOL)
                 else:

@@ -33,6 +33,7 @@ from coral_server.sessions.errors import (
 )
 from coral_server.sessions.journal import Journal, replay
 from coral_server.sessions.launch import AgentLauncher
+from coral_server.sessions.limits import SessionLimits, TooManySessions, agent_problems, request_problems
 from coral_server.sessions.report import crash_report, record_of
 from coral_server.sessions.session import Session
 from coral_server.sessions.spec import AgentRequest, SessionRequest
@@ -52,6 +53,7 @@ class SessionSettings:
 
     wait_cap_ms: int = 60_000
     log_buffer_bytes: int = 256 * 1024
+    limits: SessionLimits = field(default_factory=SessionLimits)
 
 
 @dataclass(slots=True)
@@ -103,6 +105,7 @@ class Sessions:
         # Closed sessions whose store record could not be removed (disk full...): tried again at each
         # close and at shutdown, so a restart does not report them a second time.
         self._unremoved: set[str] = set()
+        self._creating = 0  # sessions admitted under max_sessions and not yet in their namespace
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -143,6 +146,9 @@ class Sessions:
         agents: list[SessionAgent] = []
         seen: set[str] = set()
         base = request.agents_path
+        oversized = request_problems(request, self.settings.limits)
+        if oversized:
+            raise SessionRequestInvalid(oversized)
         if not request.agents:
             problems.append(RequestProblem(base, "a session needs at least one agent"))
         for i, req in enumerate(request.agents):
@@ -207,6 +213,10 @@ class Sessions:
         except OptionsInvalid as exc:
             problems.extend(RequestProblem(e.path, e.message) for e in exc.errors)
             return None
+        oversized = agent_problems(req, options, path, self.settings.limits)
+        if oversized:
+            problems.extend(oversized)
+            return None
         agent = SessionAgent(
             name=req.name,
             manifest=manifest,
@@ -250,6 +260,16 @@ class Sessions:
         """Validate the request against the registry, then start the session's agents."""
         agents = self._build_agents(request)
         await self.check_destinations(request)
+        live = sum(s.closed_at is None for s in self.all_sessions()) + self._creating
+        if live >= self.settings.limits.max_sessions:
+            raise TooManySessions(self.settings.limits.max_sessions)
+        self._creating += 1
+        try:
+            return await self._create(request, agents)
+        finally:
+            self._creating -= 1
+
+    async def _create(self, request: SessionRequest, agents: list[SessionAgent]) -> Session:
         ns = self.namespaces.get(request.namespace)
         if ns is None:
             if not request.create_namespace:
