@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +103,9 @@ class DockerEngine:
         if self._client is None:
 
             def connect() -> Any:
+                _probe(
+                    self.settings.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+                )
                 if self.settings.base_url:
                     client = docker.DockerClient(base_url=self.settings.base_url, max_pool_size=HTTP_POOL)
                 else:
@@ -149,6 +154,19 @@ class DockerEngine:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
+
+
+def _probe(url: str) -> None:
+    """Fail at once when a local engine's socket does not answer, closing the probe: docker-py leaves the
+    socket of a failed connect open (unclosed, for the garbage collector to warn about)."""
+    if not url.startswith("unix://"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(url.removeprefix("unix://"))
+        except OSError as exc:
+            raise DockerException(f"nothing answers at {url}: {exc}") from exc
 
 
 def _attach(api: Any, container_id: str) -> Any:
