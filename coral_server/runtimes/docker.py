@@ -33,6 +33,7 @@ POOL_THREADS = 64
 # HTTP connections to the engine kept for reuse: a burst of launches or stops returns this many at
 # once; beyond it urllib3 discards connections, warning for each.
 HTTP_POOL = 64
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # The writable /tmp of a read-only container (a tmpfs: it counts against the memory limit).
 READ_ONLY_TMP = "64m"
 
@@ -103,9 +104,7 @@ class DockerEngine:
         if self._client is None:
 
             def connect() -> Any:
-                _probe(
-                    self.settings.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-                )
+                _probe(self.settings.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET)
                 if self.settings.base_url:
                     client = docker.DockerClient(base_url=self.settings.base_url, max_pool_size=HTTP_POOL)
                 else:

@@ -145,14 +145,16 @@ async def test_closing_by_an_agent_and_events_on_the_server_feed(h: Harness) -> 
     seen = []
     while True:
         event = await feed.next(0.5)
-        seen.append((event.type, event.data.get("agent"), event.data.get("reason")))
+        seen.append((event.type, event.data.get("name"), event.data.get("reason")))
         if event.type == "session_closed":
             break
     feed.close()
     assert seen == [
         ("session_created", None, None),
-        ("agent_started", "a", None),
-        ("agent_exited", "a", None),
+        ("session_running", None, None),
+        ("runtime_started", "a", None),
+        ("session_closing", None, "closed_by_agent"),
+        ("runtime_stopped", "a", None),
         ("session_closed", None, "closed_by_agent"),
     ]
 
