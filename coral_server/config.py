@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from coral_server.registry.manifest import CONTAINER_OVERRIDES
 from coral_server.webhooks.destinations import parse_rules
@@ -184,6 +184,62 @@ class Settings(BaseModel):
         description="What a manifest's [runtimes.docker] may change of the hardening: capAdd, "
         "noNewPrivileges, pidsLimit, readOnly, user (default: nothing).",
     )
+    # -- the reference's own clients: its console, cross-origin apps ([console], [network]) ---------
+    console_dir: Path | None = Field(
+        default=None,
+        description="A folder holding a Coral console build, served at /ui/console/ (default: none).",
+    )
+    allow_any_host: bool = Field(
+        default=False,
+        description="CORS for any origin, with credentials (the reference's allowAnyHost): for "
+        "development only.",
+    )
+
+    # -- scheduled tasks ([tasks]) --------------------------------------------------------------------
+    task_misfire_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How late a task's fire may still run (after downtime: once, for all it missed); "
+        "older ones are skipped to the next time.",
+    )
+    task_retry_base_s: float = Field(
+        default=10.0, gt=0, description="Backoff base of a failed task run's retries (the first delay)."
+    )
+    task_retry_cap_s: float = Field(
+        default=600.0, gt=0, description="Backoff cap: the longest delay before a task run's retry."
+    )
+    task_concurrency_default: int = Field(
+        default=1, ge=1, description="Most running runs sharing one concurrency_key (unless set per key)."
+    )
+    task_concurrency_limits: tuple[str, ...] = Field(
+        default=(), description="Per concurrency key, its own limit: KEY=N entries (TOML: a table)."
+    )
+
+    @field_validator("task_concurrency_limits", mode="before")
+    @classmethod
+    def _limit_entries(cls, value: object) -> object:
+        if isinstance(value, Mapping):  # TOML [tasks] concurrencyLimits = {deploys = 2}
+            return tuple(f"{key}={limit}" for key, limit in value.items())
+        return value
+
+    @field_validator("task_concurrency_limits")
+    @classmethod
+    def _known_limits(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _key_limits(value)  # ValueError names the entry
+        return value
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> Settings:
+        if self.task_retry_cap_s < self.task_retry_base_s:
+            raise ValueError(
+                f"task_retry_cap_s ({self.task_retry_cap_s}) must be at least task_retry_base_s "
+                f"({self.task_retry_base_s})"
+            )
+        return self
+
+    def task_key_limits(self) -> dict[str, int]:
+        """The per-key concurrency limits as a mapping."""
+        return _key_limits(self.task_concurrency_limits)
 
     @field_validator("webhook_allow", "webhook_deny")
     @classmethod
@@ -256,6 +312,16 @@ class Settings(BaseModel):
             return value
 
 
+def _key_limits(entries: Sequence[str]) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for entry in entries:
+        key, sep, number = entry.rpartition("=")
+        if not sep or not key.strip() or not number.strip().isdigit() or int(number) < 1:
+            raise ValueError(f"{entry!r} is not KEY=N (N a whole number, 1 or more)")
+        limits[key.strip()] = int(number)
+    return limits
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -309,6 +375,13 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("docker", "readOnly"): "docker_read_only",
     ("docker", "user"): "docker_user",
     ("docker", "manifestOverrides"): "docker_manifest_overrides",
+    ("tasks", "misfireGraceSeconds"): "task_misfire_grace_s",
+    ("tasks", "retryBaseSeconds"): "task_retry_base_s",
+    ("tasks", "retryMaxSeconds"): "task_retry_cap_s",
+    ("tasks", "concurrencyDefault"): "task_concurrency_default",
+    ("tasks", "concurrencyLimits"): "task_concurrency_limits",
+    ("console", "dir"): "console_dir",
+    ("network", "allowAnyHost"): "allow_any_host",
     ("limits", "streamWriteTimeoutSeconds"): "stream_write_timeout_s",
     ("limits", "maxStreamsPerClient"): "max_streams_per_client",
     ("limits", "headerTimeoutSeconds"): "header_timeout_s",
@@ -363,6 +436,13 @@ _ENV_KEYS = {
     "DOCKER_READ_ONLY": "docker_read_only",
     "DOCKER_USER": "docker_user",
     "DOCKER_MANIFEST_OVERRIDES": "docker_manifest_overrides",
+    "TASK_MISFIRE_GRACE_S": "task_misfire_grace_s",
+    "TASK_RETRY_BASE_S": "task_retry_base_s",
+    "TASK_RETRY_CAP_S": "task_retry_cap_s",
+    "TASK_CONCURRENCY_DEFAULT": "task_concurrency_default",
+    "TASK_CONCURRENCY_LIMITS": "task_concurrency_limits",
+    "CONSOLE_DIR": "console_dir",
+    "ALLOW_ANY_HOST": "allow_any_host",
     "STREAM_WRITE_TIMEOUT_S": "stream_write_timeout_s",
     "MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
     "HEADER_TIMEOUT_S": "header_timeout_s",
@@ -386,6 +466,7 @@ _LIST_FIELDS = {
     "webhook_allow": ",",
     "webhook_deny": ",",
     "docker_manifest_overrides": ",",
+    "task_concurrency_limits": ",",
 }
 
 
@@ -411,6 +492,8 @@ def _from_toml(path: Path) -> dict[str, Any]:
     for field in ("registry", "job_roots"):
         if field in values and isinstance(values[field], list):
             values[field] = [(path.parent / p) for p in values[field]]
+    if isinstance(values.get("console_dir"), str):
+        values["console_dir"] = path.parent / values["console_dir"]
     return values
 
 
@@ -536,6 +619,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="a [runtimes.docker] key manifests may set: capAdd, noNewPrivileges, pidsLimit, readOnly, "
         "user; repeatable (default: none)",
+    )
+    parser.add_argument(
+        "--task-misfire-grace-s", type=float, help="how late a task's fire may still run (default 300)"
+    )
+    parser.add_argument(
+        "--task-retry-base-s", type=float, help="first retry delay of a failed task run (default 10)"
+    )
+    parser.add_argument(
+        "--task-retry-cap-s", type=float, help="longest retry delay of a failed task run (default 600)"
+    )
+    parser.add_argument(
+        "--task-concurrency-default", type=int, help="most running runs per concurrency_key (default 1)"
+    )
+    parser.add_argument(
+        "--task-concurrency-limit",
+        action="append",
+        dest="task_concurrency_limits",
+        metavar="KEY=N",
+        help="most running runs for one concurrency_key; repeatable",
+    )
+    parser.add_argument(
+        "--console-dir",
+        type=Path,
+        help="a folder holding a Coral console build, served at /ui/console/ (env CORAL_SERVER_CONSOLE_DIR)",
+    )
+    parser.add_argument(
+        "--allow-any-host",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CORS for any origin, with credentials (development only; default off)",
     )
     return parser
 

@@ -390,6 +390,53 @@ def test_exposure_warning(host: str, keys: tuple[str, ...], warns: bool) -> None
         assert "no auth key" in warning and (host in warning)
 
 
+def test_task_settings_from_toml_env_and_flags(tmp_path: Path) -> None:
+    path = toml(
+        tmp_path,
+        "[tasks]\nmisfireGraceSeconds = 60\nretryBaseSeconds = 2\nretryMaxSeconds = 30\n"
+        "concurrencyDefault = 2\nconcurrencyLimits = {deploys = 3}\n",
+    )
+    s = load_settings(["--config", str(path)], env={})
+    assert (s.task_misfire_grace_s, s.task_retry_base_s, s.task_retry_cap_s) == (60, 2, 30)
+    assert s.task_concurrency_default == 2 and s.task_key_limits() == {"deploys": 3}
+    s = load_settings(
+        ["--task-concurrency-limit", "a=1", "--task-concurrency-limit", "b=4", "--task-retry-cap-s", "90"],
+        env={"CORAL_SERVER_TASK_CONCURRENCY_LIMITS": "c=2", "CORAL_SERVER_TASK_MISFIRE_GRACE_S": "0"},
+    )
+    assert (
+        s.task_key_limits() == {"a": 1, "b": 4} and s.task_retry_cap_s == 90 and s.task_misfire_grace_s == 0
+    )
+    assert Settings().task_key_limits() == {} and Settings().task_misfire_grace_s == 300
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--task-concurrency-limit", "deploys"],
+        ["--task-concurrency-limit", "deploys=0"],
+        ["--task-retry-base-s", "700"],
+        ["--task-misfire-grace-s", "-1"],
+    ],
+)
+def test_bad_task_settings_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SettingsInvalid, match="task_"):
+        load_settings(argv, env={})
+
+
+def test_console_and_cors_settings_from_each_layer(tmp_path: Path) -> None:
+    assert (Settings().console_dir, Settings().allow_any_host) == (None, False)
+    config = tmp_path / "config.toml"
+    config.write_text('[console]\ndir = "console-build"\n[network]\nallowAnyHost = true\n')
+    from_toml = load_settings(["--config", str(config)], env={})
+    assert from_toml.console_dir == tmp_path / "console-build"  # relative to the file
+    assert from_toml.allow_any_host is True
+    env = {"CORAL_SERVER_CONSOLE_DIR": "/srv/console", "CORAL_SERVER_ALLOW_ANY_HOST": "true"}
+    from_env = load_settings([], env=env)
+    assert (from_env.console_dir, from_env.allow_any_host) == (Path("/srv/console"), True)
+    flags = load_settings(["--console-dir", "/x", "--no-allow-any-host"], env=env)
+    assert (flags.console_dir, flags.allow_any_host) == (Path("/x"), False)
+
+
 LIMITS = {
     "stream_write_timeout_s": ("streamWriteTimeoutSeconds", "STREAM_WRITE_TIMEOUT_S", 2.5),
     "max_streams_per_client": ("maxStreamsPerClient", "MAX_STREAMS_PER_CLIENT", 7),

@@ -83,7 +83,8 @@ async def list_runs(request: web.Request) -> web.Response:
         problems.append(("trigger", f"expected one of {', '.join(TRIGGERS)}"))
     if problems:
         raise BadRequest("invalid run listing parameters", problems)
-    where = RunFilter(status=status, trigger=trigger, before=before, limit=limit)  # type: ignore[arg-type]
+    task_id = query.get("task_id") or None
+    where = RunFilter(status=status, trigger=trigger, task_id=task_id, before=before, limit=limit)  # type: ignore[arg-type]
     runs = await request.app[RUNS].listing(where)
     return json_response(views.run_page(runs, runs[-1].id if len(runs) == limit else None))
 

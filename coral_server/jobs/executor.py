@@ -123,7 +123,10 @@ class JobExecutor:
         return None if result is None else _worktree_fields(result)
 
     async def execute(self, run: Run, ctx: RunContext) -> Outcome:
-        job = JobSpec.model_validate(run.spec)
+        return await self.execute_job(JobSpec.model_validate(run.spec), run, ctx)
+
+    async def execute_job(self, job: JobSpec, run: Run, ctx: RunContext) -> Outcome:
+        """Execute `job` (a spec `validate` accepted) as `run`, or as a step of it (a pipeline's)."""
         try:
             if job.create_worktree:
                 wt = await create_worktree(

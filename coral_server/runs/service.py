@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from coral_server.clock import Clock
+from coral_server.clock import Clock, wait_for_event
 from coral_server.events import SERVER_TOPIC, EventBus
 from coral_server.runs.model import (
     ACTIVE,
@@ -101,6 +101,7 @@ class Outcome:
     exit_reason: ExitReason
     error: str | None = None
     result: dict[str, Any] | None = None
+    retryable: bool = True  # False: a retry cannot help (a task's run then gets none)
 
 
 class Executor(Protocol):
@@ -178,6 +179,8 @@ class Runs:
         cap: int = 5,
         instance: str = "default",
         webhooks: WebhookSender | None = None,
+        key_limits: Mapping[str, int] | None = None,
+        default_key_limit: int = 1,
     ) -> None:
         self._store = store
         self.events = events
@@ -189,6 +192,11 @@ class Runs:
         self.owner = server_owner(instance)
         self.instance = instance
         self.webhooks = webhooks
+        # Most busy runs per concurrency key (a run's `concurrency_key`), enforced by each claim.
+        self.key_limits: dict[str, int] = dict(key_limits or {})
+        self.default_key_limit = default_key_limit
+        # Called (synchronously) with each run this server ended, once its final status is stored.
+        self.on_finished: list[Callable[[Run], None]] = []
         self._contexts: dict[int, RunContext] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -239,10 +247,15 @@ class Runs:
             active = await self.store.active_slots()
             wait = retry_after_s(active, self.clock.time()) if len(active) >= self.cap else 1
             raise CapReached(self.cap, wait) from None
-        log.info("run.created run=%s kind=%s trigger=%s", run.id, kind, trigger)
+        self.admitted(run)
+        return run
+
+    def admitted(self, run: Run) -> None:
+        """Announce a run another part stored (a scheduled task's, in the transaction of its fire)
+        and let the dispatcher look for it."""
+        log.info("run.created run=%s kind=%s trigger=%s", run.id, run.kind, run.trigger)
         self._publish(run, "run_created", {"run": run_summary(run)})
         self._wake.set()
-        return run
 
     async def _check_cap(self) -> None:
         active = await self.store.active_slots()
@@ -333,14 +346,26 @@ class Runs:
             run.finished_at = self.clock.time()
             run.exit_reason = "server_restart"
             run.error = run.error or "the server stopped while the run was active"
+            run.retry_pending = run.task_id is not None  # not its fault: its task may retry it
             await self._transition(run, "failed")
+            self._finished(run)
 
     async def _dispatch(self) -> None:
         while True:
             self._wake.clear()
+            due: float | None = None
             if not self._closing:
+                now = self.clock.time()
                 try:
-                    claimed = await self.store.claim(self.owner, self.cap, self.cap)
+                    claimed = await self.store.claim(
+                        self.owner,
+                        self.cap,
+                        self.cap,
+                        now=now,
+                        key_limits=self.key_limits,
+                        default_key_limit=self.default_key_limit,
+                    )
+                    due = await self.store.next_not_before(now)
                 except StoreUnavailable:  # counted and logged by the store; queued runs wait
                     claimed = []
                 except Exception:
@@ -350,7 +375,8 @@ class Runs:
                     self._execute(run)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_S):
-                    await self._wake.wait()
+                    # A run held back until a time (a retry's backoff) is claimable then.
+                    await wait_for_event(self.clock, self._wake, due)
 
     def _execute(self, run: Run) -> None:
         ctx = RunContext(run, self)
@@ -372,7 +398,11 @@ class Runs:
             run.error = outcome.error
             run.result = outcome.result
             run.waiting_for = None
+            run.retryable = outcome.retryable
+            # A failed task run awaits its task's retry decision, stored with its final status.
+            run.retry_pending = outcome.status == "failed" and outcome.retryable and run.task_id is not None
             await self._finish(run, outcome.status)
+            self._finished(run)
         except Exception:
             log.exception("run.finish_failed run=%s", run.id)
         finally:
@@ -392,6 +422,13 @@ class Runs:
                 if self._closing:
                     raise
                 await asyncio.sleep(STORE_RETRY_S)
+
+    def _finished(self, run: Run) -> None:
+        for listener in self.on_finished:
+            try:
+                listener(run)
+            except Exception:
+                log.exception("run.finished_listener_failed run=%s", run.id)
 
     # -- transitions ------------------------------------------------------------------------------
 

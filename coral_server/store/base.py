@@ -8,6 +8,7 @@ from coral_server.store.deliveries import DeliveryStore
 from coral_server.store.processes import ProcessStore
 from coral_server.store.runs import RunStore
 from coral_server.store.sessions import SessionStore
+from coral_server.store.tasks import TaskStore
 
 
 class StoreClosed(Exception):
@@ -19,10 +20,7 @@ class StoreUnavailable(Exception):
 
 
 class Store(Protocol):
-    """Everything durable, one small interface per record type, all over one database.
-
-    Tasks (`.tasks`) plug in the same way.
-    """
+    """Everything durable, one small interface per record type, all over one database."""
 
     @property
     def deliveries(self) -> DeliveryStore:
@@ -41,7 +39,12 @@ class Store(Protocol):
 
     @property
     def runs(self) -> RunStore:
-        """Runs (jobs now, scheduled tasks' runs next) and their state."""
+        """Runs (one-time jobs, scheduled tasks' runs) and their state."""
+        ...
+
+    @property
+    def tasks(self) -> TaskStore:
+        """Scheduled tasks, their next fire times, and the runs they create."""
         ...
 
     async def close(self) -> None:

@@ -130,6 +130,75 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_task ON runs (task_id, id)",
         ),
     ),
+    # Scheduled tasks, and what the dispatcher needs to enforce their rules on runs: a due time
+    # (`not_before`, a retry's backoff), concurrency and dedupe keys, why a pending run waits, and
+    # whether a failed task run still awaits its retry decision (set with the final status, so a
+    # crash between the failure and the retry loses no retry).
+    Migration(
+        5,
+        (
+            """CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL,
+            schedule_kind TEXT NOT NULL CHECK (schedule_kind IN ('cron', 'rrule', 'once', 'event')),
+            schedule_expr TEXT,
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            payload TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 5 CHECK (priority BETWEEN 1 AND 9),
+            max_retries INTEGER NOT NULL DEFAULT 3,
+            backoff_strategy TEXT NOT NULL DEFAULT 'exponential_jitter',
+            dedupe_key TEXT,
+            dedupe_window_seconds INTEGER,
+            concurrency_key TEXT,
+            status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'canceled')),
+            next_fire_at REAL,
+            snoozed_until REAL,
+            snooze_reason TEXT,
+            source TEXT NOT NULL DEFAULT 'api' CHECK (source IN ('api', 'file')),
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_fire_at REAL,
+            last_run_id INTEGER,
+            fire_count INTEGER NOT NULL DEFAULT 0,
+            skip_count INTEGER NOT NULL DEFAULT 0,
+            last_skip_at REAL,
+            last_skip_reason TEXT,
+            version INTEGER NOT NULL DEFAULT 1
+        )""",
+            # Only armed tasks are in the due index (paused, canceled, ended and event tasks have none).
+            "CREATE INDEX tasks_due ON tasks (next_fire_at) WHERE next_fire_at IS NOT NULL",
+            "CREATE INDEX tasks_listing ON tasks (status, created_at)",
+            "CREATE INDEX tasks_dedupe ON tasks (dedupe_key, created_by, created_at)"
+            " WHERE dedupe_key IS NOT NULL",
+            "CREATE INDEX tasks_topic ON tasks (schedule_expr, created_at) WHERE schedule_kind = 'event'",
+            "ALTER TABLE runs ADD COLUMN not_before REAL",
+            "ALTER TABLE runs ADD COLUMN concurrency_key TEXT",
+            "ALTER TABLE runs ADD COLUMN dedupe_key TEXT",
+            "ALTER TABLE runs ADD COLUMN waiting_reason TEXT",
+            "ALTER TABLE runs ADD COLUMN retryable INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE runs ADD COLUMN retry_pending INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN retry_of INTEGER",
+            "CREATE INDEX runs_dedupe ON runs (dedupe_key, created_at) WHERE dedupe_key IS NOT NULL",
+            "CREATE INDEX runs_concurrency ON runs (concurrency_key, status)"
+            " WHERE concurrency_key IS NOT NULL",
+            "CREATE INDEX runs_retry_pending ON runs (id) WHERE retry_pending = 1",
+            # The dispatcher's queue in claim order (priority, due time, id), and its waiting runs by
+            # reason: a claim reads and updates only what it needs, however many runs are queued.
+            "CREATE INDEX runs_queue ON runs (priority, COALESCE(not_before, created_at), id)"
+            " WHERE status = 'pending' AND owner IS NULL",
+            "CREATE INDEX runs_waiting ON runs (waiting_reason) WHERE status = 'pending' AND owner IS NULL",
+            "CREATE INDEX runs_not_before ON runs (not_before)"
+            " WHERE status = 'pending' AND owner IS NULL AND not_before IS NOT NULL",
+            # The runs that hold a slot (runs_sql._BUSY_SQL, word for word), by key: counting them
+            # reads only them, not the queue.
+            "CREATE INDEX runs_busy ON runs (concurrency_key) WHERE"
+            " (status IN ('running', 'waiting_input') OR (status = 'pending' AND owner IS NOT NULL))",
+            # One retry per failed attempt, whoever creates it (the loop, or recovery after a crash).
+            "CREATE UNIQUE INDEX runs_retry_of ON runs (retry_of) WHERE retry_of IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

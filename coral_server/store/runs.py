@@ -1,7 +1,8 @@
-"""Run records: what the store keeps of each run (jobs now; scheduled tasks' runs next)."""
+"""Run records: what the store keeps of each run (one-time jobs and scheduled tasks' runs)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -26,6 +27,10 @@ EXIT_REASONS: tuple[ExitReason, ...] = (
 )
 Trigger = Literal["api", "cron", "rrule", "once", "event", "manual", "branch"]
 TRIGGERS: tuple[Trigger, ...] = ("api", "cron", "rrule", "once", "event", "manual", "branch")
+# Why a pending run that nobody claimed yet waits: its due time (`not_before`, a retry's backoff) is
+# still ahead, its concurrency key has no free slot, or the server-wide cap has none.
+WaitingReason = Literal["not_before", "concurrency_key", "capacity"]
+WAITING_REASONS: tuple[WaitingReason, ...] = ("not_before", "concurrency_key", "capacity")
 
 
 class RunNotFound(LookupError):
@@ -74,6 +79,15 @@ class Run:
     auto_accepts: list[dict[str, Any]] = field(default_factory=list)
     waiting_for: str | None = None  # what it asks while waiting_input
     output: str = ""  # the tail of its terminal output (bounded), kept after it ends
+    not_before: float | None = None  # not claimed before this time (Unix s): a retry's backoff
+    concurrency_key: str | None = None  # runs sharing a key run at most N at a time
+    dedupe_key: str | None = None  # a task's dedupe key, copied to its runs
+    waiting_reason: WaitingReason | None = None  # why it is still pending (set by each claim)
+    retryable: bool = True  # False: it failed in a way a retry cannot fix
+    # A failed task run whose retry is not decided yet: stored with the final status, cleared in the
+    # transaction that creates the retry (or decides there is none).
+    retry_pending: bool = False
+    retry_of: int | None = None  # the failed run this one retries
 
     @property
     def duration_s(self) -> float | None:
@@ -111,9 +125,25 @@ class RunStore(Protocol):
         raises `RunLimitReached` otherwise. Counting and inserting are one transaction."""
         ...
 
-    async def claim(self, owner: str, cap: int, limit: int) -> list[Run]:
-        """Take up to `limit` unclaimed pending runs (priority, then age) for `owner`, never letting
-        the running and claimed runs exceed `cap`; one transaction."""
+    async def claim(
+        self,
+        owner: str,
+        cap: int,
+        limit: int,
+        *,
+        now: float | None = None,
+        key_limits: Mapping[str, int] | None = None,
+        default_key_limit: int = 1,
+    ) -> list[Run]:
+        """Take up to `limit` unclaimed pending runs for `owner`, never letting the busy (running and
+        claimed) runs exceed `cap`, nor those sharing a concurrency key exceed its limit
+        (`key_limits`, else `default_key_limit`); runs whose `not_before` is after `now` wait.
+        Order: priority (1 first), then due time (`not_before`, else creation), then id. Those left
+        pending get their `waiting_reason`. One transaction."""
+        ...
+
+    async def next_not_before(self, now: float) -> float | None:
+        """The earliest `not_before` after `now` of an unclaimed pending run (when to claim again)."""
         ...
 
     async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any, cast
 
 import orjson
@@ -16,11 +17,13 @@ from coral_server.store.runs import (
     RunLimitReached,
     RunStatus,
     Trigger,
+    WaitingReason,
 )
 from coral_server.store.writer import Writer
 
 _ACTIVE_SQL = "status IN ('pending', 'running', 'waiting_input')"
 # Runs that hold a slot: started ones, and pending ones a dispatcher has claimed (being prepared).
+# Word for word the condition of the `runs_busy` index, so that counting them reads only them.
 _BUSY_SQL = "(status IN ('running', 'waiting_input') OR (status = 'pending' AND owner IS NOT NULL))"
 _MUTABLE = (
     "status",
@@ -36,6 +39,29 @@ _MUTABLE = (
     "auto_accepts",
     "waiting_for",
     "output",
+    "waiting_reason",
+    "retryable",
+    "retry_pending",
+)
+# Columns written when a run is admitted (besides its id).
+_ADMITTED = (
+    "kind",
+    "trigger",
+    "status",
+    "spec",
+    "display_name",
+    "created_at",
+    "webhook_url",
+    "priority",
+    "task_id",
+    "attempt",
+    "not_before",
+    "concurrency_key",
+    "dedupe_key",
+    "waiting_reason",
+    "retryable",
+    "retry_pending",
+    "retry_of",
 )
 
 
@@ -63,6 +89,13 @@ def _row(row: sqlite3.Row) -> Run:
         auto_accepts=orjson.loads(row["auto_accepts"]),
         waiting_for=row["waiting_for"],
         output=row["output"],
+        not_before=row["not_before"],
+        concurrency_key=row["concurrency_key"],
+        dedupe_key=row["dedupe_key"],
+        waiting_reason=cast("WaitingReason | None", row["waiting_reason"]),
+        retryable=bool(row["retryable"]),
+        retry_pending=bool(row["retry_pending"]),
+        retry_of=row["retry_of"],
     )
 
 
@@ -70,8 +103,10 @@ def _value(run: Run, column: str) -> Any:
     value = getattr(run, column)
     if column == "result":
         return None if value is None else orjson.dumps(value).decode()
-    if column == "auto_accepts":
+    if column in ("auto_accepts", "spec"):
         return orjson.dumps(value).decode()
+    if column in ("retryable", "retry_pending"):
+        return int(value)
     return value
 
 
@@ -80,21 +115,12 @@ def admit(conn: sqlite3.Connection, run: Run, cap: int | None) -> Run:
         (active,) = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {_ACTIVE_SQL}").fetchone()
         if active >= cap:
             raise RunLimitReached(cap)
+    if run.status == "pending":
+        due_later = run.not_before is not None and run.not_before > run.created_at
+        run.waiting_reason = "not_before" if due_later else "capacity"
     cursor = conn.execute(
-        "INSERT INTO runs (kind, trigger, status, spec, display_name, created_at, webhook_url, priority,"
-        " task_id, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run.kind,
-            run.trigger,
-            run.status,
-            orjson.dumps(run.spec).decode(),
-            run.display_name,
-            run.created_at,
-            run.webhook_url,
-            run.priority,
-            run.task_id,
-            run.attempt,
-        ),
+        f"INSERT INTO runs ({', '.join(_ADMITTED)}) VALUES ({', '.join('?' * len(_ADMITTED))})",
+        tuple(_value(run, column) for column in _ADMITTED),
     )
     run.id = int(cursor.lastrowid or 0)
     if not run.display_name:
@@ -103,20 +129,93 @@ def admit(conn: sqlite3.Connection, run: Run, cap: int | None) -> Run:
     return run
 
 
-def claim(conn: sqlite3.Connection, owner: str, cap: int, limit: int) -> list[Run]:
-    (busy,) = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {_BUSY_SQL}").fetchone()
+def claim(
+    conn: sqlite3.Connection,
+    owner: str,
+    cap: int,
+    limit: int,
+    now: float | None = None,
+    key_limits: Mapping[str, int] | None = None,
+    default_key_limit: int = 1,
+) -> list[Run]:
+    limits = key_limits or {}
+
+    def key_limit(key: str) -> int:
+        return limits.get(key, default_key_limit)
+
+    (busy,) = conn.execute(f"SELECT COUNT(*) FROM runs INDEXED BY runs_busy WHERE {_BUSY_SQL}").fetchone()
+    key_busy: dict[str, int] = {
+        key: count
+        for key, count in conn.execute(
+            "SELECT concurrency_key, COUNT(*) FROM runs INDEXED BY runs_busy"
+            f" WHERE concurrency_key IS NOT NULL AND {_BUSY_SQL} GROUP BY concurrency_key"
+        )
+    }
     room = min(limit, cap - busy)
-    if room <= 0:
-        return []
-    rows = conn.execute(
-        "SELECT * FROM runs WHERE status = 'pending' AND owner IS NULL ORDER BY priority, id LIMIT ?",
-        (room,),
-    ).fetchall()
-    runs = [_row(r) for r in rows]
+    runs: list[Run] = []
+    if room > 0:
+        full = sorted(key for key, count in key_busy.items() if count >= key_limit(key))
+        sql = "SELECT * FROM runs INDEXED BY runs_queue WHERE status = 'pending' AND owner IS NULL"
+        args: list[Any] = []
+        if now is not None:
+            sql += " AND (not_before IS NULL OR not_before <= ?)"
+            args.append(now)
+        if full:
+            sql += f" AND (concurrency_key IS NULL OR concurrency_key NOT IN ({', '.join('?' * len(full))}))"
+            args.extend(full)
+        sql += " ORDER BY priority, COALESCE(not_before, created_at), id"
+        cursor = conn.execute(sql, args)
+        while len(runs) < room and (row := cursor.fetchone()) is not None:
+            key = row["concurrency_key"]
+            if key is not None and key_busy.get(key, 0) >= key_limit(key):
+                continue  # its key filled up in this very claim
+            runs.append(_row(row))
+            if key is not None:
+                key_busy[key] = key_busy.get(key, 0) + 1
+        cursor.close()
     for run in runs:
         run.owner = owner
-        conn.execute("UPDATE runs SET owner = ? WHERE id = ?", (owner, run.id))
+        run.waiting_reason = None
+        conn.execute("UPDATE runs SET owner = ?, waiting_reason = NULL WHERE id = ?", (owner, run.id))
+    _note_waiting(conn, now, sorted(key for key, count in key_busy.items() if count >= key_limit(key)))
     return runs
+
+
+def _note_waiting(conn: sqlite3.Connection, now: float | None, full_keys: list[str]) -> None:
+    """Say why the runs left pending wait. A run is admitted waiting for `capacity` (a slot under the
+    cap) or, due later, for `not_before`; here a due time that came turns into `capacity`, a key with
+    no free slot into `concurrency_key`, and one with a free slot back into `capacity`. Each update
+    reads only the runs it changes (the `runs_waiting` and `runs_concurrency` indexes)."""
+    pending = "status = 'pending' AND owner IS NULL"
+    if now is not None:
+        conn.execute(
+            f"UPDATE runs SET waiting_reason = 'capacity'"
+            f" WHERE waiting_reason = 'not_before' AND {pending} AND not_before <= ?",
+            (now,),
+        )
+    marks = ", ".join("?" * len(full_keys))
+    conn.execute(
+        f"UPDATE runs SET waiting_reason = 'capacity' WHERE waiting_reason = 'concurrency_key' AND {pending}"
+        + (f" AND concurrency_key NOT IN ({marks})" if full_keys else ""),
+        full_keys,
+    )
+    if full_keys:
+        due = "" if now is None else " AND (not_before IS NULL OR not_before <= ?)"
+        conn.execute(
+            f"UPDATE runs SET waiting_reason = 'concurrency_key'"
+            f" WHERE concurrency_key IN ({marks}) AND {pending}{due}"
+            " AND waiting_reason IS NOT 'concurrency_key'",
+            (*full_keys, *(() if now is None else (now,))),
+        )
+
+
+def next_not_before(conn: sqlite3.Connection, now: float) -> float | None:
+    (at,) = conn.execute(
+        "SELECT MIN(not_before) FROM runs INDEXED BY runs_not_before"
+        " WHERE status = 'pending' AND owner IS NULL AND not_before > ?",
+        (now,),
+    ).fetchone()
+    return None if at is None else float(at)
 
 
 def update(conn: sqlite3.Connection, run: Run, expect: tuple[RunStatus, ...] | None) -> None:
@@ -185,8 +284,22 @@ class SqliteRuns:
     async def admit(self, run: Run, cap: int | None) -> Run:
         return await self._writer.write(lambda c: admit(c, run, cap))
 
-    async def claim(self, owner: str, cap: int, limit: int) -> list[Run]:
-        return await self._writer.write(lambda c: claim(c, owner, cap, limit))
+    async def claim(
+        self,
+        owner: str,
+        cap: int,
+        limit: int,
+        *,
+        now: float | None = None,
+        key_limits: Mapping[str, int] | None = None,
+        default_key_limit: int = 1,
+    ) -> list[Run]:
+        return await self._writer.write(
+            lambda c: claim(c, owner, cap, limit, now, key_limits, default_key_limit)
+        )
+
+    async def next_not_before(self, now: float) -> float | None:
+        return await self._writer.read(lambda c: next_not_before(c, now))
 
     async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
         await self._writer.write(lambda c: update(c, run, expect))

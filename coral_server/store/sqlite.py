@@ -11,6 +11,7 @@ from coral_server.store.health import StoreHealth
 from coral_server.store.processes_sql import SqliteProcesses
 from coral_server.store.runs_sql import SqliteRuns
 from coral_server.store.sessions_sql import SqliteSessions
+from coral_server.store.tasks_sql import SqliteTasks
 from coral_server.store.writer import Synchronous, Writer
 
 log = logging.getLogger("coral_server.store")
@@ -27,6 +28,7 @@ class SqliteStore:
         self.processes = SqliteProcesses(writer)
         self.sessions = SqliteSessions(writer)
         self.runs = SqliteRuns(writer)
+        self.tasks = SqliteTasks(writer)
 
     @classmethod
     async def open(

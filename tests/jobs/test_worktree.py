@@ -27,16 +27,11 @@ from coral_server.jobs.worktree import (
     use_repository_in_place,
     validate_repository,
 )
+from tests.conftest import wait_until
 from tests.jobs.conftest import GitRepo
 
 MakeRepo = Callable[..., GitRepo]
 AUTHOR = GitAuthor("Coral Bot", "bot@coral.test")
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.002)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -263,7 +258,9 @@ async def test_create_retries_while_a_lock_is_held(
     lock.parent.mkdir(parents=True)
     lock.write_text("")
     task = asyncio.create_task(create_worktree(str(git_repo.path), 6, lock_wait_s=30))
-    await wait_for(lambda: any("worktree.add_retry" in r.getMessage() for r in caplog.records))
+    await wait_until(
+        lambda: any("worktree.add_retry" in r.getMessage() for r in caplog.records), interval=0.002
+    )
     assert not task.done()
     lock.unlink()  # the other git process is done
     wt = await asyncio.wait_for(task, 30)
@@ -277,7 +274,7 @@ async def test_cancelled_create_leaves_nothing_behind(make_git_repo: MakeRepo) -
     repo.commit_many_files(2_000)  # a checkout long enough to be caught in the middle
     private = repo.path / ".git" / "worktrees" / "big_task_run_1"
     task = asyncio.create_task(create_worktree(str(repo.path), 1))
-    await wait_for(private.exists)  # git is at work: it made the worktree's admin dir first
+    await wait_until(private.exists, interval=0.002)  # git is at work: it made the worktree's admin dir first
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -1,0 +1,293 @@
+"""SQL for the `tasks` table and its runs' scheduling; synchronous, run on the store's writer thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import fields
+from typing import Any, cast
+
+import orjson
+
+from coral_server.store import runs_sql
+from coral_server.store.runs import Run, RunStatus
+from coral_server.store.tasks import (
+    Fire,
+    Fired,
+    PendingRetry,
+    Task,
+    TaskChanged,
+    TaskFilter,
+    TaskRunCounts,
+    TaskSource,
+    TaskStatus,
+)
+from coral_server.store.writer import Writer
+
+_COLUMNS = tuple(f.name for f in fields(Task))
+_ACTIVE_RUN_SQL = "status IN ('pending', 'running', 'waiting_input')"
+
+
+def _row(row: sqlite3.Row) -> Task:
+    values = {name: row[name] for name in _COLUMNS}
+    values["payload"] = orjson.loads(row["payload"])
+    values["status"] = cast(TaskStatus, row["status"])
+    values["source"] = cast(TaskSource, row["source"])
+    return Task(**values)
+
+
+def _values(task: Task) -> tuple[Any, ...]:
+    return tuple(
+        orjson.dumps(task.payload).decode() if name == "payload" else getattr(task, name) for name in _COLUMNS
+    )
+
+
+def _where(where: TaskFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column in ("status", "created_by", "schedule_kind"):
+        value = getattr(where, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def insert(conn: sqlite3.Connection, task: Task) -> tuple[Task, bool]:
+    if task.dedupe_key is not None:
+        sql = "SELECT * FROM tasks WHERE dedupe_key = ? AND created_by = ? AND status = 'active'"
+        args: list[Any] = [task.dedupe_key, task.created_by]
+        if task.dedupe_window_seconds is not None:
+            sql += " AND created_at >= ?"
+            args.append(task.created_at - task.dedupe_window_seconds)
+        existing = conn.execute(sql + " ORDER BY created_at DESC LIMIT 1", args).fetchone()
+        if existing is not None:
+            return _row(existing), True
+    conn.execute(
+        f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", _values(task)
+    )
+    return task, False
+
+
+def get(conn: sqlite3.Connection, task_id: str) -> Task | None:
+    row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else _row(row)
+
+
+def listing(conn: sqlite3.Connection, where: TaskFilter) -> list[Task]:
+    clause, args = _where(where)
+    rows = conn.execute(
+        f"SELECT * FROM tasks{clause} ORDER BY created_at, id LIMIT ? OFFSET ?",
+        (*args, where.limit, where.offset),
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def count(conn: sqlite3.Connection, where: TaskFilter) -> int:
+    clause, args = _where(where)
+    (n,) = conn.execute(f"SELECT COUNT(*) FROM tasks{clause}", args).fetchone()
+    return int(n)
+
+
+def save(conn: sqlite3.Connection, task: Task, expect_version: int) -> Task:
+    task.version = expect_version + 1
+    assignments = ", ".join(f"{c} = ?" for c in _COLUMNS if c != "id")
+    values = [v for c, v in zip(_COLUMNS, _values(task), strict=True) if c != "id"]
+    cursor = conn.execute(
+        f"UPDATE tasks SET {assignments} WHERE id = ? AND version = ?", (*values, task.id, expect_version)
+    )
+    if cursor.rowcount != 1:
+        task.version = expect_version
+        raise TaskChanged(task.id)
+    return task
+
+
+def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Task]:
+    rows = conn.execute(
+        "SELECT * FROM tasks WHERE next_fire_at IS NOT NULL AND next_fire_at <= ? AND status = 'active'"
+        " ORDER BY next_fire_at, priority, id LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def next_fire_at(conn: sqlite3.Connection) -> float | None:
+    (at,) = conn.execute(
+        "SELECT MIN(next_fire_at) FROM tasks WHERE next_fire_at IS NOT NULL AND status = 'active'"
+    ).fetchone()
+    return None if at is None else float(at)
+
+
+def by_topic(conn: sqlite3.Connection, topic: str) -> list[Task]:
+    rows = conn.execute(
+        "SELECT * FROM tasks WHERE schedule_kind = 'event' AND schedule_expr = ? AND status = 'active'"
+        " ORDER BY created_at, id",
+        (topic,),
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def _duplicate(conn: sqlite3.Connection, task: Task, at: float) -> Run | None:
+    """The run that stands for a new run of `task` under its dedupe rule: one with the same key
+    created inside the window, or (no window) one with the key still active."""
+    if task.dedupe_key is None:
+        return None
+    sql = "SELECT * FROM runs WHERE dedupe_key = ?"
+    args: list[Any] = [task.dedupe_key]
+    if task.dedupe_window_seconds is not None:
+        sql += " AND created_at >= ?"
+        args.append(at - task.dedupe_window_seconds)
+    else:
+        sql += f" AND {_ACTIVE_RUN_SQL}"
+    row = conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+    return None if row is None else runs_sql._row(row)
+
+
+def apply_fire(conn: sqlite3.Connection, fire: Fire) -> Fired | None:
+    task = get(conn, fire.task_id)
+    if task is None or task.version != fire.expect_version or task.status not in fire.statuses:
+        return None
+    run = fire.run
+    duplicate: Run | None = None
+    skip_reason = fire.skip_reason
+    if run is not None:
+        if fire.dedupe:
+            duplicate = _duplicate(conn, task, fire.at)
+        if duplicate is not None:
+            window = task.dedupe_window_seconds
+            skip_reason = (
+                f"dedupe: run {duplicate.id} with dedupe_key '{task.dedupe_key}' was created"
+                f" {fire.at - duplicate.created_at:.0f} s before"
+                + (f" (window {window} s)" if window is not None else " and is still active")
+            )
+            run = None
+        else:
+            run.task_id = task.id
+            run.priority = task.priority
+            run.concurrency_key = task.concurrency_key
+            run.dedupe_key = task.dedupe_key
+            runs_sql.admit(conn, run, None)
+            task.fire_count += 1
+            task.last_run_id = run.id
+    if fire.replan:
+        task.next_fire_at = fire.next_fire_at
+    if fire.fired_for is not None:
+        task.last_fire_at = fire.fired_for
+    if fire.clear_snooze:
+        task.snoozed_until = task.snooze_reason = None
+    if skip_reason is not None:
+        task.skip_count += 1
+        task.last_skip_at = fire.at
+        task.last_skip_reason = skip_reason
+    _save_fire(conn, task, fire.expect_version)
+    return Fired(task=task, run=run, duplicate_of=duplicate)
+
+
+# What a fire changes: written alone, so the tasks' other columns (and their indexes) are not rewritten.
+_FIRE_COLUMNS = (
+    "next_fire_at",
+    "last_fire_at",
+    "last_run_id",
+    "fire_count",
+    "skip_count",
+    "last_skip_at",
+    "last_skip_reason",
+    "snoozed_until",
+    "snooze_reason",
+)
+
+
+def _save_fire(conn: sqlite3.Connection, task: Task, expect_version: int) -> None:
+    assignments = ", ".join(f"{c} = ?" for c in _FIRE_COLUMNS)
+    cursor = conn.execute(
+        f"UPDATE tasks SET {assignments}, version = ? WHERE id = ? AND version = ?",
+        (*(getattr(task, c) for c in _FIRE_COLUMNS), expect_version + 1, task.id, expect_version),
+    )
+    if cursor.rowcount != 1:
+        raise TaskChanged(task.id)  # cannot happen: read in this same transaction
+    task.version = expect_version + 1
+
+
+def pending_retries(conn: sqlite3.Connection, after: int, limit: int) -> list[PendingRetry]:
+    rows = conn.execute(
+        "SELECT * FROM runs WHERE retry_pending = 1 AND id > ? ORDER BY id LIMIT ?", (after, limit)
+    ).fetchall()
+    found: list[PendingRetry] = []
+    for row in rows:
+        run = runs_sql._row(row)
+        task = None if run.task_id is None else get(conn, run.task_id)
+        found.append(PendingRetry(run, task))
+    return found
+
+
+def retry(conn: sqlite3.Connection, failed_run_id: int, run: Run | None) -> Run | None:
+    cursor = conn.execute(
+        "UPDATE runs SET retry_pending = 0 WHERE id = ? AND retry_pending = 1", (failed_run_id,)
+    )
+    if cursor.rowcount != 1 or run is None:
+        return None
+    run.retry_of = failed_run_id
+    runs_sql.admit(conn, run, None)
+    if run.task_id is not None:
+        conn.execute(
+            "UPDATE tasks SET last_run_id = ?, fire_count = fire_count + 1, version = version + 1"
+            " WHERE id = ?",
+            (run.id, run.task_id),
+        )
+    return run
+
+
+def run_counts(conn: sqlite3.Connection, task_id: str) -> TaskRunCounts:
+    by_status = {
+        cast(RunStatus, status): int(n)
+        for status, n in conn.execute(
+            "SELECT status, COUNT(*) FROM runs WHERE task_id = ? GROUP BY status", (task_id,)
+        )
+    }
+    row = conn.execute("SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,)).fetchone()
+    return TaskRunCounts(by_status, None if row is None else runs_sql._row(row))
+
+
+class SqliteTasks:
+    """The `TaskStore` of a SQLite store: each method is one hop to its writer thread."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    async def insert(self, task: Task) -> tuple[Task, bool]:
+        return await self._writer.write(lambda c: insert(c, task))
+
+    async def get(self, task_id: str) -> Task | None:
+        return await self._writer.read(lambda c: get(c, task_id))
+
+    async def listing(self, where: TaskFilter) -> list[Task]:
+        return await self._writer.read(lambda c: listing(c, where))
+
+    async def count(self, where: TaskFilter) -> int:
+        return await self._writer.read(lambda c: count(c, where))
+
+    async def save(self, task: Task, expect_version: int) -> Task:
+        return await self._writer.write(lambda c: save(c, task, expect_version))
+
+    async def due(self, now: float, limit: int) -> list[Task]:
+        return await self._writer.read(lambda c: due(c, now, limit))
+
+    async def next_fire_at(self) -> float | None:
+        return await self._writer.read(next_fire_at)
+
+    async def by_topic(self, topic: str) -> list[Task]:
+        return await self._writer.read(lambda c: by_topic(c, topic))
+
+    async def fire(self, fire: Fire) -> Fired | None:
+        return await self._writer.write(lambda c: apply_fire(c, fire))
+
+    async def fire_many(self, fires: list[Fire]) -> list[Fired | None]:
+        return await self._writer.write(lambda c: [apply_fire(c, fire) for fire in fires])
+
+    async def pending_retries(self, after: int, limit: int) -> list[PendingRetry]:
+        return await self._writer.read(lambda c: pending_retries(c, after, limit))
+
+    async def retry(self, failed_run_id: int, run: Run | None) -> Run | None:
+        return await self._writer.write(lambda c: retry(c, failed_run_id, run))
+
+    async def run_counts(self, task_id: str) -> TaskRunCounts:
+        return await self._writer.read(lambda c: run_counts(c, task_id))
