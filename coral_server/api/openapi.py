@@ -12,7 +12,8 @@ from coral_server import __version__
 from coral_server.api import models as m
 from coral_server.api.errors import json_response
 from coral_server.api.keys import SETTINGS
-from coral_server.api.runs import MAX_LIMIT
+from coral_server.api.runs import MAX_LIMIT, MAX_RUN_ID
+from coral_server.api.tasks import MAX_OFFSET
 from coral_server.jobs.spec import JobSpec
 from coral_server.runs.model import RUN_STATUSES, TRIGGERS
 
@@ -597,7 +598,11 @@ _RUN_QUERY = [
     _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
     _query("trigger", "Only runs started this way.", {"enum": list(TRIGGERS)}),
     _query("task_id", "Only the runs of this scheduled task.", {"type": "string"}),
-    _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
+    _query(
+        "before",
+        "Only runs with a smaller id: the previous page's next_before.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_RUN_ID},
+    ),
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),
@@ -609,11 +614,15 @@ _TASK_QUERY = [
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),
-    _query("offset", "Skip this many (default 0).", {"type": "integer", "minimum": 0}),
+    _query("offset", "Skip this many (default 0).", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
 ]
 _TASK_RUN_QUERY = [
     _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
-    _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
+    _query(
+        "before",
+        "Only runs with a smaller id: the previous page's next_before.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_RUN_ID},
+    ),
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),

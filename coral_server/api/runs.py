@@ -15,13 +15,20 @@ from coral_server.store.runs import RunFilter, RunLimitReached, RunNotFound
 MAX_LIMIT = 200
 
 
+# Run ids are SQLite integers: nothing above this can name one.
+MAX_RUN_ID = 2**63 - 1
+
+
 def run_id_of(request: web.Request) -> int:
     """The run id of the path; an id that is not a number is an unknown run (404)."""
     raw = request.match_info["run_id"]
     try:
-        return int(raw)
+        run_id = int(raw)
     except ValueError:
         raise RunNotFound(raw) from None
+    if not 1 <= run_id <= MAX_RUN_ID:  # beyond what the store can hold: no such run either
+        raise RunNotFound(raw)
+    return run_id
 
 
 def _not_found() -> web.Response:
@@ -73,8 +80,10 @@ async def list_runs(request: web.Request) -> web.Response:
     if "before" in query:
         try:
             before = int(query["before"])
+            if not 1 <= before <= MAX_RUN_ID:
+                raise ValueError
         except ValueError:
-            problems.append(("before", "expected a run id (integer)"))
+            problems.append(("before", f"expected a run id (an integer from 1 to {MAX_RUN_ID})"))
     status = query.get("status") or None
     if status is not None and status not in RUN_STATUSES:
         problems.append(("status", f"expected one of {', '.join(RUN_STATUSES)}"))

@@ -522,6 +522,10 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
     first = await wire.call("GET", "/api/tasks/runs?limit=1", "RunPage")
     rest = await wire.call("GET", f"/api/tasks/runs?limit=2&before={first['next_before']}", "RunPage")
     assert [r["id"] for r in rest["runs"]] == [answered, done_id]
+    huge = "6956170140609761196900352"  # beyond a SQLite integer: found by schemathesis as a 500
+    bad = await wire.call("GET", f"/api/tasks/runs?before={huge}", "ErrorBody", status=400)
+    assert bad["errors"][0]["field"] == "before"
+    await wire.call("GET", f"/api/tasks/runs/{huge}", "ErrorBody", status=404)
     completed = await wire.call("GET", "/api/tasks/runs?status=completed&trigger=api", "RunPage")
     assert {r["id"] for r in completed["runs"]} == {answered, done_id}
 
