@@ -13,16 +13,21 @@ from pathlib import Path
 
 from aiohttp import web
 
-from coral_server.api import docs
+from coral_server.api import auth as auth_routes
+from coral_server.api import console as console_routes
+from coral_server.api import docs, views
 from coral_server.api import events as event_routes
+from coral_server.api import namespaces as namespace_routes
 from coral_server.api import puppet as puppet_routes
 from coral_server.api import registry as registry_routes
 from coral_server.api import runs as run_routes
 from coral_server.api import sessions as session_routes
+from coral_server.api import tasks as task_routes
 from coral_server.api import webhooks as webhook_routes
-from coral_server.api.access_log import AccessLog
-from coral_server.api.auth import bearer_middleware
+from coral_server.api.access_log import AccessLog, quiet_malformed_requests
+from coral_server.api.auth import LOGINS, Logins, auth_middleware
 from coral_server.api.connections import KEEPALIVE_S, Connections, GuardedSite, warn_if_above_fd_limit
+from coral_server.api.cors import cors_middleware
 from coral_server.api.errors import error_middleware
 from coral_server.api.keys import EVENTS, REGISTRY, RUNS, SESSIONS, SETTINGS, STORE_HEALTH, TASKS, WEBHOOKS
 from coral_server.clock import SystemClock
@@ -45,7 +50,8 @@ from coral_server.sessions.limits import SessionLimits
 from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
-from coral_server.tasks import Tasks, TaskSettings
+from coral_server.tasks import PIPELINE, Tasks, TaskSettings
+from coral_server.tasks.pipeline import PipelineExecutor
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.destinations import DestinationPolicy
 from coral_server.webhooks.secrets import load_or_create_secret
@@ -68,12 +74,19 @@ CONNECTIONS = web.AppKey("connections", Connections)
 
 def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Application:
     """Build a complete server; nothing is global, so tests may build as many as they like."""
+    logins = Logins()
     connections = Connections(settings.max_connections, settings.header_timeout_s, settings.body_timeout_s)
-    app = web.Application(
-        middlewares=[error_middleware, connections.middleware, bearer_middleware(settings.auth_keys)],
-        client_max_size=8 * 1024 * 1024,
-    )
+    middlewares = [
+        error_middleware,
+        connections.middleware,
+        event_routes.path_token,
+        auth_middleware(settings.auth_keys, logins, any_origin=settings.allow_any_host),
+    ]
+    if settings.allow_any_host:
+        middlewares.insert(0, cors_middleware())  # outermost: preflights carry no credentials
+    app = web.Application(middlewares=middlewares, client_max_size=8 * 1024 * 1024)
     app[SETTINGS] = settings
+    app[LOGINS] = logins
     app[CONNECTIONS] = connections
     app[REGISTRY] = registry if registry is not None else Registry.load(list(settings.registry))
     for problem in app[REGISTRY].problems:
@@ -176,28 +189,33 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         clock=clock,
         destinations=destinations,
     )
-    app[REPORTER] = EndReporter(app[WEBHOOKS])
+    app[REPORTER] = EndReporter(app[WEBHOOKS], views.end_report)
     sessions.on_closed.append(app[REPORTER])
     app[MCP] = McpEndpoint(
         sessions, settings.wait_cap_ms, forwarder, native=settings.mcp_transport == "native"
+    )
+    jobs = JobExecutor(
+        app[SUPERVISOR],
+        replace(
+            _job_settings(settings),
+            parse_session=functools.partial(session_routes.parse_session, sessions, prefix="session."),
+            destinations=destinations,
+        ),
+        sessions,
+    )
+    pipelines = PipelineExecutor(
+        jobs=jobs,
+        sessions=sessions,
+        parse_session=functools.partial(session_routes.parse_session, sessions, prefix="with."),
+        webhooks=app[WEBHOOKS],
+        destinations=destinations,
+        session_report=views.end_report,
     )
     app[RUNS] = Runs(
         lambda: database.store.runs,
         app[EVENTS],
         clock,
-        {
-            "job": JobExecutor(
-                app[SUPERVISOR],
-                replace(
-                    _job_settings(settings),
-                    parse_session=functools.partial(
-                        session_routes.parse_session, sessions, prefix="session."
-                    ),
-                    destinations=destinations,
-                ),
-                sessions,
-            )
-        },
+        {"job": jobs, PIPELINE: pipelines},
         cap=settings.max_concurrent_jobs,
         instance=settings.resolve_instance_id(),
         webhooks=app[WEBHOOKS],
@@ -211,7 +229,12 @@ def build_app(settings: Settings, *, registry: Registry | None = None) -> web.Ap
         TaskSettings(settings.task_misfire_grace_s, settings.task_retry_base_s, settings.task_retry_cap_s),
     )
     session_routes.add_routes(app)
+    namespace_routes.add_routes(app)
+    auth_routes.add_routes(app)
+    if settings.console_dir is not None:
+        console_routes.add_routes(app, settings.console_dir)
     run_routes.add_routes(app)
+    task_routes.add_routes(app)
     registry_routes.add_routes(app)
     event_routes.add_routes(app)
     webhook_routes.add_routes(app)
@@ -312,6 +335,7 @@ def _job_settings(settings: Settings) -> JobSettings:
 async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start `app` on host:port (0 = any free port) and tell the session domain the real URL."""
     # AccessLog: one line per request with every credential in its target masked.
+    quiet_malformed_requests()
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

@@ -184,6 +184,16 @@ class Settings(BaseModel):
         description="What a manifest's [runtimes.docker] may change of the hardening: capAdd, "
         "noNewPrivileges, pidsLimit, readOnly, user (default: nothing).",
     )
+    # -- the reference's own clients: its console, cross-origin apps ([console], [network]) ---------
+    console_dir: Path | None = Field(
+        default=None,
+        description="A folder holding a Coral console build, served at /ui/console/ (default: none).",
+    )
+    allow_any_host: bool = Field(
+        default=False,
+        description="CORS for any origin, with credentials (the reference's allowAnyHost): for "
+        "development only.",
+    )
 
     # -- scheduled tasks ([tasks]) --------------------------------------------------------------------
     task_misfire_grace_s: float = Field(
@@ -370,6 +380,8 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("tasks", "retryMaxSeconds"): "task_retry_cap_s",
     ("tasks", "concurrencyDefault"): "task_concurrency_default",
     ("tasks", "concurrencyLimits"): "task_concurrency_limits",
+    ("console", "dir"): "console_dir",
+    ("network", "allowAnyHost"): "allow_any_host",
     ("limits", "streamWriteTimeoutSeconds"): "stream_write_timeout_s",
     ("limits", "maxStreamsPerClient"): "max_streams_per_client",
     ("limits", "headerTimeoutSeconds"): "header_timeout_s",
@@ -429,6 +441,8 @@ _ENV_KEYS = {
     "TASK_RETRY_CAP_S": "task_retry_cap_s",
     "TASK_CONCURRENCY_DEFAULT": "task_concurrency_default",
     "TASK_CONCURRENCY_LIMITS": "task_concurrency_limits",
+    "CONSOLE_DIR": "console_dir",
+    "ALLOW_ANY_HOST": "allow_any_host",
     "STREAM_WRITE_TIMEOUT_S": "stream_write_timeout_s",
     "MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
     "HEADER_TIMEOUT_S": "header_timeout_s",
@@ -478,6 +492,8 @@ def _from_toml(path: Path) -> dict[str, Any]:
     for field in ("registry", "job_roots"):
         if field in values and isinstance(values[field], list):
             values[field] = [(path.parent / p) for p in values[field]]
+    if isinstance(values.get("console_dir"), str):
+        values["console_dir"] = path.parent / values["console_dir"]
     return values
 
 
@@ -622,6 +638,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="task_concurrency_limits",
         metavar="KEY=N",
         help="most running runs for one concurrency_key; repeatable",
+    )
+    parser.add_argument(
+        "--console-dir",
+        type=Path,
+        help="a folder holding a Coral console build, served at /ui/console/ (env CORAL_SERVER_CONSOLE_DIR)",
+    )
+    parser.add_argument(
+        "--allow-any-host",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CORS for any origin, with credentials (development only; default off)",
     )
     return parser
 

@@ -16,10 +16,14 @@ from typing import Any
 from coral_server.clock import Clock, SystemClock
 
 DEFAULT_BUFFER_SIZE = 10_000
-# The server-wide feed: lifecycle events of every session (session_created/closed, agent_started/
-# exited, each with namespace and sessionId) and of every run. It never closes. A session's own
-# topic is "namespace/id", so no session topic can be this one.
+# The server-wide feed: lifecycle events of every namespace (namespace_created/closed), session
+# (session_created/running/closing/closed, runtime_started/stopped, each with namespace and
+# session_id) and run. It never closes. A session's own topic is "namespace/id", so no session
+# topic can be this one or the next.
 SERVER_TOPIC = "server"
+# Every agent's output lines (agent_log, with namespace, session_id, name and the line): what the
+# logs stream replays and follows.
+LOGS_TOPIC = "logs"
 RESERVED_KEYS = frozenset({"seq", "type", "timestamp"})
 
 
@@ -92,7 +96,7 @@ class Subscription:
             self._topic.subscribers.discard(self)
         self._wake.set()
 
-    def _poll(self) -> Event | None:
+    def poll(self) -> Event | None:
         """The next event if one is ready, without waiting; None when there is none yet."""
         topic = self._topic
         if self._overflowed or self._next < topic.first_seq:
@@ -115,7 +119,7 @@ class Subscription:
         keep-alive), so it is real time, measured by the event loop, not the bus's clock.
         """
         while not self._closed:
-            event = self._poll()
+            event = self.poll()
             if event is not None or self._closed:
                 return event
             self._wake.clear()
@@ -190,6 +194,11 @@ class EventBus:
             subscriber._notify(event.seq)
         return event
 
+    def bound(self, topic: str, buffer_size: int) -> None:
+        """Keep fewer of `topic`'s events than the bus's default (a busy topic, such as the logs)."""
+        t = self._topic(topic)
+        t.buffer = deque(t.buffer, maxlen=max(1, min(buffer_size, self.buffer_size)))
+
     def subscribe(self, topic: str, after_seq: int | None = None) -> Subscription:
         """Events of `topic` with seq > `after_seq` (None: only those published from now on).
 
@@ -203,6 +212,11 @@ class EventBus:
 
     def has_topic(self, topic: str) -> bool:
         return topic in self._topics
+
+    def first_seq(self, topic: str) -> int:
+        """The seq of the topic's oldest buffered event (last_seq + 1 when none is buffered)."""
+        t = self._topics.get(topic)
+        return t.first_seq if t else 1
 
     def last_seq(self, topic: str) -> int:
         """The seq of the topic's latest event (0 when it has none)."""

@@ -423,6 +423,20 @@ def test_bad_task_settings_are_refused(argv: list[str]) -> None:
         load_settings(argv, env={})
 
 
+def test_console_and_cors_settings_from_each_layer(tmp_path: Path) -> None:
+    assert (Settings().console_dir, Settings().allow_any_host) == (None, False)
+    config = tmp_path / "config.toml"
+    config.write_text('[console]\ndir = "console-build"\n[network]\nallowAnyHost = true\n')
+    from_toml = load_settings(["--config", str(config)], env={})
+    assert from_toml.console_dir == tmp_path / "console-build"  # relative to the file
+    assert from_toml.allow_any_host is True
+    env = {"CORAL_SERVER_CONSOLE_DIR": "/srv/console", "CORAL_SERVER_ALLOW_ANY_HOST": "true"}
+    from_env = load_settings([], env=env)
+    assert (from_env.console_dir, from_env.allow_any_host) == (Path("/srv/console"), True)
+    flags = load_settings(["--console-dir", "/x", "--no-allow-any-host"], env=env)
+    assert (flags.console_dir, flags.allow_any_host) == (Path("/x"), False)
+
+
 LIMITS = {
     "stream_write_timeout_s": ("streamWriteTimeoutSeconds", "STREAM_WRITE_TIMEOUT_S", 2.5),
     "max_streams_per_client": ("maxStreamsPerClient", "MAX_STREAMS_PER_CLIENT", 7),

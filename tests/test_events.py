@@ -192,3 +192,16 @@ async def test_subscription_as_context_manager_leaves_the_topic() -> None:
     assert subscription.ended
     bus.close_topic("t")
     assert not bus.has_topic("t")
+
+
+async def test_a_bounded_topic_keeps_fewer_events_and_drops_laggards_with_overflow() -> None:
+    bus = EventBus(buffer_size=100)
+    bus.bound("busy", 3)
+    laggard = bus.subscribe("busy")
+    for i in range(5):
+        bus.publish("busy", "tick", {"i": i})
+    assert (bus.first_seq("busy"), bus.last_seq("busy")) == (3, 5)
+    marker = await laggard.next(1)
+    assert marker is not None and marker.type == "overflow" and marker.seq == 0
+    assert bus.can_resume("busy", 2) and not bus.can_resume("busy", 1)
+    assert bus.first_seq("other") == 1  # other topics keep the default

@@ -14,10 +14,13 @@ from coral_server.api import views
 from coral_server.jobs.repository import RepositoryInvalid, RepositoryNotAllowed
 from coral_server.jobs.spec import JobSpecInvalid
 from coral_server.registry import AgentNotInRegistry
+from coral_server.scheduler.errors import TaskFieldInvalid
 from coral_server.sessions import errors as se
 from coral_server.sessions.limits import TooManySessions
 from coral_server.store import DeliveryFinished, DeliveryNotFound, StoreUnavailable
 from coral_server.store.runs import RunNotFound
+from coral_server.store.tasks import TaskChanged
+from coral_server.tasks.errors import TaskCanceled, TaskNotFound, TaskReadOnly
 
 log = logging.getLogger("coral_server.api")
 
@@ -38,6 +41,10 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (se.SessionError, 400),
     (RepositoryNotAllowed, 403),
     (RunNotFound, 404),
+    (TaskNotFound, 404),
+    (TaskCanceled, 409),
+    (TaskReadOnly, 409),
+    (TaskChanged, 409),
     (StoreUnavailable, 503),
 ]
 _MAPPED = tuple(kind for kind, _ in _STATUS)
@@ -114,6 +121,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(400, "invalid session request", [(p.path, p.message) for p in exc.problems])
     except JobSpecInvalid as exc:
         return error_response(400, str(exc), exc.problems)
+    except TaskFieldInvalid as exc:
+        return error_response(400, f"'{exc.field}': {exc.message}", exc.problems)
     except RepositoryInvalid as exc:
         return error_response(400, f"'{exc.field}': {exc.message}", [(exc.field, exc.message)])
     except _MAPPED as exc:

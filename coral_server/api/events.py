@@ -1,18 +1,27 @@
-"""Live session events over WebSocket and Server-Sent Events: a snapshot, then every change, resumable.
+"""Live events over WebSocket and Server-Sent Events: sessions, runs, the server-wide feed, agent logs.
 
-Both routes serve the session's topic on the one event bus. A new client first gets a `snapshot`
-(the session state, as `GET /api/v1/session/{ns}/{id}` returns it, plus the `seq` it includes), then
-every later event; a client that resumes (`?after=SEQ` or `Last-Event-ID`) gets exactly the events
-it missed, or a fresh snapshot when those are no longer buffered. Streams end after `session_closed`,
-after an `overflow` marker (a client too slow to keep up), and at server shutdown. A client that
-stops reading is dropped: no write may wait longer than the write timeout for its socket, and a
-stream whose topic has ended gets that long to finish. Streams are counted per client (bearer key,
-or address on a server without keys) against a cap.
+Every route serves a topic of the one event bus, each event put on the wire by `api.event_views`.
+
+- Ours, resumable (`/ws/v1/events/{ns}/{id}`, SSE `/api/v1/events/{ns}/{id}`, and a run's): a new
+  client first gets a `snapshot` (the state as GET returns it, plus the `seq` it includes), then
+  every later event; a client that resumes (`?after=SEQ` or `Last-Event-ID`) gets exactly the events
+  it missed, or a fresh snapshot when those are no longer buffered.
+- The reference server's, which its console opens (also with the key as a path segment, `{token}`):
+  a session's events from now on (`/ws/v1/events/session/{ns}/{id}`), the namespace and session
+  lifecycle of the whole server (`/ws/v1/events/lsm`), and agents' output (`/ws/v1/logs`).
+
+Session streams end after `session_closed`; every stream ends after an `overflow` marker (a client
+too slow to keep up) and at server shutdown.
+A client that stops reading is dropped: no write may wait longer than the write timeout for its
+socket, and a stream whose topic has ended gets that long to finish. Streams are counted per client
+(bearer key, or address on a server without keys) against a cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import fcntl
 import hashlib
@@ -28,12 +37,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from coral_server.api import views
+from coral_server.api import event_views, views
 from coral_server.api.auth import presented_key
-from coral_server.api.errors import BadRequest, error_response
+from coral_server.api.errors import BadRequest, Handler, error_response
 from coral_server.api.keys import EVENTS, RUNS, SESSIONS, SETTINGS
 from coral_server.api.runs import run_id_of
-from coral_server.events import Subscription
+from coral_server.events import LOGS_TOPIC, SERVER_TOPIC, Event, Subscription
 from coral_server.runs.model import FINAL
 from coral_server.runs.service import topic as run_topic
 from coral_server.sessions import Session
@@ -52,7 +61,13 @@ DELIVERY_POLL_S = 0.02
 # Sent whatever `?types=` asks for: without them a client cannot keep a consistent view.
 ALWAYS_SENT = frozenset({"snapshot", "overflow"})
 
+# The logs stream replays at most this many lines (the reference's default and cap).
+LOGS_LIMIT = 1024
+LOGS_MAX_REPLAY = 2048
+
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+Encode = Callable[[Event], Mapping[str, Any]]
+Accept = Callable[[Event], bool]
 
 
 class ClientStalled(Exception):
@@ -61,12 +76,16 @@ class ClientStalled(Exception):
 
 @dataclass(slots=True)
 class EventStream:
-    """What one client gets: an optional snapshot first, then the subscription's events."""
+    """What one client gets: an optional snapshot first, then the events of its subscription that
+    `accept` takes (and `types` names, when given), each as `encode` puts it on the wire."""
 
     # The snapshot, fixed when the stream opened; awaited, it serialises what it holds in steps.
     snapshot: Callable[[], Awaitable[Mapping[str, Any]]] | None
     subscription: Subscription | None
     types: frozenset[str] | None
+    encode: Encode = event_views.event
+    accept: Accept | None = None
+    replay: tuple[Event, ...] = ()
 
     def close(self) -> None:
         if self.subscription is not None:
@@ -104,6 +123,8 @@ class EventStream:
 
         if self.snapshot is not None:
             await bounded(send(await self.snapshot()))
+        for old in self.replay:
+            await bounded(send(self.encode(old)))
         if self.subscription is None:
             return
         while True:
@@ -115,8 +136,11 @@ class EventStream:
                 continue
             if event is None:
                 return
-            if self.types is None or event.type in self.types or event.type in ALWAYS_SENT:
-                await bounded(send(event.to_json()))
+            if event.type in ALWAYS_SENT or (
+                (self.types is None or event.type in self.types)
+                and (self.accept is None or self.accept(event))
+            ):
+                await bounded(send(self.encode(event)))
 
 
 class TooManyStreams(Exception):
@@ -234,6 +258,93 @@ def _ready(snapshot: Mapping[str, Any]) -> Callable[[], Awaitable[Mapping[str, A
         return snapshot
 
     return complete
+
+
+async def open_reference_stream(request: web.Request) -> EventStream:
+    """A session's events from now on, as the reference sends them (404 if the session is unknown)."""
+    info = request.match_info
+    session: Session = request.app[SESSIONS].get(info["namespace"], info["session"])
+    bus = request.app[EVENTS]
+    if session.events is None:  # closed: nothing more will happen
+        return EventStream(None, None, None, event_views.reference_event)
+    return EventStream(None, bus.subscribe(session.topic), _types(request), event_views.reference_event)
+
+
+def _annotation_filters(request: web.Request) -> dict[str, str]:
+    """`namespaceAnnotationFilters`: a JSON object of strings, base64url-encoded (400 if it is not)."""
+    raw = request.query.get("namespaceAnnotationFilters")
+    if not raw:
+        return {}
+    field = "namespaceAnnotationFilters"
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError):
+        problem = (field, "expected base64url of a JSON object")
+        raise BadRequest(f"{field} must be base64url JSON", [problem]) from None
+    if not isinstance(decoded, dict) or not all(isinstance(v, str) for v in decoded.values()):
+        raise BadRequest(f"{field} must map names to strings", [(field, "expected a JSON object of strings")])
+    return decoded
+
+
+async def open_lsm_stream(request: web.Request) -> EventStream:
+    """The server's namespace and session lifecycle from now on, as the reference sends it."""
+    only = request.query.get("namespaceFilter") or None
+    wanted = _annotation_filters(request)
+
+    def accept(event: Event) -> bool:
+        if event.type not in event_views.LSM_TYPES:
+            return False
+        data = event.data
+        ns = data["namespace"] if event.type.startswith("namespace_") else data["session"].namespace
+        if only is not None and ns.name != only:
+            return False
+        return all(ns.annotations.get(k) == v for k, v in wanted.items())
+
+    bus = request.app[EVENTS]
+    return EventStream(None, bus.subscribe(SERVER_TOPIC), None, event_views.reference_event, accept)
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None or raw == "":
+        return LOGS_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest("limit must be an integer", [("limit", "expected an integer")]) from None
+    return max(0, min(limit, LOGS_MAX_REPLAY))
+
+
+async def open_logs_stream(request: web.Request) -> EventStream:
+    """Agents' output: the last `limit` matching lines still buffered, then every new one.
+
+    `namespaceFilter`, `sessionFilter` and `agentFilter` narrow it down. Lines are redacted when
+    they are read from the agent (secret option values, keys), before anything keeps them.
+    """
+    query = request.query
+    filters = {
+        "namespace": query.get("namespaceFilter") or None,
+        "session_id": query.get("sessionFilter") or None,
+        "name": query.get("agentFilter") or None,
+    }
+    limit = _limit(request)
+
+    def accept(event: Event) -> bool:
+        return all(want is None or event.data.get(key) == want for key, want in filters.items())
+
+    bus = request.app[EVENTS]
+    # Subscribe from the oldest buffered line, take what is there now, keep the last `limit`.
+    subscription = bus.subscribe(LOGS_TOPIC, bus.first_seq(LOGS_TOPIC) - 1)
+    end = bus.last_seq(LOGS_TOPIC)
+    replay: list[Event] = []
+    while subscription.last_seq < end:
+        event = subscription.poll()
+        if event is None or event.type == "overflow":
+            break
+        if accept(event):
+            replay.append(event)
+    tail = tuple(replay[-limit:]) if limit else ()
+    return EventStream(None, subscription, None, event_views.log_event, accept, tail)
 
 
 def _sse_frame(payload: Mapping[str, Any]) -> bytes:
@@ -386,9 +497,29 @@ async def ws_events(request: web.Request, stream: EventStream, write_timeout: fl
     return ws
 
 
+@web.middleware
+async def path_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The reference's `/ws/v1/.../{token}/...` routes carry the API key in the path: check it as
+    the bearer key it is (by the same authentication as every other route)."""
+    token = request.match_info.get("token")
+    if token is None or "Authorization" in request.headers or not request.path.startswith("/ws/"):
+        return await handler(request)
+    return await handler(request.clone(headers={**request.headers, "Authorization": f"Bearer {token}"}))
+
+
 def add_routes(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[STREAMS] = EventStreams(settings.stream_write_timeout_s, settings.max_streams_per_client)
+    # Agents' output is kept for the logs stream's replay only: no more than it can replay.
+    app[EVENTS].bound(LOGS_TOPIC, LOGS_MAX_REPLAY)
+    # The reference's routes first: `{token}/lsm` would otherwise be read as `{namespace}/{session}`.
+    reference_session = ws_route(open_reference_stream)
+    app.router.add_get("/ws/v1/events/session/{namespace}/{session}", reference_session)
+    app.router.add_get("/ws/v1/events/{token}/session/{namespace}/{session}", reference_session)
+    app.router.add_get("/ws/v1/events/lsm", ws_route(open_lsm_stream))
+    app.router.add_get("/ws/v1/events/{token}/lsm", ws_route(open_lsm_stream))
+    app.router.add_get("/ws/v1/logs", ws_route(open_logs_stream))
+    app.router.add_get("/ws/v1/logs/{token}", ws_route(open_logs_stream))
     app.router.add_get("/ws/v1/events/{namespace}/{session}", ws_route(open_stream))
     app.router.add_get("/api/v1/events/{namespace}/{session}", sse_route(open_stream))
     app.router.add_get("/ws/v1/runs/{run_id}/events", ws_route(open_run_stream))

@@ -12,7 +12,8 @@ from coral_server import __version__
 from coral_server.api import models as m
 from coral_server.api.errors import json_response
 from coral_server.api.keys import SETTINGS
-from coral_server.api.runs import MAX_LIMIT
+from coral_server.api.runs import MAX_LIMIT, MAX_RUN_ID
+from coral_server.api.tasks import MAX_OFFSET
 from coral_server.jobs.spec import JobSpec
 from coral_server.runs.model import RUN_STATUSES, TRIGGERS
 
@@ -34,10 +35,14 @@ class Operation:
     notes: tuple[tuple[int, str], ...] = ()  # (status, why) where the general reason says too little
     stream: str | None = None  # the media type of a streamed answer
     first_event: Any = None  # the shape of a stream's first event (WebSocket or SSE)
+    events: tuple[Any, ...] = ()  # the shapes of the events that follow it
+    description: str | None = None  # what the summary and the statuses leave unsaid
+    also: tuple[tuple[int, str], ...] = ()  # other success statuses (same body), and when
 
 
 SUCCESS = {
     200: "OK",
+    201: "Created",
     202: "Accepted",
     101: "Switching to the WebSocket protocol: one JSON event per message, the first a {first}",
 }
@@ -64,10 +69,29 @@ ERROR_HEADERS = {
 
 _S = "/api/v1/session"
 _SID = "/api/v1/session/{namespace}/{sessionId}"
+_NS = "/api/v1/local/namespace"
 _P = "/api/v1/puppet/{namespace}/{sessionId}/{agent}"
 _D = "/api/v1/webhooks/deliveries"
 _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
+_RUN_EVENTS = tuple(m.RUN_EVENTS.values())
+_JOBS_NOTE = (
+    "At the cap (CORAL_MAX_CONCURRENT_JOBS active runs, counted in the store) the answer is 429 before "
+    "the job is validated; Retry-After is the number of seconds until the first started run reaches its "
+    "max_duration_s (when a slot is sure to free), at least 1 and at most 60, since runs mostly end "
+    "sooner. A run whose server dies (crash, kill -9) cannot be taken over by the next one (the CLI's "
+    "terminal or pipe died with it): at start-up the next server stops the orphaned CLI, commits what "
+    "the run left uncommitted to its branch coral/run-{id}, removes its worktree when cleanup_worktree, "
+    "and ends the run failed with exit_reason server_restart (its result says what the branch holds)."
+)
+_T = "/tasks/{task_id}"
+_NO_TASK = (404, "No such task")
+_FINAL = (409, "The task is canceled (final), or comes from a file (read-only here)")
+_BAD_TASK = (
+    400,
+    "Invalid task: `errors` names each wrong field (a cron or RRULE expression: what and where; an unknown "
+    "timezone; priority outside 1-9; a once time in the past; payload.pipeline[i].uses...)",
+)
 _WITH_BODY = (400, 404, 409, 415)
 _STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
 _STREAM_ERRORS = (400, 404, 429)
@@ -102,6 +126,70 @@ OPERATIONS: list[Operation] = [
     ),
     Operation("get", _SID, "Session state: agents, threads, messages", "sessions", response=m.SessionState),
     Operation("delete", _SID, "Close a session (every agent is stopped)", "sessions", errors=(404,)),
+    Operation(
+        "post",
+        _SID,
+        "Execute a session created with execution {mode: defer} (the body: its runtime settings)",
+        "sessions",
+        m.RuntimeSettings,
+        errors=(*_STORED,),
+        notes=((400, "Invalid runtime settings, or the session is not pending execution"),),
+    ),
+    Operation(
+        "get",
+        _SID + "/extended",
+        "Session state in the reference server's shape: {base, agents, threads}",
+        "sessions",
+        response=m.SessionStateExtended,
+        errors=(404,),
+    ),
+    Operation(
+        "get",
+        _NS,
+        "List namespaces (the reference server's shape)",
+        "namespaces",
+        response=[m.SessionNamespaceStateBase],
+        errors=(),
+    ),
+    Operation(
+        "get",
+        _NS + "/extended",
+        "List namespaces with their sessions' base states (what the console lists)",
+        "namespaces",
+        response=[m.SessionNamespaceStateExtended],
+        errors=(),
+    ),
+    Operation(
+        "post",
+        _NS,
+        "Create an empty namespace (409 if the name is taken)",
+        "namespaces",
+        m.NamespaceRequest,
+        errors=(400, 409, 415),
+    ),
+    Operation(
+        "get",
+        _NS + "/{namespace}",
+        "Base states of a namespace's sessions",
+        "namespaces",
+        response=[m.SessionStateBase],
+        errors=(404,),
+    ),
+    Operation(
+        "get",
+        _NS + "/{namespace}/extended",
+        "Extended states of a namespace's sessions",
+        "namespaces",
+        response=[m.SessionStateExtended],
+        errors=(404,),
+    ),
+    Operation(
+        "delete",
+        _NS + "/{namespace}",
+        "Delete a namespace: every session in it is closed",
+        "namespaces",
+        errors=(404,),
+    ),
     Operation(
         "get", _SID + "/agents/{agent}/logs", "An agent's recent output", "sessions", response=m.AgentLogs
     ),
@@ -225,6 +313,59 @@ OPERATIONS: list[Operation] = [
         notes=(_STREAM_CAP,),
     ),
     Operation(
+        "get",
+        "/ws/v1/events/session/{namespace}/{sessionId}",
+        "A session's events from now on, as the reference server sends them (its console opens this)",
+        "events",
+        status=101,
+        first_event=m.SessionEvent,
+    ),
+    Operation(
+        "get",
+        "/ws/v1/events/{token}/session/{namespace}/{sessionId}",
+        "As /ws/v1/events/session/{namespace}/{sessionId}, the API key in the path",
+        "events",
+        status=101,
+        first_event=m.SessionEvent,
+    ),
+    Operation(
+        "get",
+        "/ws/v1/events/lsm",
+        "Every namespace and session created, launched, closing and closed, as the reference sends them",
+        "events",
+        status=101,
+        first_event=m.LocalSessionManagerEvent,
+        errors=(400,),
+        notes=((400, "namespaceAnnotationFilters is not base64url of a JSON object of strings"),),
+    ),
+    Operation(
+        "get",
+        "/ws/v1/events/{token}/lsm",
+        "As /ws/v1/events/lsm, the API key in the path",
+        "events",
+        status=101,
+        first_event=m.LocalSessionManagerEvent,
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/ws/v1/logs",
+        "Agents' output (the last `limit` lines kept, then every new one), as the reference sends it",
+        "events",
+        status=101,
+        first_event=m.LoggingEvent,
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/ws/v1/logs/{token}",
+        "As /ws/v1/logs, the API key in the path",
+        "events",
+        status=101,
+        first_event=m.LoggingEvent,
+        errors=(400,),
+    ),
+    Operation(
         "post",
         "/api/tasks/run",
         "Run a one-time job: a coding agent on a prompt in its own git worktree (answers at once)",
@@ -232,6 +373,7 @@ OPERATIONS: list[Operation] = [
         JobSpec,
         m.RunSubmitted,
         errors=(400, 403, 415, 429, 503),
+        description=_JOBS_NOTE,
         notes=(
             (400, "Invalid job: `errors` names the field (prompt, repo_path, agent_type, base_branch, ...)"),
             (403, "repo_path is not under a directory that jobs may use (the jobs.allowedRoots setting)"),
@@ -283,6 +425,7 @@ OPERATIONS: list[Operation] = [
         "jobs",
         stream="text/event-stream",
         first_event=m.RunSnapshot,
+        events=_RUN_EVENTS,
         errors=_STREAM_ERRORS,
         notes=(_NO_RUN, _STREAM_CAP),
     ),
@@ -293,13 +436,130 @@ OPERATIONS: list[Operation] = [
         "jobs",
         status=101,
         first_event=m.RunSnapshot,
+        events=_RUN_EVENTS,
         errors=_STREAM_ERRORS,
         notes=(_NO_RUN, _STREAM_CAP),
+    ),
+    Operation(
+        "post",
+        "/tasks",
+        "Create a scheduled task (cron, rrule, once or event) whose payload is a pipeline of steps",
+        "tasks",
+        m.CreateTaskRequest,
+        m.TaskCreated,
+        status=201,
+        also=((200, "Its dedupe rule found an existing task: that one (deduplicated: true), none made"),),
+        errors=(400, 415, 503),
+        notes=(_BAD_TASK,),
+    ),
+    Operation(
+        "get",
+        "/tasks",
+        "List tasks, oldest first (filter by status, created_by, schedule_kind; limit/offset)",
+        "tasks",
+        response=m.TaskPage,
+        errors=(400,),
+        notes=((400, "Invalid listing: a bad status, schedule_kind, limit or offset"),),
+    ),
+    Operation(
+        "post",
+        "/tasks/preview",
+        "The next fire times of a schedule as POST /tasks would plan it (nothing is stored)",
+        "tasks",
+        m.PreviewRequest,
+        m.SchedulePreview,
+        errors=(400, 415),
+        notes=((400, "The schedule is invalid: `errors` names the field and says what is wrong and where"),),
+    ),
+    Operation(
+        "get",
+        _T,
+        "One task: its fields, next 5 fire times, newest run and runs per status",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404,),
+        notes=(_NO_TASK,),
+    ),
+    Operation(
+        "put",
+        _T,
+        "Change a task: only the fields given (a changed schedule is planned anew from now)",
+        "tasks",
+        m.UpdateTaskRequest,
+        m.TaskDetail,
+        errors=(*_WITH_BODY, 503),
+        notes=(_BAD_TASK, _NO_TASK, _FINAL),
+    ),
+    Operation(
+        "get",
+        _T + "/runs",
+        "A task's runs, every attempt, newest first (filter by status; ?before= pages on)",
+        "tasks",
+        response=m.TaskRunPage,
+        errors=(400, 404),
+        notes=(_NO_TASK,),
+    ),
+    Operation(
+        "post",
+        _T + "/run_now",
+        "Run the task once now (trigger manual), outside its schedule",
+        "tasks",
+        response=m.TaskRunStarted,
+        status=202,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/snooze",
+        "Delay the task's next fire by delay_seconds (at most a week)",
+        "tasks",
+        m.SnoozeRequest,
+        m.TaskDetail,
+        errors=(*_WITH_BODY, 503),
+        notes=(_BAD_TASK, _NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/pause",
+        "Stop firing the task until it is resumed",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/resume",
+        "Fire a paused task again, planned from now",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        _T + "/cancel",
+        "Cancel a task for good (its runs not started yet are killed)",
+        "tasks",
+        response=m.TaskDetail,
+        errors=(404, 409, 503),
+        notes=(_NO_TASK, _FINAL),
+    ),
+    Operation(
+        "post",
+        "/events",
+        "Fire every active event task of a topic; each run gets the payload as ${event.x}",
+        "tasks",
+        m.EventRequest,
+        m.EventAccepted,
+        status=202,
+        errors=(400, 415, 503),
     ),
 ]
 
 # Routes whose request body may be left out (the request model's defaults apply).
-OPTIONAL_BODY = frozenset({_D + "/{id}/retry"})
+OPTIONAL_BODY = frozenset({_D + "/{id}/retry", _SID})
 
 _EVENT_QUERY = [
     {
@@ -337,7 +597,32 @@ _DELIVERY_QUERY = [
 _RUN_QUERY = [
     _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
     _query("trigger", "Only runs started this way.", {"enum": list(TRIGGERS)}),
-    _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
+    _query("task_id", "Only the runs of this scheduled task.", {"type": "string"}),
+    _query(
+        "before",
+        "Only runs with a smaller id: the previous page's next_before.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_RUN_ID},
+    ),
+    _query(
+        "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    ),
+]
+_TASK_QUERY = [
+    _query("status", "Only tasks in this state.", {"enum": ["active", "paused", "canceled"]}),
+    _query("created_by", "Only tasks of this creator (UUID).", {"type": "string"}),
+    _query("schedule_kind", "Only this kind.", {"enum": ["cron", "rrule", "once", "event"]}),
+    _query(
+        "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    ),
+    _query("offset", "Skip this many (default 0).", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
+]
+_TASK_RUN_QUERY = [
+    _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
+    _query(
+        "before",
+        "Only runs with a smaller id: the previous page's next_before.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_RUN_ID},
+    ),
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),
@@ -356,11 +641,35 @@ _WS_QUERY = [
     *_EVENT_QUERY,
     {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
 ]
+_LSM_QUERY = [
+    _query("namespaceFilter", "Only events of this namespace.", {"type": "string"}),
+    _query(
+        "namespaceAnnotationFilters",
+        "Only namespaces with these annotations: a JSON object of strings, base64url-encoded.",
+        {"type": "string"},
+    ),
+]
+_LOGS_QUERY = [
+    _query("namespaceFilter", "Only lines of agents of this namespace.", {"type": "string"}),
+    _query("sessionFilter", "Only lines of agents of this session.", {"type": "string"}),
+    _query("agentFilter", "Only lines of agents of this name.", {"type": "string"}),
+    _query(
+        "limit",
+        "Replay at most this many of the lines kept (default 1024, at most 2048).",
+        {"type": "integer", "minimum": 0},
+    ),
+]
 QUERY_PARAMS: dict[str, list[dict[str, Any]]] = {
+    "/ws/v1/events/lsm": _LSM_QUERY,
+    "/ws/v1/events/{token}/lsm": _LSM_QUERY,
+    "/ws/v1/logs": _LOGS_QUERY,
+    "/ws/v1/logs/{token}": _LOGS_QUERY,
     "/api/v1/webhooks/deliveries": _DELIVERY_QUERY,
     "/api/v1/events/{namespace}/{sessionId}": _SSE_QUERY,
     "/ws/v1/events/{namespace}/{sessionId}": _WS_QUERY,
     "/api/tasks/runs": _RUN_QUERY,
+    "/tasks": _TASK_QUERY,
+    _T + "/runs": _TASK_RUN_QUERY,
     _R + "/events": _SSE_QUERY,
     "/ws/v1/runs/{run_id}/events": _WS_QUERY,
 }
@@ -400,7 +709,13 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
     if op.stream is not None:
         ok["description"] = f"Events (id: seq, event: type, data: the event's JSON); the first a {first}"
         ok["content"] = {op.stream: {"schema": {"type": "string"}}}
+    if op.events:
+        names = ", ".join(_name(shape) for shape in op.events)
+        ok["description"] += f", then any of {names} (components; `type` tells which)"
+        ok["x-events"] = {"oneOf": [_ref(shape) for shape in op.events]}
     responses: dict[str, Any] = {str(op.status): ok}
+    for status, why in op.also:
+        responses[str(status)] = {**ok, "description": why}
     notes = dict(op.notes)
     for status in sorted({*op.errors, *((401,) if auth else ())}):
         why = notes.get(status, ERRORS[status])
@@ -409,6 +724,7 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
             responses[str(status)]["headers"] = ERROR_HEADERS[status]
     out: dict[str, Any] = {
         "summary": op.summary,
+        **({"description": op.description} if op.description else {}),
         "tags": [op.tag],
         "parameters": params,
         "responses": responses,

@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from coral_server.api import views
-from coral_server.api.body import read_json
+from coral_server.api import reference, views
+from coral_server.api.body import read_json, read_model
 from coral_server.api.errors import BadRequest, json_response, problems_of
 from coral_server.api.keys import SESSIONS
 from coral_server.api.models import (
@@ -19,7 +19,15 @@ from coral_server.api.models import (
     PersistenceMode,
     RuntimeSettings,
 )
-from coral_server.sessions import AgentRequest, CustomToolSpec, EndWebhook, Session, SessionRequest, Sessions
+from coral_server.sessions import (
+    AgentRequest,
+    CustomToolSpec,
+    EndWebhook,
+    ExecutionSettings,
+    Session,
+    SessionRequest,
+    Sessions,
+)
 from coral_server.sessions.errors import NotExternal, SessionRequestInvalid
 
 MAX_LOG_LINES = 10_000
@@ -67,6 +75,7 @@ def to_domain(body: CreateSessionRequest) -> SessionRequest:
         minimum_time_ms=persistence.minimum_ms() if persistence else 0,
         end_webhook=_end_webhook(settings),
         annotations=dict(body.annotations),
+        defer=body.execution is not None and body.execution.mode == "defer",
         settings_path=settings_path,
         persistence_path=f"{settings_path}.persistenceMode{_kept_by(persistence)}",
         end_webhook_path=f"{settings_path}.webhooks.sessionEnd.url",
@@ -178,6 +187,36 @@ async def get_state(request: web.Request) -> web.Response:
     return json_response(await views.session_state_later(_session(request))())
 
 
+async def get_extended(request: web.Request) -> web.Response:
+    """The reference server's extended state: {base, agents, threads}."""
+    now = request.app[SESSIONS].clock.now_ms()
+    return json_response(reference.session_extended(_session(request), now))
+
+
+async def execute_session(request: web.Request) -> web.Response:
+    """Run a session created with `execution: {mode: "defer"}`; the body is its runtime settings."""
+    settings = await read_model(request, RuntimeSettings, optional=True)
+    persistence = settings.persistenceMode
+    end_webhook = _end_webhook(settings)
+    if end_webhook is not None:
+        await request.app[SESSIONS].check_destinations(
+            SessionRequest(
+                namespace="", agents=[], end_webhook=end_webhook, end_webhook_path="webhooks.sessionEnd.url"
+            )
+        )
+    await request.app[SESSIONS].execute(
+        request.match_info["namespace"],
+        request.match_info["session"],
+        ExecutionSettings(
+            ttl_ms=settings.ttl,
+            hold_after_exit_ms=persistence.hold_ms() if persistence else 0,
+            minimum_time_ms=persistence.minimum_ms() if persistence else 0,
+            end_webhook=end_webhook,
+        ),
+    )
+    return web.Response(status=200)
+
+
 async def close_session(request: web.Request) -> web.Response:
     await _session(request).close("deleted")
     return web.Response(status=200)
@@ -208,6 +247,8 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get(prefix, list_all)
         app.router.add_get(prefix + "/{namespace}", list_namespace)
         app.router.add_get(prefix + "/{namespace}/{session}", get_state)
+        app.router.add_post(prefix + "/{namespace}/{session}", execute_session)
+        app.router.add_get(prefix + "/{namespace}/{session}/extended", get_extended)
         app.router.add_delete(prefix + "/{namespace}/{session}", close_session)
         app.router.add_get(prefix + "/{namespace}/{session}/agents/{agent}/logs", agent_logs)
         app.router.add_get(prefix + "/{namespace}/{session}/agents/{agent}/connection", agent_connection)

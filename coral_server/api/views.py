@@ -10,17 +10,22 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Literal, cast
 
 import orjson
 from typing_extensions import TypedDict
 
 from coral_server.api import models as m
+from coral_server.api import reference
 from coral_server.registry import AgentManifest, OptionSpec, Registry
 from coral_server.runs.model import Run
 from coral_server.runs.service import iso
-from coral_server.sessions import Message, Namespace, Session, SessionAgent, Thread
+from coral_server.scheduler import Preview
+from coral_server.sessions import AgentEnd, Message, Namespace, Session, SessionAgent, SessionEnd, Thread
+from coral_server.sessions.report import REPORT_KIND
 from coral_server.store import Delivery, DeliveryAttempt
+from coral_server.store.tasks import Task, TaskRunCounts
 
 # How many of a dead agent's last output lines its state shows.
 LAST_LOG_LINES = 10
@@ -106,6 +111,7 @@ def session_state(session: Session, *, messages: bool = True) -> m.SessionState:
         "namespace": session.namespace,
         "timestamp": session.timestamp,
         "closing": session.closing,
+        "status": reference.session_status(session.info()),
         "agents": [agent_state(a) for a in session.agents.values()],
         "threads": [thread_state(t, messages=messages) for t in session.threads.values()],
     }
@@ -180,6 +186,75 @@ def agent_logs(agent: SessionAgent, tail: int) -> m.AgentLogs:
 def agent_connection(agent: SessionAgent, url: str) -> m.AgentConnection:
     base = url.rsplit("/", 1)[0]
     return {"agent": agent.name, "connectionUrl": url, "sseUrl": f"{base}/sse/"}
+
+
+# -- the session-end report (webhook body) ---------------------------------------------------------
+
+
+def _identifier(end: AgentEnd) -> dict[str, str]:
+    return {"name": end.registry_name, "version": end.registry_version, "source": "local"}
+
+
+def _agent_end(end: AgentEnd) -> dict[str, Any]:
+    return {
+        "name": end.name,
+        "registryAgentIdentifier": _identifier(end),
+        "runtime": end.runtime,
+        "status": end.status,
+        "exitCode": end.exit_code,
+        "error": end.error,
+        "startTime": end.started_at,
+        "endTime": end.ended_at,
+        "annotations": dict(end.annotations),
+    }
+
+
+def end_report(end: SessionEnd) -> dict[str, Any]:
+    """The body of the session-end webhook: why it ended, how each agent ended, every thread.
+
+    It also carries the reference server's fields (`namespaceState`, `sessionState`, `agentStats`)
+    so receivers written for it keep working; `sessionState` is the full state when the session
+    asked for an extended report.
+    """
+    base = {
+        "id": end.session_id,
+        "timestamp": end.created_at,
+        "namespace": end.namespace,
+        "annotations": dict(end.annotations),
+    }
+    return {
+        "type": REPORT_KIND,
+        "timestamp": end.closed_at,
+        "sessionId": end.session_id,
+        "namespace": end.namespace,
+        "reason": end.reason,
+        "detail": end.detail,
+        "createdAt": end.created_at,
+        "closedAt": end.closed_at,
+        "annotations": dict(end.annotations),
+        "agents": [_agent_end(a) for a in end.agents],
+        "threads": [thread_state(t) for t in end.threads],
+        "namespaceState": {
+            "name": end.namespace,
+            "deleteOnLastSessionExit": end.namespace_transient,
+            "annotations": {},
+        },
+        "sessionState": (
+            {"type": "extended", "state": session_state(end.session)}
+            if end.session is not None
+            else {"type": "base", "state": base}
+        ),
+        "agentStats": [
+            {
+                "name": a.name,
+                "registryIdentifier": _identifier(a),
+                "startTime": a.started_at,
+                "endTime": a.ended_at,
+                "annotations": dict(a.annotations),
+            }
+            for a in end.agents
+        ],
+    }
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -371,6 +446,11 @@ def run_out(run: Run) -> m.RunOut:
         "task_id": run.task_id,
         "attempt": run.attempt,
         "priority": run.priority,
+        "concurrency_key": run.concurrency_key,
+        "waiting_reason": run.waiting_reason if run.status == "pending" else None,
+        "not_before": iso(run.not_before),
+        "retryable": run.retryable,
+        "retry_of": run.retry_of,
         "prompt": run.spec.get("prompt"),
         "repo_path": run.spec.get("repo_path"),
     }
@@ -388,6 +468,98 @@ def run_snapshot(run: Run, seq: int) -> m.RunSnapshot:
 
 def run_page(runs: list[Run], next_before: int | None) -> m.RunPage:
     return {"runs": [run_out(r) for r in runs], "next_before": next_before}
+
+
+# -- scheduled tasks -----------------------------------------------------------------------------
+
+
+def task_out(task: Task, ended: bool) -> m.TaskOut:
+    return {
+        "id": task.id,
+        "title": task.title,
+        "description": task.description,
+        "schedule_kind": cast(m.ScheduleKindName, task.schedule_kind),
+        "schedule_expr": task.schedule_expr,
+        "timezone": task.timezone,
+        "payload": task.payload,
+        "created_by": task.created_by,
+        "priority": task.priority,
+        "max_retries": task.max_retries,
+        "backoff_strategy": cast(m.BackoffName, task.backoff_strategy),
+        "dedupe_key": task.dedupe_key,
+        "dedupe_window_seconds": task.dedupe_window_seconds,
+        "concurrency_key": task.concurrency_key,
+        "status": task.status,
+        "source": task.source,
+        "created_at": cast(str, iso(task.created_at)),
+        "updated_at": cast(str, iso(task.updated_at)),
+        "next_fire_at": iso(task.next_fire_at),
+        "ended": ended,
+        "snoozed_until": iso(task.snoozed_until),
+        "snooze_reason": task.snooze_reason,
+        "last_fire_at": iso(task.last_fire_at),
+        "last_run_id": task.last_run_id,
+        "fire_count": task.fire_count,
+        "skip_count": task.skip_count,
+        "last_skip_at": iso(task.last_skip_at),
+        "last_skip_reason": task.last_skip_reason,
+    }
+
+
+def task_detail(task: Task, ended: bool, next_fires: list[datetime], counts: TaskRunCounts) -> m.TaskDetail:
+    """A task with its next fire times, its newest run and its runs per status."""
+    return {
+        **task_out(task, ended),
+        "next_fire_times": [_utc(t) for t in next_fires],
+        "last_run": None if counts.last is None else run_out(counts.last),
+        "run_counts": {str(status): n for status, n in counts.by_status.items()},
+        "runs_total": counts.total,
+    }
+
+
+def task_created(detail: m.TaskDetail, deduplicated: bool) -> m.TaskCreated:
+    return {**detail, "deduplicated": deduplicated}
+
+
+def task_page(tasks: list[tuple[Task, bool]], total: int, limit: int, offset: int) -> m.TaskPage:
+    return {
+        "items": [task_out(t, ended) for t, ended in tasks],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "has_more": offset + len(tasks) < total,
+    }
+
+
+def task_run_page(runs: list[Run], total: int, next_before: int | None) -> m.TaskRunPage:
+    return {"items": [run_out(r) for r in runs], "total": total, "next_before": next_before}
+
+
+def task_run_started(task_id: str, run: Run) -> m.TaskRunStarted:
+    return {"task_id": task_id, "run": run_out(run)}
+
+
+def schedule_preview(preview: Preview) -> m.SchedulePreview:
+    schedule = preview.schedule
+    return {
+        "schedule_kind": schedule.kind,
+        "schedule_expr": schedule.expr,
+        "timezone": schedule.timezone,
+        "fire_times": [_utc(t) for t in preview.fires],
+        "local_fire_times": [t.isoformat() for t in preview.local_fires],
+    }
+
+
+def event_accepted(topic: str, runs: list[Run]) -> m.EventAccepted:
+    return {
+        "topic": topic,
+        "triggered_tasks": [r.task_id for r in runs if r.task_id is not None],
+        "runs": [run_out(r) for r in runs],
+    }
+
+
+def _utc(moment: datetime) -> str:
+    return cast(str, iso(moment.timestamp()))
 
 
 def ok() -> m.OkBody:

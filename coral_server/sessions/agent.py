@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
 
 from coral_server.registry import AgentManifest, Generation, ResolvedOption
 from coral_server.runtimes import AgentLog
@@ -64,29 +63,3 @@ class SessionAgent:
     @property
     def ended_at(self) -> int | None:
         return None if self.unit is None else self.unit.ended_at
-
-    def identifier(self) -> dict[str, Any]:
-        return {"name": self.manifest.name, "version": self.manifest.version, "source": "local"}
-
-    def to_http(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "name": self.name,
-            "registryAgentIdentifier": self.identifier(),
-            "isConnected": self.connected,
-            "isWaiting": self.waiting,
-            "description": self.description,
-            "links": sorted(self.links),
-            "runtime": self.runtime,
-            "generation": self.generation.value,
-            "status": self.status,
-        }
-        if self.exit_code is not None:
-            state["exitCode"] = self.exit_code
-        if self.error is not None:
-            state["error"] = self.error
-        if self.status in ("exited", "failed") and (self.exit_code or self.error):
-            # Why it died, without a second request: the end of its output.
-            state["lastLogLines"] = [line.text for line in self.log.tail(10)]
-        if self.annotations:
-            state["annotations"] = dict(self.annotations)
-        return state

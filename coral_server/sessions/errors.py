@@ -24,6 +24,13 @@ class NamespaceExists(SessionError):
         super().__init__(f"namespace {namespace!r} already exists")
 
 
+class NotPending(SessionError):
+    """Executing a session that was not created with deferred execution, or already ran."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} is not pending execution")
+
+
 class SessionClosed(SessionError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {session_id!r} is closed")

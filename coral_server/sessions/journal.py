@@ -11,12 +11,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
+from coral_server.sessions.model import Message, Thread
 from coral_server.store.base import StoreUnavailable
 from coral_server.store.sessions import JournalEntry
+
+# What an entry records: a new thread, a message, a thread's new participant list, a closed thread.
+JournalKind = Literal["thread", "message", "participants", "thread_closed"]
 
 log = logging.getLogger("coral_server.sessions")
 
@@ -42,10 +46,10 @@ class Journal:
         # Set while the store refuses what is pending (disk full): a closing session does not wait.
         self._refused = asyncio.Event()
 
-    def record(self, kind: str, body: dict[str, Any]) -> None:
+    def record(self, kind: JournalKind, record: Thread | Message) -> None:
         if self._store() is None:
             return
-        self._pending.append((self._session_id, kind, orjson.dumps(body)))
+        self._pending.append((self._session_id, kind, orjson.dumps(_entry(kind, record))))
         self._idle.clear()
         self._wake.set()
         if self._writer is None:
@@ -105,17 +109,77 @@ class Journal:
             )
 
 
-def replay(entries: Sequence[JournalEntry]) -> list[dict[str, Any]]:
-    """The threads (as the session state shows them) that a journal's entries describe."""
-    threads: dict[str, dict[str, Any]] = {}
+# The stored entries (the store's format, kept as the first journals wrote it so they still replay).
+
+
+def _message_entry(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "threadId": message.thread_id,
+        "senderName": message.sender,
+        "text": message.text,
+        "timestamp": message.timestamp,
+        "mentionNames": list(message.mentions),
+    }
+
+
+def _entry(kind: JournalKind, record: Thread | Message) -> dict[str, Any]:
+    if isinstance(record, Message):
+        return _message_entry(record)
+    if kind == "participants":
+        return {"threadId": record.id, "participants": list(record.participants)}
+    state: dict[str, Any] = {"state": "open"}
+    if record.closed:
+        state = {"state": "closed", "summary": record.summary or "", "timestamp": record.closed_at}
+    if kind == "thread_closed":
+        return {"threadId": record.id, "state": state}
+    return {
+        "id": record.id,
+        "name": record.name,
+        "creatorName": record.creator,
+        "participants": list(record.participants),
+        "state": state,
+        "timestamp": record.timestamp,
+        "messages": [_message_entry(m) for m in record.messages],
+    }
+
+
+def _message(body: dict[str, Any]) -> Message:
+    return Message(
+        id=body["id"],
+        thread_id=body["threadId"],
+        sender=body["senderName"],
+        text=body["text"],
+        mentions=tuple(body.get("mentionNames", ())),
+        timestamp=body["timestamp"],
+    )
+
+
+def _close(thread: Thread, state: dict[str, Any]) -> None:
+    if state.get("state") == "closed":
+        thread.closed, thread.summary, thread.closed_at = True, state.get("summary"), state.get("timestamp")
+
+
+def replay(entries: Sequence[JournalEntry]) -> list[Thread]:
+    """The threads, with their messages, that a journal's entries describe."""
+    threads: dict[str, Thread] = {}
     for entry in entries:
         kind, body = entry.kind, orjson.loads(entry.body)
         if kind == "thread":
-            threads[body["id"]] = {**body, "messages": list(body.get("messages", []))}
+            thread = Thread(
+                id=body["id"],
+                name=body["name"],
+                creator=body["creatorName"],
+                participants=list(body["participants"]),
+                timestamp=body["timestamp"],
+                messages=[_message(m) for m in body.get("messages", [])],
+            )
+            _close(thread, body.get("state", {}))
+            threads[thread.id] = thread
         elif kind == "message" and body.get("threadId") in threads:
-            threads[body["threadId"]]["messages"].append(body)
+            threads[body["threadId"]].messages.append(_message(body))
         elif kind == "participants" and body.get("threadId") in threads:
-            threads[body["threadId"]]["participants"] = list(body["participants"])
+            threads[body["threadId"]].participants = list(body["participants"])
         elif kind == "thread_closed" and body.get("threadId") in threads:
-            threads[body["threadId"]]["state"] = body["state"]
+            _close(threads[body["threadId"]], body["state"])
     return list(threads.values())

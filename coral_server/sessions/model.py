@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,16 +27,6 @@ class Message:
     text: str
     mentions: tuple[str, ...]
     timestamp: int
-
-    def to_http(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "threadId": self.thread_id,
-            "senderName": self.sender,
-            "text": self.text,
-            "timestamp": self.timestamp,
-            "mentionNames": list(self.mentions),
-        }
 
     def to_mcp(self) -> dict[str, Any]:
         return {
@@ -61,21 +51,9 @@ class Thread:
     summary: str | None = None
     closed_at: int | None = None
 
-    def state_http(self) -> dict[str, Any]:
-        if not self.closed:
-            return {"state": "open"}
-        return {"state": "closed", "summary": self.summary or "", "timestamp": self.closed_at}
-
-    def to_http(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "creatorName": self.creator,
-            "participants": list(self.participants),
-            "state": self.state_http(),
-            "timestamp": self.timestamp,
-            "messages": [m.to_http() for m in self.messages],
-        }
+    def copy(self) -> Thread:
+        """The thread as it is now, unchanged by what happens to it later (what an event carries)."""
+        return replace(self, participants=list(self.participants), messages=list(self.messages))
 
     def to_mcp(self) -> dict[str, Any]:
         state: dict[str, Any] = {"state": "open"}

@@ -1,16 +1,25 @@
-"""The session-end report: what an app learns (by signed webhook) when one of its sessions ends."""
+"""The session-end report: what an app learns (by signed webhook) when one of its sessions ends.
+
+The domain says what the report holds (`SessionEnd`, plain records); the API layer turns it into the
+webhook body (`api.views.end_report`), passed to the reporter as its encoder.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from coral_server.sessions.agent import SessionAgent
-from coral_server.sessions.session import Session
+from coral_server.sessions.model import Thread
+from coral_server.sessions.session import CloseReason, Session
 
 log = logging.getLogger("coral_server.sessions")
 
 REPORT_KIND = "session_end"
+CRASH_DETAIL = "the server stopped unexpectedly; the session was closed when it restarted"
+CRASH_ERROR = "the server stopped unexpectedly"
 
 
 class WebhookSender(Protocol):
@@ -19,65 +28,74 @@ class WebhookSender(Protocol):
     async def send(self, kind: str, url: str, payload: Any, *, subject: str | None = None) -> Any: ...
 
 
-def _agent_end(agent: SessionAgent) -> dict[str, Any]:
-    return {
-        "name": agent.name,
-        "registryAgentIdentifier": agent.identifier(),
-        "runtime": agent.runtime,
-        "status": agent.status,
-        "exitCode": agent.exit_code,
-        "error": agent.error,
-        "startTime": agent.started_at,
-        "endTime": agent.ended_at,
-        "annotations": dict(agent.annotations),
-    }
+@dataclass(frozen=True, slots=True)
+class AgentEnd:
+    """How one agent ended (`started_at` None when unknown, as after a crash)."""
+
+    name: str
+    registry_name: str
+    registry_version: str
+    runtime: str
+    status: str
+    exit_code: int | None
+    error: str | None
+    started_at: int | None
+    ended_at: int | None
+    annotations: dict[str, str]
 
 
-def end_report(session: Session) -> dict[str, Any]:
-    """The report of a closed session: why it ended, how each agent ended, every thread and message.
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """Why a session ended, how each agent ended, every thread and message.
 
-    It also carries the reference server's fields (`namespaceState`, `sessionState`, `agentStats`)
-    so receivers written for it keep working; `sessionState` is the full state when the session
-    asked for an extended report.
+    `session` is the closed session itself when it asked for an extended report (its full state
+    goes in); None otherwise and after a crash.
     """
+
+    session_id: str
+    namespace: str
+    reason: CloseReason | None
+    detail: str | None
+    created_at: int
+    closed_at: int | None
+    annotations: dict[str, str]
+    namespace_transient: bool
+    agents: tuple[AgentEnd, ...]
+    threads: tuple[Thread, ...]
+    session: Session | None = None
+
+
+def _agent_end(agent: SessionAgent) -> AgentEnd:
+    return AgentEnd(
+        name=agent.name,
+        registry_name=agent.manifest.name,
+        registry_version=agent.manifest.version,
+        runtime=agent.runtime,
+        status=agent.status,
+        exit_code=agent.exit_code,
+        error=agent.error,
+        started_at=agent.started_at,
+        ended_at=agent.ended_at,
+        annotations=dict(agent.annotations),
+    )
+
+
+def end_of(session: Session) -> SessionEnd:
+    """The report of a closed session."""
     extended = session.end_webhook is not None and session.end_webhook.extended
-    base = {
-        "id": session.id,
-        "timestamp": session.timestamp,
-        "namespace": session.namespace,
-        "annotations": dict(session.annotations),
-    }
-    return {
-        "type": REPORT_KIND,
-        "timestamp": session.closed_at,
-        "sessionId": session.id,
-        "namespace": session.namespace,
-        "reason": session.close_reason,
-        "detail": session.close_detail,
-        "createdAt": session.timestamp,
-        "closedAt": session.closed_at,
-        "annotations": dict(session.annotations),
-        "agents": [_agent_end(a) for a in session.agents.values()],
-        "threads": [t.to_http() for t in session.threads.values()],
-        "namespaceState": {
-            "name": session.namespace,
-            "deleteOnLastSessionExit": session.namespace_transient,
-            "annotations": {},
-        },
-        "sessionState": (
-            {"type": "extended", "state": session.to_http()} if extended else {"type": "base", "state": base}
-        ),
-        "agentStats": [
-            {
-                "name": a.name,
-                "registryIdentifier": a.identifier(),
-                "startTime": a.started_at,
-                "endTime": a.ended_at,
-                "annotations": dict(a.annotations),
-            }
-            for a in session.agents.values()
-        ],
-    }
+    return SessionEnd(
+        session_id=session.id,
+        namespace=session.namespace,
+        reason=session.close_reason,
+        detail=session.close_detail,
+        created_at=session.timestamp,
+        closed_at=session.closed_at,
+        annotations=dict(session.annotations),
+        namespace_transient=session.namespace_transient,
+        agents=tuple(_agent_end(a) for a in session.agents.values()),
+        threads=tuple(session.threads.values()),
+        session=session if extended else None,
+    )
 
 
 def record_of(session: Session) -> dict[str, Any]:
@@ -90,7 +108,11 @@ def record_of(session: Session) -> dict[str, Any]:
         "agents": [
             {
                 "name": a.name,
-                "registryAgentIdentifier": a.identifier(),
+                "registryAgentIdentifier": {
+                    "name": a.manifest.name,
+                    "version": a.manifest.version,
+                    "source": "local",
+                },
                 "runtime": a.runtime,
                 "annotations": dict(a.annotations),
             }
@@ -99,86 +121,71 @@ def record_of(session: Session) -> dict[str, Any]:
     }
 
 
-def crash_report(
+def crash_end(
     session_id: str,
     namespace: str,
     created_at: int,
     record: dict[str, Any],
-    threads: list[dict[str, Any]],
+    threads: list[Thread],
     closed_at: int,
-) -> dict[str, Any]:
-    """The end report of a session a crashed server lost, from what the store kept of it.
+) -> SessionEnd:
+    """The report of a session a crashed server lost, from what the store kept of it (`record_of`).
 
-    Same shape as `end_report`: the agents are known by name and identity only (their processes
-    died with the server, or were killed at restart), and the threads and messages are those the
-    journal had written (everything said up to about the crash).
+    The agents are known by name and identity only (their processes died with the server, or were
+    killed at restart), and the threads and messages are those the journal had written.
     """
-    detail = "the server stopped unexpectedly; the session was closed when it restarted"
-    agents = [
-        {
-            **agent,
-            "status": "exited",
-            "exitCode": None,
-            "error": "the server stopped unexpectedly",
-            "startTime": None,
-            "endTime": closed_at,
-        }
-        for agent in record.get("agents", [])
-    ]
-    base = {
-        "id": session_id,
-        "timestamp": created_at,
-        "namespace": namespace,
-        "annotations": record.get("annotations", {}),
-    }
-    return {
-        "type": REPORT_KIND,
-        "timestamp": closed_at,
-        "sessionId": session_id,
-        "namespace": namespace,
-        "reason": "server_restart",
-        "detail": detail,
-        "createdAt": created_at,
-        "closedAt": closed_at,
-        "annotations": record.get("annotations", {}),
-        "agents": agents,
-        "threads": threads,
-        "namespaceState": {
-            "name": namespace,
-            "deleteOnLastSessionExit": record.get("namespaceTransient", True),
-            "annotations": {},
-        },
-        "sessionState": {"type": "base", "state": base},
-        "agentStats": [
-            {
-                "name": a["name"],
-                "registryIdentifier": a.get("registryAgentIdentifier"),
-                "startTime": None,
-                "endTime": closed_at,
-                "annotations": a.get("annotations", {}),
-            }
-            for a in agents
-        ],
-    }
+    agents = []
+    for agent in record.get("agents", []):
+        identity = agent.get("registryAgentIdentifier") or {}
+        agents.append(
+            AgentEnd(
+                name=agent["name"],
+                registry_name=identity.get("name", ""),
+                registry_version=identity.get("version", ""),
+                runtime=agent.get("runtime", ""),
+                status="exited",
+                exit_code=None,
+                error=CRASH_ERROR,
+                started_at=None,
+                ended_at=closed_at,
+                annotations=agent.get("annotations", {}),
+            )
+        )
+    return SessionEnd(
+        session_id=session_id,
+        namespace=namespace,
+        reason="server_restart",
+        detail=CRASH_DETAIL,
+        created_at=created_at,
+        closed_at=closed_at,
+        annotations=record.get("annotations", {}),
+        namespace_transient=record.get("namespaceTransient", True),
+        agents=tuple(agents),
+        threads=tuple(threads),
+    )
 
 
 class EndReporter:
-    """A closed-session hook: queues the signed report of every session that asked for one."""
+    """A closed-session hook: queues the signed report of every session that asked for one.
 
-    def __init__(self, sender: WebhookSender) -> None:
+    `encode` makes the webhook body of a report (the API layer owns that format).
+    """
+
+    def __init__(self, sender: WebhookSender, encode: Callable[[SessionEnd], dict[str, Any]]) -> None:
         self._sender = sender
+        self._encode = encode
 
     async def __call__(self, session: Session) -> None:
         hook = session.end_webhook
         if hook is None:
             return
-        await self.send(hook.url, end_report(session), session.topic)
+        await self.send(hook.url, end_of(session), session.topic)
 
-    async def send(self, url: str, report: dict[str, Any], subject: str) -> None:
-        delivery = await self._sender.send(REPORT_KIND, url, report, subject=subject)
+    async def send(self, url: str, end: SessionEnd, subject: str) -> None:
+        delivery = await self._sender.send(REPORT_KIND, url, self._encode(end), subject=subject)
         log.info(
             "session.end_report_queued session=%s reason=%s delivery=%s",
-            report.get("sessionId"),
-            report.get("reason"),
+            end.session_id,
+            end.reason,
             getattr(delivery, "id", "?"),
         )

@@ -8,12 +8,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from coral_server.clock import Clock, SystemClock
-from coral_server.events import EventBus
+from coral_server.events import SERVER_TOPIC, EventBus
 from coral_server.redaction import SECRETS
 from coral_server.registry import (
     AgentManifest,
@@ -26,17 +25,20 @@ from coral_server.registry import (
 from coral_server.runtimes import LaunchSpec, Owner
 from coral_server.sessions.agent import SessionAgent, new_agent_secret
 from coral_server.sessions.errors import (
+    NamespaceExists,
     NamespaceNotFound,
+    NotPending,
     RequestProblem,
     SessionNotFound,
     SessionRequestInvalid,
 )
+from coral_server.sessions.facts import NamespaceInfo
 from coral_server.sessions.journal import Journal, replay
 from coral_server.sessions.launch import AgentLauncher
 from coral_server.sessions.limits import SessionLimits, TooManySessions, agent_problems, request_problems
-from coral_server.sessions.report import crash_report, record_of
+from coral_server.sessions.report import SessionEnd, crash_end, record_of
 from coral_server.sessions.session import Session
-from coral_server.sessions.spec import AgentRequest, SessionRequest
+from coral_server.sessions.spec import AgentRequest, EndWebhook, SessionRequest
 from coral_server.store.base import StoreUnavailable
 from coral_server.store.sessions import SessionRecord, SessionStore
 from coral_server.supervision import Supervisor, owner_alive
@@ -62,11 +64,25 @@ class Namespace:
     delete_on_last_exit: bool
     sessions: dict[str, Session] = field(default_factory=dict)
     timestamp: int = 0
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def info(self) -> NamespaceInfo:
+        return NamespaceInfo(self.name, self.delete_on_last_exit, dict(self.annotations))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSettings:
+    """How a deferred session runs once executed (its TTL counts from then)."""
+
+    ttl_ms: int | None = None
+    hold_after_exit_ms: int = 0
+    minimum_time_ms: int = 0
+    end_webhook: EndWebhook | None = None
 
 
 SessionListener = Callable[[Session], Awaitable[None]]
 # Sends the end report of a session a crashed server lost: (url, report, subject).
-ReportSender = Callable[[str, dict[str, Any], str], Awaitable[None]]
+ReportSender = Callable[[str, SessionEnd, str], Awaitable[None]]
 
 
 class Sessions:
@@ -257,7 +273,8 @@ class Sessions:
             raise SessionRequestInvalid(problems)
 
     async def create(self, request: SessionRequest) -> Session:
-        """Validate the request against the registry, then start the session's agents."""
+        """Validate the request against the registry, then start the session's agents (unless the
+        request defers execution: then the session waits, pending, for `execute`)."""
         agents = self._build_agents(request)
         await self.check_destinations(request)
         live = sum(s.closed_at is None for s in self.all_sessions()) + self._creating
@@ -274,10 +291,7 @@ class Sessions:
         if ns is None:
             if not request.create_namespace:
                 raise NamespaceNotFound(request.namespace)
-            ns = Namespace(
-                request.namespace, request.delete_namespace_on_last_exit, timestamp=self.clock.now_ms()
-            )
-            self.namespaces[ns.name] = ns
+            ns = self._add_namespace(request.namespace, request.delete_namespace_on_last_exit, {})
         session_id = str(uuid.uuid4())
         session = Session(
             session_id=session_id,
@@ -296,22 +310,86 @@ class Sessions:
             journal=Journal(session_id, self._records),
         )
         session.agent_cwd = request.work_dir
-        session.namespace_transient = ns.delete_on_last_exit
-        await self._record(session)
+        session.namespace_info = ns.info()
+        if not request.defer:
+            await self._record(session)
         ns.sessions[session_id] = session
         for agent in agents:
             self._by_secret[agent.secret] = (session, agent)
         SECRETS.add(*(agent.secret for agent in agents))
         log.info(
-            "session.created session=%s namespace=%s agents=%s ttl_ms=%s",
+            "session.created session=%s namespace=%s agents=%s ttl_ms=%s deferred=%s",
             session_id,
             ns.name,
             ",".join(a.name for a in agents),
             request.ttl_ms,
+            request.defer,
         )
         session.events = self.events
-        session.start()
+        if request.defer:
+            session.announce()
+        else:
+            session.start()
         return session
+
+    async def execute(self, namespace: str, session_id: str, settings: ExecutionSettings) -> Session:
+        """Launch a session created with deferred execution (`NotPending` if it is not waiting)."""
+        session = self.get(namespace, session_id)
+        if not session.pending:
+            raise NotPending(session_id)
+        times = SessionRequest(
+            namespace=namespace,
+            agents=[],
+            ttl_ms=settings.ttl_ms,
+            hold_after_exit_ms=settings.hold_after_exit_ms,
+            minimum_time_ms=settings.minimum_time_ms,
+            settings_path="",
+            persistence_path="persistenceMode",
+        )
+        oversized = request_problems(times, self.settings.limits)
+        if oversized:  # the body is the runtime settings: its fields are named from its root
+            raise SessionRequestInvalid(
+                [RequestProblem(p.path.removeprefix("."), p.message) for p in oversized]
+            )
+        # Claimed before the store write below, so a second execute meanwhile is refused.
+        session.executed_at = self.clock.now_ms()
+        session.ttl_ms = settings.ttl_ms
+        session.hold_ms = settings.hold_after_exit_ms
+        session.minimum_ms = settings.minimum_time_ms
+        session.end_webhook = settings.end_webhook
+        try:
+            await self._record(session)  # from now on a crash reports it
+        except StoreUnavailable:
+            session.executed_at = None
+            raise
+        log.info("session.executed session=%s namespace=%s ttl_ms=%s", session_id, namespace, settings.ttl_ms)
+        session.launch()
+        return session
+
+    # -- namespaces --------------------------------------------------------------------------------
+
+    def _add_namespace(self, name: str, delete_on_last_exit: bool, annotations: dict[str, str]) -> Namespace:
+        ns = Namespace(name, delete_on_last_exit, timestamp=self.clock.now_ms(), annotations=annotations)
+        self.namespaces[name] = ns
+        self.events.publish(SERVER_TOPIC, "namespace_created", {"namespace": ns.info()})
+        return ns
+
+    def create_namespace(
+        self, name: str, delete_on_last_exit: bool = True, annotations: dict[str, str] | None = None
+    ) -> Namespace:
+        """An empty namespace (`NamespaceExists` if the name is taken)."""
+        if name in self.namespaces:
+            raise NamespaceExists(name)
+        return self._add_namespace(name, delete_on_last_exit, dict(annotations or {}))
+
+    async def delete_namespace(self, name: str) -> None:
+        """Close every session of the namespace (reason `deleted`), then remove it."""
+        ns = self.namespace(name)
+        del self.namespaces[name]  # no new session goes into it from now on
+        await asyncio.gather(*(s.close("deleted") for s in list(ns.sessions.values())))
+        ns.sessions.clear()
+        self.events.publish(SERVER_TOPIC, "namespace_closed", {"namespace": ns.info()})
+        log.info("namespace.deleted namespace=%s", name)
 
     def connection_url(self, agent: SessionAgent) -> str:
         return self.launcher.connection_url(agent)
@@ -352,7 +430,7 @@ class Sessions:
             hook = info.get("endWebhook")
             if hook:
                 threads = replay(await records.journal(record.id))
-                report = crash_report(
+                report = crash_end(
                     record.id, record.namespace, record.created_at_ms, info, threads, self.clock.now_ms()
                 )
                 await send_report(hook["url"], report, f"{record.namespace}/{record.id}")
@@ -412,6 +490,7 @@ class Sessions:
             ns.sessions.pop(session.id, None)
             if not ns.sessions and ns.delete_on_last_exit:
                 del self.namespaces[ns.name]
+                self.events.publish(SERVER_TOPIC, "namespace_closed", {"namespace": ns.info()})
 
     async def shutdown(self) -> None:
         """Close every session (server shutdown): no agent outlives the server."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from coral_server.clock import Clock, SystemClock
-from coral_server.events import SERVER_TOPIC, EventBus
+from coral_server.events import LOGS_TOPIC, SERVER_TOPIC, EventBus
 from coral_server.runtimes import LaunchSpec, LogLine
 from coral_server.sessions.agent import SessionAgent
 from coral_server.sessions.errors import (
@@ -23,7 +23,8 @@ from coral_server.sessions.errors import (
     ThreadClosed,
     ThreadNotFound,
 )
-from coral_server.sessions.journal import Journal
+from coral_server.sessions.facts import NamespaceInfo, SessionInfo, SessionPhase
+from coral_server.sessions.journal import Journal, JournalKind
 from coral_server.sessions.mailbox import WAKE_STEPS, MessageFilter
 from coral_server.sessions.model import Message, Thread, new_id
 from coral_server.sessions.spec import CustomToolSpec, EndWebhook
@@ -73,6 +74,9 @@ class Session:
         self.threads: dict[str, Thread] = {}
         self.annotations = annotations or {}
         self.closing = False
+        # When its agents were launched: None while the session waits to be executed (deferred).
+        self.executed_at: int | None = None
+        self.closing_at: int | None = None  # when it began to close
         self.close_reason: CloseReason | None = None
         self.close_detail: str | None = None
         self.closed_at: int | None = None
@@ -80,7 +84,8 @@ class Session:
         self.hold_ms = hold_ms  # state stays readable this long after the session closes
         self.minimum_ms = minimum_ms  # ... and at least this long after it was created
         self.end_webhook = end_webhook
-        self.namespace_transient = True  # the namespace goes with its last session (set by Sessions)
+        # Its namespace as the feeds describe it (set by Sessions): transient by default.
+        self.namespace_info = NamespaceInfo(namespace, delete_on_last_exit=True)
         self.custom_tools = custom_tools or {}
         self.crew = crew
         self.agent_cwd: Path | None = None  # where local agents work (a job's worktree), if not at home
@@ -104,6 +109,32 @@ class Session:
         return self.crew.work_dir
 
     @property
+    def namespace_transient(self) -> bool:
+        """Whether the namespace goes with its last session."""
+        return self.namespace_info.delete_on_last_exit
+
+    @property
+    def phase(self) -> SessionPhase:
+        if self.closed_at is not None:
+            return "closed"
+        if self.closing:
+            return "closing"
+        return "pending" if self.executed_at is None else "running"
+
+    def info(self) -> SessionInfo:
+        """The session's identity and phase as of now, for an event."""
+        return SessionInfo(
+            id=self.id,
+            namespace=self.namespace_info,
+            created_at=self.timestamp,
+            phase=self.phase,
+            executed_at=self.executed_at,
+            closing_at=self.closing_at,
+            closed_at=self.closed_at,
+            annotations=dict(self.annotations),
+        )
+
+    @property
     def topic(self) -> str:
         """This session's topic on the event bus."""
         return f"{self.namespace}/{self.id}"
@@ -116,12 +147,20 @@ class Session:
         """A lifecycle event on the server-wide feed (what dashboards and event triggers follow)."""
         if self.events is not None:
             self.events.publish(
-                SERVER_TOPIC, type, {"namespace": self.namespace, "sessionId": self.id, **data}
+                SERVER_TOPIC, type, {"namespace": self.namespace, "session_id": self.id, **data}
             )
 
-    def _journal(self, kind: str, body: dict[str, Any]) -> None:
+    def _lifecycle(self, type: str, **data: Any) -> int:
+        """A change of the session's phase, on its own topic and the server-wide feed; its seq."""
+        info = self.info()
+        self._announce(type, session=info, **data)
+        if self.events is None:
+            return 0
+        return self.events.publish(self.topic, type, {"session": info, **data}).seq
+
+    def _journal(self, kind: JournalKind, record: Thread | Message) -> None:
         if self.journal is not None:
-            self.journal.record(kind, body)
+            self.journal.record(kind, record)
 
     def _reason(self) -> dict[str, Any]:
         data: dict[str, Any] = {"reason": self.close_reason}
@@ -131,29 +170,51 @@ class Session:
 
     def _end_events(self) -> None:
         if self.events is not None:
-            self._announce("session_closed", **self._reason())
-            self.final_seq = self.events.publish(self.topic, "session_closed", self._reason()).seq
+            self.final_seq = self._lifecycle("session_closed", **self._reason())
             self.events.close_topic(self.topic)
             self.events = None  # nothing is published after session_closed
 
     def _log_line(self, agent: str, line: LogLine) -> None:
         # The line is already redacted (AgentLog.append) before listeners see it.
-        self._emit("agent_log", agent=agent, stream=line.stream, text=line.text)
+        self._emit("agent_log", name=agent, stream=line.stream, text=line.text)
+        if self.events is not None:
+            # Every agent's output on one server-wide topic too: the logs stream reads it.
+            self.events.publish(
+                LOGS_TOPIC,
+                "agent_log",
+                {"namespace": self.namespace, "session_id": self.id, "name": agent, "line": line},
+            )
 
     def _emit_exited(self, agent: SessionAgent) -> None:
-        data: dict[str, Any] = {"agent": agent.name, "status": agent.status}
-        if agent.exit_code is not None:
-            data["exitCode"] = agent.exit_code
-        if agent.error is not None:
-            data["error"] = agent.error
-        self._emit("agent_exited", **data)
-        self._announce("agent_exited", **data)
+        data: dict[str, Any] = {
+            "name": agent.name,
+            "status": agent.status,
+            "exit_code": agent.exit_code,
+            "error": agent.error,
+        }
+        self._emit("runtime_stopped", **data)
+        self._announce("runtime_stopped", **data)
 
     def start(self) -> None:
-        """Launch every agent concurrently and arm the TTL timer."""
+        """Announce the session and launch its agents at once (immediate execution)."""
+        self.announce()
+        self.launch()
+
+    def announce(self) -> None:
+        """Publish that the session exists (a deferred one launches nothing yet)."""
         names = [a.name for a in self.agents.values()]
-        self._emit("session_created", namespace=self.namespace, sessionId=self.id, agents=names)
-        self._announce("session_created", agents=names)
+        self._lifecycle("session_created", agents=names)
+
+    @property
+    def pending(self) -> bool:
+        """Created with deferred execution and not executed (nor closed) yet."""
+        return self.executed_at is None and not self.closing
+
+    def launch(self) -> None:
+        """Launch every agent concurrently and arm the TTL timer (it counts from now)."""
+        if self.executed_at is None:
+            self.executed_at = self.clock.now_ms()
+        self._lifecycle("session_running")
         for agent in self.agents.values():
             agent.unit = self.crew.launch(
                 agent.name,
@@ -170,8 +231,8 @@ class Session:
         await self.close("ttl", f"time to live of {self.ttl_ms} ms ran out")
 
     def _agent_running(self, agent: SessionAgent, unit: Unit) -> None:
-        self._emit("agent_started", agent=agent.name, runtime=agent.runtime)
-        self._announce("agent_started", agent=agent.name, runtime=agent.runtime)
+        self._emit("runtime_started", name=agent.name, runtime=agent.runtime)
+        self._announce("runtime_started", name=agent.name, runtime=agent.runtime)
 
     async def _agent_ended(self, agent: SessionAgent, unit: Unit) -> None:
         self._emit_exited(agent)
@@ -187,8 +248,9 @@ class Session:
             if self.closing:
                 return
             self.closing = True
+            self.closing_at = self.clock.now_ms()
             self.close_reason, self.close_detail = reason, detail
-            self._emit("session_closing", **self._reason())
+            self._lifecycle("session_closing", **self._reason())
         log.info("session.closing session=%s namespace=%s reason=%s", self.id, self.namespace, reason)
         for agent in self.agents.values():
             agent.mailbox.close()
@@ -237,7 +299,7 @@ class Session:
         if agent.connected or self.closing:
             return
         agent.connected = True
-        self._emit("agent_connected", agent=agent.name)
+        self._emit("agent_connected", name=agent.name)
         log.info("agent.connected session=%s agent=%s", self.id, agent.name)
         async with self._connected:
             self._connected.notify_all()
@@ -245,7 +307,7 @@ class Session:
     def mark_disconnected(self, agent: SessionAgent) -> None:
         if agent.connected:
             agent.connected = False
-            self._emit("agent_disconnected", agent=agent.name)
+            self._emit("agent_disconnected", name=agent.name)
             log.info("agent.disconnected session=%s agent=%s", self.id, agent.name)
 
     def describe(self, agent: SessionAgent, description: str) -> None:
@@ -306,9 +368,8 @@ class Session:
             id=new_id(), name=name, creator=creator.name, participants=members, timestamp=self.clock.now_ms()
         )
         self.threads[thread.id] = thread
-        view = thread.to_http()
-        self._emit("thread_created", thread=view)
-        self._journal("thread", view)
+        self._emit("thread_created", thread=thread.copy())
+        self._journal("thread", thread)
         return thread
 
     def add_participant(self, actor: SessionAgent, thread_id: str, name: str) -> Thread:
@@ -319,8 +380,8 @@ class Session:
         target = self.linked_target(actor, name)
         if name not in thread.participants:
             thread.participants.append(name)
-            self._emit("participant_added", threadId=thread_id, agent=name)
-            self._journal("participants", {"threadId": thread_id, "participants": thread.participants})
+            self._emit("thread_participant_added", thread_id=thread_id, name=name)
+            self._journal("participants", thread)
             # A newcomer learns the thread's history through its mailbox, as the reference does.
             for message in thread.messages:
                 if message.sender != name:
@@ -336,8 +397,8 @@ class Session:
         if name not in thread.participants:
             raise NotParticipant(name, thread_id)
         thread.participants.remove(name)
-        self._emit("participant_removed", threadId=thread_id, agent=name)
-        self._journal("participants", {"threadId": thread_id, "participants": thread.participants})
+        self._emit("thread_participant_removed", thread_id=thread_id, name=name)
+        self._journal("participants", thread)
         target.mailbox.discard(lambda m: m.thread_id == thread_id)
         return thread
 
@@ -347,8 +408,8 @@ class Session:
         if thread.closed:
             raise ThreadClosed(thread_id)
         thread.closed, thread.summary, thread.closed_at = True, summary, self.clock.now_ms()
-        self._emit("thread_closed", threadId=thread_id, summary=summary)
-        self._journal("thread_closed", {"threadId": thread_id, "state": thread.state_http()})
+        self._emit("thread_closed", thread_id=thread_id, summary=summary)
+        self._journal("thread_closed", thread)
         return thread
 
     def send_message(self, sender: SessionAgent, thread_id: str, text: str, mentions: list[str]) -> Message:
@@ -374,9 +435,8 @@ class Session:
             timestamp=self.clock.now_ms(),
         )
         thread.messages.append(message)
-        view = message.to_http()
-        self._emit("message_sent", message=view)
-        self._journal("message", view)
+        self._emit("thread_message_sent", message=message)
+        self._journal("message", message)
         for name in thread.participants:
             if name != sender.name:
                 self.agents[name].mailbox.put(message)
@@ -407,47 +467,25 @@ class Session:
         # The take below counts itself as waiting before it first suspends, so the event and the
         # agent's isWaiting change in the same step; only the 0 <-> 1 transitions are published.
         if mailbox.waiting == 0:
-            self._emit("agent_waiting", agent=agent.name, waiting=True)
+            self._emit("agent_wait_start", name=agent.name)
+        taken: Message | None = None
         try:
-            return await mailbox.take(accept, timeout_s)
+            taken = await mailbox.take(accept, timeout_s)
+            return taken
         finally:
             if mailbox.waiting == 0:
-                self._emit("agent_waiting", agent=agent.name, waiting=False)
+                # With the message that ended the wait, if one did (none on a timeout).
+                self._emit("agent_wait_stop", name=agent.name, message=taken)
 
     def custom_tool_called(
         self, agent: str, tool: str, outcome: str, *, duration_ms: float, status: int | None
     ) -> None:
         """Publish a custom tool call's outcome: no arguments or answer, which may carry anything."""
-        data: dict[str, Any] = {
-            "agent": agent,
-            "tool": tool,
-            "outcome": outcome,
-            "durationMs": round(duration_ms, 3),
-        }
-        if status is not None:
-            data["status"] = status
-        self._emit("custom_tool_called", **data)
-
-    # -- views -------------------------------------------------------------------------------------
-
-    def to_http(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "id": self.id,
-            "namespace": self.namespace,
-            "timestamp": self.timestamp,
-            "closing": self.closing,
-            "agents": [a.to_http() for a in self.agents.values()],
-            "threads": [t.to_http() for t in self.threads.values()],
-        }
-        if self.close_reason is not None:
-            state["closeReason"] = self.close_reason
-            if self.close_detail is not None:
-                state["closeDetail"] = self.close_detail
-        if self.closed_at is not None:
-            state["closedAt"] = self.closed_at
-        if self.annotations:
-            state["annotations"] = dict(self.annotations)
-        return state
-
-    def summary(self) -> dict[str, Any]:
-        return {"sessionId": self.id, "closing": self.closing}
+        self._emit(
+            "custom_tool_called",
+            name=agent,
+            tool=tool,
+            outcome=outcome,
+            duration_ms=round(duration_ms, 3),
+            status=status,
+        )

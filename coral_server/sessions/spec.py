@@ -55,6 +55,8 @@ class SessionRequest:
     minimum_time_ms: int = 0
     end_webhook: EndWebhook | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    # Deferred execution: created pending, nothing launched until `Sessions.execute`.
+    defer: bool = False
     # JSON paths of the agents list and the end webhook's URL in the request, for error messages.
     agents_path: str = "agentGraphRequest.agents"
     end_webhook_path: str = "sessionRuntimeSettings.webhooks.sessionEnd.url"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from coral_server.clock import Clock
@@ -37,8 +38,16 @@ class Webhooks:
             "max_delay_s": max_delay_s,
             "clock": clock,
             "destinations": destinations,
+            "on_attempt": self._attempted,
         }
         self._queue: DeliveryQueue | None = None
+        # Told of every recorded attempt (the delivery as it is after it), e.g. a pipeline's webhook
+        # step waiting for its delivery's outcome.
+        self.attempted: list[Callable[[Delivery], None]] = []
+
+    def _attempted(self, delivery: Delivery) -> None:
+        for listener in list(self.attempted):
+            listener(delivery)
 
     async def start(self) -> None:
         """Start delivering, beginning with whatever an earlier run left pending."""
@@ -73,9 +82,12 @@ class Webhooks:
         *,
         subject: str | None = None,
         signature_header: str = CORAL_SIGNATURE_HEADER,
+        max_attempts: int | None = None,
     ) -> Delivery:
         """Persist a signed webhook; it is delivered (and retried) in the background."""
-        return await self.queue.send(kind, url, payload, subject=subject, signature_header=signature_header)
+        return await self.queue.send(
+            kind, url, payload, subject=subject, signature_header=signature_header, max_attempts=max_attempts
+        )
 
     async def find(self, where: DeliveryFilter) -> list[Delivery]:
         return await self._database.store.deliveries.listing(where)

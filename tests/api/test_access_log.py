@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -12,7 +13,7 @@ import pytest
 from coral_server.app import build_app
 from coral_server.config import Settings
 from coral_server.redaction import MASK, SecretRegistry, mask_target
-from tests.conftest import agent_spec, session_body, start_coral
+from tests.conftest import agent_spec, session_body, start_coral, wait_until
 from tests.e2e.mcp_client import HEADERS, INIT
 
 LINE = re.compile(
@@ -55,3 +56,23 @@ async def test_lines_mask_agent_secrets_and_keys(tmp_path: Path, caplog: pytest.
     assert ("POST", "/api/v1/local/session", "200") in seen
     # Masked as it is built: the log filter lets these lines through without a scan.
     assert all(getattr(r, "redacted", False) for r in lines)
+
+
+async def test_a_request_that_cannot_be_parsed_is_one_info_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async for coral in start_coral(tmp_path):
+        host, port = coral.base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Probe: \x00\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+        await wait_until(
+            lambda: any("http.malformed_request" in r.getMessage() for r in caplog.records),
+            what="the malformed request logged",
+        )
+    server = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert server and all(r.levelno == logging.INFO and r.exc_info is None for r in server), server
+    assert "Traceback" not in caplog.text

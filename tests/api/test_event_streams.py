@@ -118,7 +118,9 @@ async def test_clients_that_stop_reading_are_dropped_and_readers_get_everything(
             )
             await streams_open(coral, 1)  # only the reader's is left
             assert coral.app[STREAMS].per_client == 60
-            await wait_until(lambda: sum(e["type"] == "message_sent" for e in got) == FILL, what="all read")
+            await wait_until(
+                lambda: sum(e["type"] == "thread_message_sent" for e in got) == FILL, what="all read"
+            )
             assert (await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}"))[0] == 200
             await asyncio.wait_for(reading, 10)
     assert got[-1]["type"] == "session_closed"

@@ -200,3 +200,19 @@ async def test_a_large_state_is_read_in_steps_as_of_one_instant(coral: Coral) ->
     # The route serves it so: the state as it is when the request is handled.
     async with coral.http.get(f"{coral.base_url}/api/v1/session/{ns}/{sid}") as resp:
         assert await resp.read() == orjson.dumps(views.session_state(session))
+
+
+async def test_executing_a_deferred_session_is_held_to_the_time_limits(small: Coral) -> None:
+    body = session_body([ext("a")])
+    body["execution"] = {"mode": "defer"}
+    ns, sid = await small.create_session(body)
+    path = f"/api/v1/local/session/{ns}/{sid}"
+    status, out = await small.request(
+        "POST", path, json={"ttl": 5000, "persistenceMode": {"mode": "hold_after_exit", "duration": 900}}
+    )
+    assert status == 400, out
+    fields = {p["field"] for p in out["errors"]}
+    assert fields == {"ttl", "persistenceMode"}, out
+    state = (await small.request("GET", path))[1]
+    assert state["status"] == {"type": "pending_execution"}  # refused: nothing ran
+    assert (await small.request("POST", path, json={"ttl": 900}))[0] == 200

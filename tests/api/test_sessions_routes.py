@@ -320,10 +320,16 @@ async def test_openapi_lists_every_route(coral: Coral) -> None:
         sid = prefix + "/{namespace}/{sessionId}"
         assert set(paths[prefix]) == {"post", "get"}
         assert set(paths[prefix + "/{namespace}"]) == {"get"}
-        assert set(paths[sid]) == {"get", "delete"}
+        assert set(paths[sid]) == {"get", "post", "delete"}
+        assert set(paths[sid + "/extended"]) == {"get"}
         assert set(paths[sid + "/agents/{agent}/logs"]) == {"get"}
         assert set(paths[sid + "/agents/{agent}/connection"]) == {"get"}
     assert set(paths["/api/v1/registry"]) == {"get"}
+    namespaces = "/api/v1/local/namespace"
+    assert set(paths[namespaces]) == {"get", "post"}
+    assert set(paths[namespaces + "/extended"]) == {"get"}
+    assert set(paths[namespaces + "/{namespace}"]) == {"get", "delete"}
+    assert set(paths[namespaces + "/{namespace}/extended"]) == {"get"}
     assert set(paths["/api/v1/registry/{source}/{name}/{version}"]) == {"get"}
     post = paths["/api/v1/local/session"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {

@@ -1,9 +1,10 @@
 """`api/views.py` sends byte for byte what the domain's own JSON views sent before it.
 
-The domain's `to_http()`/`summary()` and the registry's `listing()`/`detail()` still exist (event
-payloads and the end report use some); until they go, these tests pin the wire views to them. Delete
-each comparison together with the domain view it compares against. Runs have no domain view: their
-wire shape (the original jobs system's field names and order, which its clients read) is pinned here.
+The session domain's `to_http()`/`summary()` are gone (the views are the one place that builds the
+wire); the builders below are those methods as they were, kept here as the pinned shape. The
+registry's `listing()`/`detail()` still exist; delete each comparison together with the domain view
+it compares against. Runs have no domain view: their wire shape (the original jobs system's field
+names and order, which its clients read) is pinned here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from coral_server.api import views
 from coral_server.api.keys import REGISTRY, SESSIONS
 from coral_server.runs.model import Run
 from coral_server.runs.service import run_summary
-from coral_server.sessions import Session
+from coral_server.sessions import Message, Session, SessionAgent, Thread
+from coral_server.sessions.journal import replay
+from coral_server.sessions.model import iso
+from coral_server.sessions.report import crash_end
+from coral_server.store.sessions import JournalEntry
 from tests.conftest import Coral, agent_spec, session_body, wait_until
 
 
@@ -25,15 +30,106 @@ def same_bytes(ours: Any, theirs: Any) -> None:
     assert orjson.dumps(ours) == orjson.dumps(theirs)
 
 
+# -- the domain's JSON views as they were, before the wire moved to api/views.py
+
+
+def message_before(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "threadId": m.thread_id,
+        "senderName": m.sender,
+        "text": m.text,
+        "timestamp": m.timestamp,
+        "mentionNames": list(m.mentions),
+    }
+
+
+def thread_before(t: Thread) -> dict[str, Any]:
+    state: dict[str, Any] = {"state": "open"}
+    if t.closed:
+        state = {"state": "closed", "summary": t.summary or "", "timestamp": t.closed_at}
+    return {
+        "id": t.id,
+        "name": t.name,
+        "creatorName": t.creator,
+        "participants": list(t.participants),
+        "state": state,
+        "timestamp": t.timestamp,
+        "messages": [message_before(m) for m in t.messages],
+    }
+
+
+def agent_before(a: SessionAgent) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "name": a.name,
+        "registryAgentIdentifier": {
+            "name": a.manifest.name,
+            "version": a.manifest.version,
+            "source": "local",
+        },
+        "isConnected": a.connected,
+        "isWaiting": a.waiting,
+        "description": a.description,
+        "links": sorted(a.links),
+        "runtime": a.runtime,
+        "generation": a.generation.value,
+        "status": a.status,
+    }
+    if a.exit_code is not None:
+        state["exitCode"] = a.exit_code
+    if a.error is not None:
+        state["error"] = a.error
+    if a.status in ("exited", "failed") and (a.exit_code or a.error):
+        state["lastLogLines"] = [line.text for line in a.log.tail(10)]
+    if a.annotations:
+        state["annotations"] = dict(a.annotations)
+    return state
+
+
+def status_before(s: Session) -> dict[str, Any]:
+    if s.closing:
+        executed = s.executed_at if s.executed_at is not None else s.timestamp
+        closing = s.closing_at if s.closing_at is not None else executed
+        return {"type": "closing", "executionTime": iso(executed), "closingTime": iso(closing)}
+    if s.executed_at is None:
+        return {"type": "pending_execution"}
+    return {"type": "executed", "executionTime": iso(s.executed_at)}
+
+
+def session_before(s: Session) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "id": s.id,
+        "namespace": s.namespace,
+        "timestamp": s.timestamp,
+        "closing": s.closing,
+        "status": status_before(s),
+        "agents": [agent_before(a) for a in s.agents.values()],
+        "threads": [thread_before(t) for t in s.threads.values()],
+    }
+    if s.close_reason is not None:
+        state["closeReason"] = s.close_reason
+        if s.close_detail is not None:
+            state["closeDetail"] = s.close_detail
+    if s.closed_at is not None:
+        state["closedAt"] = s.closed_at
+    if s.annotations:
+        state["annotations"] = dict(s.annotations)
+    return state
+
+
+def summary_before(s: Session) -> dict[str, Any]:
+    return {"sessionId": s.id, "closing": s.closing}
+
+
 def assert_same_as_domain(session: Session) -> None:
-    same_bytes(views.session_state(session), session.to_http())
-    same_bytes(views.session_summary(session), session.summary())
+    same_bytes(views.session_state(session), session_before(session))
+    same_bytes(views.session_summary(session), summary_before(session))
     for agent in session.agents.values():
-        same_bytes(views.agent_state(agent), agent.to_http())
+        same_bytes(views.agent_state(agent), agent_before(agent))
     for thread in session.threads.values():
-        same_bytes(views.thread_state(thread), thread.to_http())
+        same_bytes(views.thread_state(thread), thread_before(thread))
         for message in thread.messages:
-            same_bytes(views.message_state(message), message.to_http())
+            same_bytes(views.message_state(message), message_before(message))
 
 
 async def test_session_views_match_the_domain_in_every_state(coral: Coral, tmp_path: Path) -> None:
@@ -84,7 +180,7 @@ async def test_namespace_listing_matches(coral: Coral) -> None:
     for ns in coral.app[SESSIONS].namespaces.values():
         same_bytes(
             views.namespace_sessions(ns),
-            {"namespace": ns.name, "sessions": [s.summary() for s in ns.sessions.values()]},
+            {"namespace": ns.name, "sessions": [summary_before(s) for s in ns.sessions.values()]},
         )
 
 
@@ -139,6 +235,11 @@ def test_run_views_keep_the_jobs_wire_shape() -> None:
         "task_id": None,
         "attempt": 1,
         "priority": 5,
+        "concurrency_key": None,
+        "waiting_reason": None,
+        "not_before": None,
+        "retryable": True,
+        "retry_of": None,
         "prompt": "add hello.txt",
         "repo_path": "/src/app",
         "output": "done\n",
@@ -162,3 +263,81 @@ def test_error_body_with_detail_keeps_error_short() -> None:
         ),
         {"error": "Run not found or not active", "message": "Run not found or not active (run 3 is killed)"},
     )
+
+
+def test_crash_report_keeps_its_shape() -> None:
+    """The end report of a session a crashed server lost: its journal replayed, as it was sent before."""
+    thread = {
+        "id": "t1",
+        "name": "review",
+        "creatorName": "a",
+        "participants": ["a", "b"],
+        "state": {"state": "open"},
+        "timestamp": 1000,
+        "messages": [],
+    }
+    message = {
+        "id": "m1",
+        "threadId": "t1",
+        "senderName": "a",
+        "text": "hi",
+        "timestamp": 1100,
+        "mentionNames": ["b"],
+    }
+    closed = {"threadId": "t1", "state": {"state": "closed", "summary": "done", "timestamp": 1200}}
+    entries = [
+        JournalEntry(1, "thread", orjson.dumps(thread)),
+        JournalEntry(2, "message", orjson.dumps(message)),
+        JournalEntry(3, "participants", orjson.dumps({"threadId": "t1", "participants": ["a"]})),
+        JournalEntry(4, "thread_closed", orjson.dumps(closed)),
+    ]
+    identity = {"name": "echo", "version": "0.1.0", "source": "local"}
+    record = {
+        "endWebhook": {"url": "http://x", "extended": False},
+        "annotations": {"k": "v"},
+        "namespaceTransient": False,
+        "agents": [
+            {"name": "a", "registryAgentIdentifier": identity, "runtime": "executable", "annotations": {}}
+        ],
+    }
+    report = views.end_report(crash_end("s1", "ns", 500, record, replay(entries), 2000))
+    detail = "the server stopped unexpectedly; the session was closed when it restarted"
+    assert report == {
+        "type": "session_end",
+        "timestamp": 2000,
+        "sessionId": "s1",
+        "namespace": "ns",
+        "reason": "server_restart",
+        "detail": detail,
+        "createdAt": 500,
+        "closedAt": 2000,
+        "annotations": {"k": "v"},
+        "agents": [
+            {
+                "name": "a",
+                "registryAgentIdentifier": identity,
+                "runtime": "executable",
+                "annotations": {},
+                "status": "exited",
+                "exitCode": None,
+                "error": "the server stopped unexpectedly",
+                "startTime": None,
+                "endTime": 2000,
+            }
+        ],
+        "threads": [{**thread, "participants": ["a"], "messages": [message], "state": closed["state"]}],
+        "namespaceState": {"name": "ns", "deleteOnLastSessionExit": False, "annotations": {}},
+        "sessionState": {
+            "type": "base",
+            "state": {"id": "s1", "timestamp": 500, "namespace": "ns", "annotations": {"k": "v"}},
+        },
+        "agentStats": [
+            {
+                "name": "a",
+                "registryIdentifier": identity,
+                "startTime": None,
+                "endTime": 2000,
+                "annotations": {},
+            }
+        ],
+    }

@@ -11,6 +11,7 @@ every documented operation was seen answering its success status.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import shlex
@@ -23,7 +24,7 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
-from coral_server.api.models import RESPONSE_MODELS
+from coral_server.api.models import RESPONSE_MODELS, RUN_EVENTS
 from coral_server.api.schemas import SCHEMA_DIR
 from tests.conftest import WAIT_S, Coral, agent_spec, session_body, start_coral, wait_until
 from tests.jobs.conftest import init_git_repo
@@ -44,7 +45,10 @@ class Wire:
         self._routes = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in paths]
 
     def template(self, path: str) -> str:
-        found = [template for pattern, template in self._routes if pattern.match(path.split("?")[0])]
+        bare = path.split("?")[0]
+        if bare in self.doc["paths"]:  # `/namespace/extended` is not the namespace "extended"
+            return bare
+        found = [template for pattern, template in self._routes if pattern.match(bare)]
         assert len(found) == 1, f"{path} matches {found} in the OpenAPI document"
         return found[0]
 
@@ -206,7 +210,10 @@ async def test_every_route_sends_what_its_schema_documents(wcoral: Coral, tmp_pa
     wire = Wire(coral, await served_doc(coral))
     async with FailingReceiver() as receiver:
         await drive_every_route(wire, coral, receiver, tmp_path)
+    await drive_reference_routes(wire)
+    await drive_reference_streams(wire, tmp_path)
     await drive_runs(wire, coral, tmp_path)
+    await drive_tasks(wire, coral)
     documented = {
         (method, path, next(s for s in op["responses"] if s.startswith(("2", "1"))))
         for path, item in wire.doc["paths"].items()
@@ -265,7 +272,7 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
                 event = await anext(events)
                 by_type.setdefault(event["type"], event)
     check_event(wire, by_type["thread_created"]["thread"], "ThreadState")
-    check_event(wire, by_type["message_sent"]["message"], "MessageState")
+    check_event(wire, by_type["thread_message_sent"]["message"], "MessageState")
 
     # -- state, logs and connection, through both prefixes, once the launched agents have ended
     for prefix in ("/api/v1/session", "/api/v1/local/session"):
@@ -324,6 +331,108 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
     await wire.call("GET", "/api/v1/webhooks/deliveries?limit=0", "ErrorBody", status=400)
     await wire.call("POST", "/api/v1/local/session", "ErrorBody", json={"agentGraphRequest": {}}, status=400)
     await wire.call("GET", f"/api/v1/session/{ns}/{sid}/agents/exiter/connection", "ErrorBody", status=409)
+
+
+async def drive_reference_routes(wire: Wire) -> None:
+    """The reference server's shapes: namespaces, base and extended states, deferred execution."""
+    ns = "wire-ref"
+    await wire.call("POST", "/api/v1/local/namespace", None, json={"name": ns, "annotations": {"a": "b"}})
+    await wire.call("POST", "/api/v1/local/namespace", "ErrorBody", json={"name": ns}, status=409)
+    body = session_body([agent_spec("human", runtime="external")], namespace=ns)
+    body["execution"] = {"mode": "defer"}
+    sid = (await wire.call("POST", "/api/v1/local/session", "CreateSessionResponse", json=body))["sessionId"]
+    pending = await wire.call("GET", f"/api/v1/local/session/{ns}/{sid}/extended", "SessionStateExtended")
+    assert pending["base"]["status"] == {"type": "pending_execution"}
+    await wire.call("POST", f"/api/v1/local/session/{ns}/{sid}", None, json={"ttl": 600_000})
+    await wire.call("POST", f"/api/v1/local/session/{ns}/{sid}", "ErrorBody", json={}, status=400)
+    await wire.call("GET", f"/api/v1/session/{ns}/{sid}/extended", "SessionStateExtended")
+    later = (await wire.call("POST", "/api/v1/session", "CreateSessionResponse", json=body))["sessionId"]
+    await wire.call("POST", f"/api/v1/session/{ns}/{later}", None)  # no body: the defaults
+    await wire.call("GET", "/api/v1/local/namespace", "SessionNamespaceStateBase", many=True)
+    await wire.call("GET", "/api/v1/local/namespace/extended", "SessionNamespaceStateExtended", many=True)
+    await wire.call("GET", f"/api/v1/local/namespace/{ns}", "SessionStateBase", many=True)
+    extended = await wire.call(
+        "GET", f"/api/v1/local/namespace/{ns}/extended", "SessionStateExtended", many=True
+    )
+    assert extended[0]["base"]["status"]["type"] == "executed"
+    # the thread and message shapes, as the console reads them
+    thread = {"threadName": "t", "participantNames": []}
+    tid = (await wire.coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/human/thread", thread))[1]["id"]
+    message = {"threadId": tid, "content": "hi", "mentions": []}
+    await wire.coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/human/thread/message", message)
+    state = await wire.call("GET", f"/api/v1/local/session/{ns}/{sid}/extended", "SessionStateExtended")
+    check_event(wire, state["threads"][0], "SessionThread")
+    check_event(wire, state["threads"][0]["messages"][0], "SessionThreadMessage")
+    check_event(wire, state["agents"][0], "SessionAgentState")
+    await wire.call("DELETE", f"/api/v1/local/namespace/{ns}", None)
+    await wire.call("GET", f"/api/v1/local/namespace/{ns}", "ErrorBody", status=404)
+
+
+async def frames(ws: aiohttp.ClientWebSocketResponse, last: Any) -> list[Body]:
+    """The frames of a WebSocket up to the first `last` accepts (or the end of the stream)."""
+    out: list[Body] = []
+    async with asyncio.timeout(WAIT_S):
+        async for msg in ws:
+            out.append(json.loads(msg.data))
+            if last(out[-1]):
+                break
+    return out
+
+
+async def drive_reference_streams(wire: Wire, tmp_path: Path) -> None:
+    """The reference's event streams (each also with the key in the path): every frame validated."""
+    coral = wire.coral
+    base = coral.base_url.replace("http://", "ws://")
+    ns = "wire-streams"
+    ws = functools.partial(coral.http.ws_connect, headers=coral.headers)
+    sleeps = {"PID_FILE": {"type": "string", "value": str(tmp_path / "s.pid")}}
+    agents = [agent_spec("human", runtime="external"), agent_spec("sleeper", "sleeper", options=sleeps)]
+    async with (
+        ws(f"{base}/ws/v1/events/lsm?namespaceFilter={ns}") as lsm,
+        ws(f"{base}/ws/v1/events/any-token/lsm?namespaceFilter={ns}") as lsm_token,
+        ws(f"{base}/ws/v1/logs?namespaceFilter={ns}") as logs,
+        ws(f"{base}/ws/v1/logs/any-token?namespaceFilter={ns}") as logs_token,
+    ):
+        created = await coral.request("POST", "/api/v1/local/session", session_body(agents, namespace=ns))
+        sid = created[1]["sessionId"]
+        async with (
+            ws(f"{base}/ws/v1/events/session/{ns}/{sid}") as session,
+            ws(f"{base}/ws/v1/events/any-token/session/{ns}/{sid}") as session_token,
+        ):
+            puppet = f"/api/v1/puppet/{ns}/{sid}/human"
+            tid = (
+                await coral.request("POST", puppet + "/thread", {"threadName": "t", "participantNames": []})
+            )[1]["id"]
+            await coral.request(
+                "POST", puppet + "/thread/message", {"threadId": tid, "content": "hi", "mentions": []}
+            )
+            await coral.request("DELETE", puppet + "/thread", {"threadId": tid, "summary": "done"})
+            # The sleeper has printed its two lines before the session goes.
+            await poll(
+                coral, f"/api/v1/session/{ns}/{sid}/agents/sleeper/logs", lambda out: len(out["lines"]) == 2
+            )
+            await coral.request("DELETE", f"/api/v1/local/session/{ns}/{sid}")
+            for sock in (session, session_token):
+                events = await frames(sock, lambda e: False)  # to the end: the session closed
+                kinds = {e["type"] for e in events}
+                assert {"thread_created", "thread_message_sent", "thread_closed", "session_closed"} <= kinds
+                for event in events:
+                    check_event(wire, event, "SessionEvent")
+        for sock in (lsm, lsm_token):
+            for event in await frames(sock, lambda e: e["type"] == "namespace_closed"):
+                check_event(wire, event, "LocalSessionManagerEvent")
+        for sock in (logs, logs_token):
+            for event in await frames(sock, lambda e: e["text"] == "sleeper stderr line"):
+                check_event(wire, event, "LoggingEvent")
+    for path in (
+        "/ws/v1/events/session/{namespace}/{sessionId}",
+        "/ws/v1/events/{token}/session/{namespace}/{sessionId}",
+        "/ws/v1/events/lsm",
+        "/ws/v1/events/{token}/lsm",
+        "/ws/v1/logs",
+        "/ws/v1/logs/{token}",
+    ):
+        wire.seen.add(("get", path, "101"))
 
 
 async def drive_puppet(wire: Wire, puppet: str) -> None:
@@ -392,7 +501,11 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
         wire.seen.add(("get", wire.template(sse_path), str(sse.status)))
     check_event(wire, snapshot, "RunSnapshot")
     assert (snapshot["type"], snapshot["status"], snapshot["id"]) == ("snapshot", "waiting_input", answered)
-    await wire.call("POST", f"/api/tasks/runs/{answered}/input", "OkBody", json={"text": "yes"})
+    # Its whole stream from the start (?after=0): every event it sent, each checked against its shape.
+    async with coral.http.ws_connect(ws_url + "?after=0", headers=coral.headers) as ws:
+        await wire.call("POST", f"/api/tasks/runs/{answered}/input", "OkBody", json={"text": "yes"})
+        types = await check_run_events(wire, ws)
+    assert types[0] == "run_created" and "run_input_needed" in types and "run_output" in types, types
     await wire.call("POST", f"/api/tasks/runs/{killed}/kill", "OkBody")
     stopped = await poll(coral, f"/api/tasks/runs/{killed}", lambda r: r["status"] in FINAL)
     assert (stopped["status"], stopped["exit_reason"]) == ("killed", "user_cancelled"), stopped
@@ -409,6 +522,10 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
     first = await wire.call("GET", "/api/tasks/runs?limit=1", "RunPage")
     rest = await wire.call("GET", f"/api/tasks/runs?limit=2&before={first['next_before']}", "RunPage")
     assert [r["id"] for r in rest["runs"]] == [answered, done_id]
+    huge = "6956170140609761196900352"  # beyond a SQLite integer: found by schemathesis as a 500
+    bad = await wire.call("GET", f"/api/tasks/runs?before={huge}", "ErrorBody", status=400)
+    assert bad["errors"][0]["field"] == "before"
+    await wire.call("GET", f"/api/tasks/runs/{huge}", "ErrorBody", status=404)
     completed = await wire.call("GET", "/api/tasks/runs?status=completed&trigger=api", "RunPage")
     assert {r["id"] for r in completed["runs"]} == {answered, done_id}
 
@@ -420,6 +537,78 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
     await wire.call("GET", "/api/tasks/runs/999", "ErrorBody", status=404)
     await wire.call("POST", "/api/tasks/runs/999/input", "ErrorBody", json={"text": "x"}, status=404)
     await wire.call("GET", "/api/tasks/runs?status=bogus", "ErrorBody", status=400)
+
+    # -- auto-accept: the prompt is answered for the run, and its stream says so
+    accepting = {**asking, "auto_accept": True, "max_auto_accepts": 1}
+    accepted = (await wire.call("POST", "/api/tasks/run", "RunSubmitted", json=accepting))["run_id"]
+    ws_url = coral.base_url.replace("http://", "ws://") + f"/ws/v1/runs/{accepted}/events?after=0"
+    async with coral.http.ws_connect(ws_url, headers=coral.headers) as ws:
+        types = await check_run_events(wire, ws)
+    assert "run_auto_accepted" in types and "run_input_needed" not in types, types
+
+
+async def check_run_events(wire: Wire, ws: aiohttp.ClientWebSocketResponse) -> list[str]:
+    """Each event of a run's stream (resumed from its start) against its shape, until its final status."""
+    types: list[str] = []
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            event = json.loads((await ws.receive()).data)
+            types.append(event["type"])
+            check_event(wire, event, RUN_EVENTS[event["type"]].__name__)
+            if event["type"] == "run_status" and event["status"] in FINAL:
+                return types
+
+
+async def drive_tasks(wire: Wire, coral: Coral) -> None:
+    """Scheduled tasks: create (and deduplicated), list, read, change, preview, run, fire, act, fail."""
+    step = {
+        "id": "tell",
+        "uses": "webhook",
+        "with": {"url": "http://127.0.0.1:9/t", "body": {"r": "${run.id}"}},
+    }
+    body = {
+        "title": "wire",
+        "description": "every task route",
+        "schedule_kind": "event",
+        "schedule_expr": "wire.topic",
+        "created_by": "0b7e7a8e-2f35-4a53-9d3b-2b1c9f0c0a11",
+        "max_retries": 0,
+        "dedupe_key": "wire",
+        "payload": {"pipeline": [step]},
+    }
+    made = await wire.call("POST", "/tasks", "TaskCreated", json=body, status=201)
+    again = await wire.call("POST", "/tasks", "TaskCreated", json=body, status=200)
+    assert (again["id"], again["deduplicated"]) == (made["id"], True)
+    path = f"/tasks/{made['id']}"
+    page = await wire.call("GET", "/tasks?schedule_kind=event&limit=10", "TaskPage")
+    assert [t["id"] for t in page["items"]] == [made["id"]] and page["total"] == 1
+    await wire.call("PUT", path, "TaskDetail", json={"priority": 2})
+    preview = {
+        "schedule_kind": "rrule",
+        "schedule_expr": "FREQ=DAILY;COUNT=9",
+        "timezone": "Europe/Berlin",
+        "count": 2,
+    }
+    shown = await wire.call("POST", "/tasks/preview", "SchedulePreview", json=preview)
+    assert len(shown["fire_times"]) == 2
+    started = await wire.call("POST", path + "/run_now", "TaskRunStarted", status=202)
+    # (the task's dedupe key holds an event's run back while the manual one is active)
+    await poll(coral, f"/api/tasks/runs/{started['run']['run_id']}", lambda r: r["status"] in FINAL)
+    fired = await wire.call("POST", "/events", "EventAccepted", json={"topic": "wire.topic"}, status=202)
+    assert fired["triggered_tasks"] == [made["id"]]
+    await poll(coral, f"/api/tasks/runs/{fired['runs'][0]['run_id']}", lambda r: r["status"] in FINAL)
+    runs = await wire.call("GET", path + "/runs", "TaskRunPage")
+    assert runs["total"] == 2 and {r["trigger_type"] for r in runs["items"]} == {"manual", "event"}
+    shown_task = await wire.call("GET", path, "TaskDetail")
+    assert shown_task["last_run"] is not None and shown_task["runs_total"] == 2
+    await wire.call("POST", path + "/snooze", "TaskDetail", json={"delay_seconds": 60, "reason": "wire"})
+    await wire.call("POST", path + "/pause", "TaskDetail")
+    await wire.call("POST", path + "/resume", "TaskDetail")
+    await wire.call("POST", path + "/cancel", "TaskDetail")
+    await wire.call("POST", path + "/pause", "ErrorBody", status=409)
+    await wire.call("GET", "/tasks/0b7e7a8e-0000-4a53-9d3b-2b1c9f0c0a11", "ErrorBody", status=404)
+    await wire.call("POST", "/tasks", "ErrorBody", json={**body, "priority": 0}, status=400)
+    await wire.call("POST", "/events", "ErrorBody", json={"topic": ""}, status=400)
 
 
 def check_event(wire: Wire, body: Body, shape: str) -> None:

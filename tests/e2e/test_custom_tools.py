@@ -174,7 +174,7 @@ async def test_calls_are_published_as_events_without_their_data(wcoral: Coral, r
         await writer.call("submit_report", title="missing content")
         events = await read_until(ws, of_type("custom_tool_called", outcome="invalid_arguments"))
     calls = [e for e in events if e["type"] == "custom_tool_called"]
-    assert [(e["agent"], e["tool"], e["outcome"], e.get("status")) for e in calls] == [
+    assert [(e["name"], e["tool"], e["outcome"], e.get("status")) for e in calls] == [
         ("writer", "submit_report", "ok", 200),
         ("writer", "submit_report", "http_error", 500),
         ("writer", "submit_report", "invalid_arguments", None),

@@ -117,15 +117,15 @@ async def test_ws_snapshot_then_every_change_until_delete(coral: Coral) -> None:
         assert {k: v for k, v in snapshot.items() if k not in ("seq", "type")} == state
         seen: list[Event] = []
         async with connect(ua) as a, connect(ub) as b:
-            seen += await read_until(ws, of_type("agent_connected", agent="b"))
+            seen += await read_until(ws, of_type("agent_connected", name="b"))
             tid = (await a.ok("coral_create_thread", threadName="t", participantNames=["b"]))["thread"]["id"]
             seen += await read_until(ws, of_type("thread_created"))
             assert seen[-1]["thread"]["participants"] == ["a", "b"] and seen[-1]["thread"]["id"] == tid
             assert seen[-1]["thread"]["state"] == {"state": "open"}
             waiting = asyncio.create_task(b.ok("coral_wait_for_mention", maxWaitMs=5000))
-            seen += await read_until(ws, of_type("agent_waiting", agent="b", waiting=True))
+            seen += await read_until(ws, of_type("agent_wait_start", name="b"))
             await a.ok("coral_send_message", threadId=tid, content="hi b", mentions=["b"])
-            seen += await read_until(ws, of_type("agent_waiting", agent="b", waiting=False))
+            seen += await read_until(ws, of_type("agent_wait_stop", name="b"))
             assert (await waiting)["message"]["text"] == "hi b"
             await a.ok("coral_add_participant", threadId=tid, participantName="c")
             await a.ok("coral_remove_participant", threadId=tid, participantName="c")
@@ -136,16 +136,18 @@ async def test_ws_snapshot_then_every_change_until_delete(coral: Coral) -> None:
         seen += await read_to_end(ws)
     assert_contiguous(seen, base)
     kinds = [e["type"] for e in seen]
-    sent = next(e for e in seen if e["type"] == "message_sent")["message"]
+    sent = next(e for e in seen if e["type"] == "thread_message_sent")["message"]
     assert sent["text"] == "hi b" and sent["senderName"] == "a" and sent["mentionNames"] == ["b"]
     assert isinstance(sent["timestamp"], int) and sent["threadId"] == tid
-    # Delivery follows the message: b stops waiting only after message_sent.
-    assert kinds.index("message_sent") < max(
-        i for i, e in enumerate(seen) if e["type"] == "agent_waiting" and not e["waiting"]
+    # Delivery follows the message: b stops waiting only after thread_message_sent.
+    assert kinds.index("thread_message_sent") < max(
+        i for i, e in enumerate(seen) if e["type"] == "agent_wait_stop"
     )
     assert [
-        (e["type"], e["agent"]) for e in seen if e["type"] in ("participant_added", "participant_removed")
-    ] == [("participant_added", "c"), ("participant_removed", "c")]
+        (e["type"], e["name"])
+        for e in seen
+        if e["type"] in ("thread_participant_added", "thread_participant_removed")
+    ] == [("thread_participant_added", "c"), ("thread_participant_removed", "c")]
     assert next(e for e in seen if e["type"] == "thread_closed") | {"seq": 0, "timestamp": 0} == {
         "seq": 0,
         "type": "thread_closed",
@@ -155,8 +157,8 @@ async def test_ws_snapshot_then_every_change_until_delete(coral: Coral) -> None:
     }
     assert kinds[-1] == "session_closed" and seen[-1]["reason"] == "deleted"
     assert "session_closing" in kinds and kinds.index("session_closing") < kinds.index("session_closed")
-    assert {e["agent"] for e in seen if e["type"] == "agent_disconnected"} == {"a", "b"}
-    assert {e["agent"] for e in seen if e["type"] == "agent_exited"} == {"a", "b", "c"}
+    assert {e["name"] for e in seen if e["type"] == "agent_disconnected"} == {"a", "b"}
+    assert {e["name"] for e in seen if e["type"] == "runtime_stopped"} == {"a", "b", "c"}
     assert all(isinstance(e["timestamp"], int) for e in seen)
 
 
@@ -181,12 +183,12 @@ async def test_mid_session_snapshot_and_events_have_no_gap_or_duplicate(coral: C
             snapshot = await next_event(ws)
             assert snapshot is not None and snapshot["type"] == "snapshot"
             events = await read_until(
-                ws, lambda e: e["type"] == "message_sent" and e["message"]["text"] == "m59"
+                ws, lambda e: e["type"] == "thread_message_sent" and e["message"]["text"] == "m59"
             )
         await sender
     assert_contiguous(events, snapshot["seq"])
     before = [m["text"] for m in snapshot["threads"][0]["messages"]]
-    after = [e["message"]["text"] for e in events if e["type"] == "message_sent"]
+    after = [e["message"]["text"] for e in events if e["type"] == "thread_message_sent"]
     assert len(before) >= 11
     assert before + after == texts
 
@@ -200,7 +202,7 @@ async def test_resume_with_after_and_last_event_id_replays_exactly_what_was_miss
             snapshot = await next_event(ws)
             assert snapshot is not None
             await a.ok("coral_send_message", threadId=tid, content="seen", mentions=[])
-            seen = await read_until(ws, of_type("message_sent"))
+            seen = await read_until(ws, of_type("thread_message_sent"))
         last = seen[-1]["seq"]
         # Disconnected: these happen while nobody watches.
         for text in ("missed 1", "missed 2", "missed 3"):
@@ -209,14 +211,14 @@ async def test_resume_with_after_and_last_event_id_replays_exactly_what_was_miss
             replay = await read_until(ws, lambda e: e.get("message", {}).get("text") == "missed 3")
         assert replay[0]["type"] != "snapshot"
         assert_contiguous(replay, last)
-        assert [e["message"]["text"] for e in replay if e["type"] == "message_sent"] == [
+        assert [e["message"]["text"] for e in replay if e["type"] == "thread_message_sent"] == [
             "missed 1",
             "missed 2",
             "missed 3",
         ]
         # The same resume over SSE, the way EventSource does it (Last-Event-ID wins over ?after).
         sse = await sse_read(
-            coral, ns, sid, {"Last-Event-ID": str(last)}, query="?after=1", stop="message_sent"
+            coral, ns, sid, {"Last-Event-ID": str(last)}, query="?after=1", stop="thread_message_sent"
         )
         assert sse[0]["seq"] == last + 1 and sse[-1]["message"]["text"] == "missed 1"
         # A resume point the server never issued gets a fresh snapshot instead.
@@ -231,7 +233,7 @@ async def test_resume_with_after_and_last_event_id_replays_exactly_what_was_miss
 async def test_sse_stream_and_type_filter(coral: Coral) -> None:
     ns, sid = await coral.create_session(session_body([ext("a"), ext("b")]))
     ua, ub = [await coral.connection_url(ns, sid, n) for n in ("a", "b")]
-    url = f"{coral.base_url}/api/v1/events/{ns}/{sid}?types=message_sent,session_closed"
+    url = f"{coral.base_url}/api/v1/events/{ns}/{sid}?types=thread_message_sent,session_closed"
     async with connect(ua) as a, connect(ub), coral.http.get(url, headers=coral.headers) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -241,7 +243,7 @@ async def test_sse_stream_and_type_filter(coral: Coral) -> None:
         tid = (await a.ok("coral_create_thread", threadName="t", participantNames=["b"]))["thread"]["id"]
         await a.ok("coral_send_message", threadId=tid, content="one", mentions=["b"])
         event = await asyncio.wait_for(anext(stream), 10)
-        assert event["type"] == "message_sent" and event["message"]["text"] == "one"
+        assert event["type"] == "thread_message_sent" and event["message"]["text"] == "one"
         status, _ = await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}")
         assert status == 200
         rest = [e async for e in stream]  # the body ends after session_closed
@@ -267,15 +269,15 @@ async def test_process_agent_log_and_exit_events(coral: Coral, tmp_path: Path) -
     assert_contiguous(events, 0)
     kinds = [e["type"] for e in events]
     assert kinds[0] == "session_created" and events[0]["agents"] == ["s"]
-    started = next(e for e in events if e["type"] == "agent_started")
-    assert started["agent"] == "s" and started["runtime"] == "executable"
-    logs = [(e["agent"], e["stream"], e["text"]) for e in events if e["type"] == "agent_log"]
+    started = next(e for e in events if e["type"] == "runtime_started")
+    assert started["name"] == "s" and started["runtime"] == "executable"
+    logs = [(e["name"], e["stream"], e["text"]) for e in events if e["type"] == "agent_log"]
     assert ("s", "stdout", "sleeper started") in logs
     assert ("s", "stderr", "sleeper stderr line") in logs
-    exited = next(e for e in events if e["type"] == "agent_exited")
-    assert exited["agent"] == "s" and exited["status"] == "exited" and exited["exitCode"] == 7
-    assert kinds.index("agent_started") < kinds.index("agent_log") < kinds.index("agent_exited")
-    assert kinds.index("agent_exited") < kinds.index("session_closing") < len(kinds) - 1
+    exited = next(e for e in events if e["type"] == "runtime_stopped")
+    assert exited["name"] == "s" and exited["status"] == "exited" and exited["exitCode"] == 7
+    assert kinds.index("runtime_started") < kinds.index("agent_log") < kinds.index("runtime_stopped")
+    assert kinds.index("runtime_stopped") < kinds.index("session_closing") < len(kinds) - 1
     assert kinds[-1] == "session_closed" and events[-1]["reason"] == "all_agents_exited"
     # The session is held for reading: a late client gets its final state and the stream ends.
     async with ws_stream(coral, ns, sid) as ws:
@@ -297,7 +299,7 @@ async def test_events_never_carry_secrets(coral: Coral) -> None:
     )
     secret = (await coral.connection_url(ns, sid, "me")).rsplit("/", 2)[-2]
     async with ws_stream(coral, ns, sid, "?after=0") as ws:
-        events = await read_until(ws, of_type("agent_exited", agent="o"))
+        events = await read_until(ws, of_type("runtime_stopped", name="o"))
         assert (await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}"))[0] == 200
         events += await read_to_end(ws)
     raw = json.dumps(events)

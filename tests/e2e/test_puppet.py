@@ -40,7 +40,9 @@ async def test_a_human_converses_with_a_real_agent(coral: Coral) -> None:
             ["echo"],
         )
         # The echo process was woken by the mention and answered the puppeted agent.
-        await read_until(ws, lambda e: e["type"] == "message_sent" and e["message"]["senderName"] == "echo")
+        await read_until(
+            ws, lambda e: e["type"] == "thread_message_sent" and e["message"]["senderName"] == "echo"
+        )
         status, closed = await coral.request(
             "DELETE", puppet(ns, sid, "human", "/thread"), {"threadId": thread["id"], "summary": "shipped"}
         )
