@@ -8,6 +8,7 @@ import time
 import pytest
 
 from coral_server.clock import Clock, FakeClock, SystemClock, wait_for_event
+from tests.conftest import loop_steps
 
 
 def test_system_clock_reads_the_system_time() -> None:
@@ -66,7 +67,7 @@ async def test_advance_wakes_sleepers_whose_time_has_come_in_due_order() -> None
     ]
     assert await clock.sleepers(4) == [105.0, 110.0, 130.0, 150.0]
     clock.advance(4.9)
-    await asyncio.sleep(0)
+    await loop_steps()
     assert woke == []
     clock.advance(30)  # to 134.9: three are due, woken earliest deadline first
     async with asyncio.timeout(5):
@@ -150,7 +151,7 @@ async def test_wait_for_event_ends_on_the_event_or_the_deadline(kind: str) -> No
     start = clock.time()
 
     waiting = asyncio.create_task(wait_for_event(clock, event, start + 60))
-    await asyncio.sleep(0)
+    await loop_steps()  # it waits on the event before the event is set
     event.set()
     async with asyncio.timeout(5):
         assert await waiting is True

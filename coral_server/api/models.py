@@ -730,6 +730,92 @@ class RunSnapshot(RunDetail):
 
 
 @Wire
+class RunSummary(TypedDict):
+    """A run's lifecycle fields, as its events carry them (no result, no output)."""
+
+    id: int
+    run_id: int
+    kind: str
+    status: RunStatus
+    trigger_type: Trigger
+    display_name: str
+    created_at: IsoTime
+    started_at: MaybeIsoTime
+    finished_at: MaybeIsoTime
+    exit_reason: ExitReason | None
+    error_msg: str | None
+
+
+@Wire
+class RunCreatedEvent(TypedDict):
+    """A run was admitted (pending). On the run's stream and the server-wide feed."""
+
+    seq: int
+    type: Literal["run_created"]
+    timestamp: UnixMs
+    runId: int
+    run: RunSummary
+
+
+@Wire
+class RunStatusEvent(TypedDict):
+    """A run changed status; the last one of a run's stream is its final status."""
+
+    seq: int
+    type: Literal["run_status"]
+    timestamp: UnixMs
+    runId: int
+    status: RunStatus
+    previousStatus: RunStatus
+    run: RunSummary
+
+
+@Wire
+class RunOutputEvent(TypedDict):
+    """Terminal output of the run's agent, as it comes (only on the run's stream)."""
+
+    seq: int
+    type: Literal["run_output"]
+    timestamp: UnixMs
+    runId: int
+    text: Annotated[str, Field(description="Raw output: terminal control sequences included on a PTY")]
+
+
+@Wire
+class RunInputNeededEvent(TypedDict):
+    """The run waits for a human (status waiting_input): answer with POST .../input."""
+
+    seq: int
+    type: Literal["run_input_needed"]
+    timestamp: UnixMs
+    runId: int
+    question: Annotated[
+        str, Field(description="What it asks, e.g. `Bash: git commit -m x - Do you want to proceed?`")
+    ]
+
+
+@Wire
+class RunAutoAcceptedEvent(TypedDict):
+    """A permission prompt was answered yes for the run (auto_accept; counted against max_auto_accepts)."""
+
+    seq: int
+    type: Literal["run_auto_accepted"]
+    timestamp: UnixMs
+    runId: int
+    question: Annotated[str, Field(description="What was asked, e.g. `Bash: echo hi > hi.txt`")]
+
+
+# Every event of a run's stream after its snapshot (`type` tells which).
+RUN_EVENTS = {
+    "run_created": RunCreatedEvent,
+    "run_status": RunStatusEvent,
+    "run_output": RunOutputEvent,
+    "run_input_needed": RunInputNeededEvent,
+    "run_auto_accepted": RunAutoAcceptedEvent,
+}
+
+
+@Wire
 class RunPage(TypedDict):
     runs: Annotated[list[RunOut], Field(description="Newest first, without their output")]
     next_before: Annotated[
@@ -1121,6 +1207,11 @@ RESPONSE_MODELS: dict[str, Any] = {
     "RunPage": RunPage,
     "RunDetail": RunDetail,
     "RunSnapshot": RunSnapshot,
+    "RunCreatedEvent": RunCreatedEvent,
+    "RunStatusEvent": RunStatusEvent,
+    "RunOutputEvent": RunOutputEvent,
+    "RunInputNeededEvent": RunInputNeededEvent,
+    "RunAutoAcceptedEvent": RunAutoAcceptedEvent,
     "TaskCreated": TaskCreated,
     "TaskDetail": TaskDetail,
     "TaskPage": TaskPage,

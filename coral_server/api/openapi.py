@@ -12,7 +12,8 @@ from coral_server import __version__
 from coral_server.api import models as m
 from coral_server.api.errors import json_response
 from coral_server.api.keys import SETTINGS
-from coral_server.api.runs import MAX_LIMIT
+from coral_server.api.runs import MAX_LIMIT, MAX_RUN_ID
+from coral_server.api.tasks import MAX_OFFSET
 from coral_server.jobs.spec import JobSpec
 from coral_server.runs.model import RUN_STATUSES, TRIGGERS
 
@@ -34,6 +35,8 @@ class Operation:
     notes: tuple[tuple[int, str], ...] = ()  # (status, why) where the general reason says too little
     stream: str | None = None  # the media type of a streamed answer
     first_event: Any = None  # the shape of a stream's first event (WebSocket or SSE)
+    events: tuple[Any, ...] = ()  # the shapes of the events that follow it
+    description: str | None = None  # what the summary and the statuses leave unsaid
     also: tuple[tuple[int, str], ...] = ()  # other success statuses (same body), and when
 
 
@@ -71,6 +74,16 @@ _P = "/api/v1/puppet/{namespace}/{sessionId}/{agent}"
 _D = "/api/v1/webhooks/deliveries"
 _R = "/api/tasks/runs/{run_id}"
 _NO_RUN = (404, "No such run")
+_RUN_EVENTS = tuple(m.RUN_EVENTS.values())
+_JOBS_NOTE = (
+    "At the cap (CORAL_MAX_CONCURRENT_JOBS active runs, counted in the store) the answer is 429 before "
+    "the job is validated; Retry-After is the number of seconds until the first started run reaches its "
+    "max_duration_s (when a slot is sure to free), at least 1 and at most 60, since runs mostly end "
+    "sooner. A run whose server dies (crash, kill -9) cannot be taken over by the next one (the CLI's "
+    "terminal or pipe died with it): at start-up the next server stops the orphaned CLI, commits what "
+    "the run left uncommitted to its branch coral/run-{id}, removes its worktree when cleanup_worktree, "
+    "and ends the run failed with exit_reason server_restart (its result says what the branch holds)."
+)
 _T = "/tasks/{task_id}"
 _NO_TASK = (404, "No such task")
 _FINAL = (409, "The task is canceled (final), or comes from a file (read-only here)")
@@ -361,6 +374,7 @@ OPERATIONS: list[Operation] = [
         JobSpec,
         m.RunSubmitted,
         errors=(400, 403, 415, 429, 503),
+        description=_JOBS_NOTE,
         notes=(
             (400, "Invalid job: `errors` names the field (prompt, repo_path, agent_type, base_branch, ...)"),
             (403, "repo_path is not under a directory that jobs may use (the jobs.allowedRoots setting)"),
@@ -412,6 +426,7 @@ OPERATIONS: list[Operation] = [
         "jobs",
         stream="text/event-stream",
         first_event=m.RunSnapshot,
+        events=_RUN_EVENTS,
         errors=_STREAM_ERRORS,
         notes=(_NO_RUN, _STREAM_CAP),
     ),
@@ -422,6 +437,7 @@ OPERATIONS: list[Operation] = [
         "jobs",
         status=101,
         first_event=m.RunSnapshot,
+        events=_RUN_EVENTS,
         errors=_STREAM_ERRORS,
         notes=(_NO_RUN, _STREAM_CAP),
     ),
@@ -583,7 +599,11 @@ _RUN_QUERY = [
     _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
     _query("trigger", "Only runs started this way.", {"enum": list(TRIGGERS)}),
     _query("task_id", "Only the runs of this scheduled task.", {"type": "string"}),
-    _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
+    _query(
+        "before",
+        "Only runs with a smaller id: the previous page's next_before.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_RUN_ID},
+    ),
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),
@@ -595,11 +615,15 @@ _TASK_QUERY = [
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),
-    _query("offset", "Skip this many (default 0).", {"type": "integer", "minimum": 0}),
+    _query("offset", "Skip this many (default 0).", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
 ]
 _TASK_RUN_QUERY = [
     _query("status", "Only runs in this state.", {"enum": list(RUN_STATUSES)}),
-    _query("before", "Only runs with a smaller id: the previous page's next_before.", {"type": "integer"}),
+    _query(
+        "before",
+        "Only runs with a smaller id: the previous page's next_before.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_RUN_ID},
+    ),
     _query(
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),
@@ -686,6 +710,10 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
     if op.stream is not None:
         ok["description"] = f"Events (id: seq, event: type, data: the event's JSON); the first a {first}"
         ok["content"] = {op.stream: {"schema": {"type": "string"}}}
+    if op.events:
+        names = ", ".join(_name(shape) for shape in op.events)
+        ok["description"] += f", then any of {names} (components; `type` tells which)"
+        ok["x-events"] = {"oneOf": [_ref(shape) for shape in op.events]}
     responses: dict[str, Any] = {str(op.status): ok}
     for status, why in op.also:
         responses[str(status)] = {**ok, "description": why}
@@ -697,6 +725,7 @@ def _operation(op: Operation, auth: bool) -> dict[str, Any]:
             responses[str(status)]["headers"] = ERROR_HEADERS[status]
     out: dict[str, Any] = {
         "summary": op.summary,
+        **({"description": op.description} if op.description else {}),
         "tags": [op.tag],
         "parameters": params,
         "responses": responses,

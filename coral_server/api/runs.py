@@ -9,19 +9,26 @@ from coral_server.api.body import read_json
 from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import RUNS
 from coral_server.runs.model import RUN_STATUSES, TRIGGERS
-from coral_server.runs.service import RunNotActive, RunNotWaiting
+from coral_server.runs.service import RETRY_AFTER_MAX_S, CapReached, RunNotActive, RunNotWaiting
 from coral_server.store.runs import RunFilter, RunLimitReached, RunNotFound
 
 MAX_LIMIT = 200
+
+
+# Run ids are SQLite integers: nothing above this can name one.
+MAX_RUN_ID = 2**63 - 1
 
 
 def run_id_of(request: web.Request) -> int:
     """The run id of the path; an id that is not a number is an unknown run (404)."""
     raw = request.match_info["run_id"]
     try:
-        return int(raw)
+        run_id = int(raw)
     except ValueError:
         raise RunNotFound(raw) from None
+    if not 1 <= run_id <= MAX_RUN_ID:  # beyond what the store can hold: no such run either
+        raise RunNotFound(raw)
+    return run_id
 
 
 def _not_found() -> web.Response:
@@ -44,7 +51,8 @@ async def submit(request: web.Request) -> web.Response:
     except RunLimitReached as exc:
         message = f"Concurrent task limit reached (max: {exc.cap}). Try again later."
         response = json_response(views.error_body(message), 429)
-        response.headers["Retry-After"] = "5"
+        wait = exc.retry_after_s if isinstance(exc, CapReached) else RETRY_AFTER_MAX_S
+        response.headers["Retry-After"] = str(wait)
         return response
     return json_response(views.run_submitted(run))
 
@@ -72,8 +80,10 @@ async def list_runs(request: web.Request) -> web.Response:
     if "before" in query:
         try:
             before = int(query["before"])
+            if not 1 <= before <= MAX_RUN_ID:
+                raise ValueError
         except ValueError:
-            problems.append(("before", "expected a run id (integer)"))
+            problems.append(("before", f"expected a run id (an integer from 1 to {MAX_RUN_ID})"))
     status = query.get("status") or None
     if status is not None and status not in RUN_STATUSES:
         problems.append(("status", f"expected one of {', '.join(RUN_STATUSES)}"))

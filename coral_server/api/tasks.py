@@ -12,12 +12,14 @@ from coral_server.api import views
 from coral_server.api.body import read_json
 from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import TASKS
-from coral_server.api.runs import MAX_LIMIT
+from coral_server.api.runs import MAX_LIMIT, MAX_RUN_ID
 from coral_server.runs.model import RUN_STATUSES
 from coral_server.scheduler import TaskFieldInvalid, preview
 from coral_server.store.runs import RunStatus
 from coral_server.store.tasks import Task
 from coral_server.tasks import Tasks
+
+MAX_OFFSET = 10**9  # a page this far in is a mistake, not a listing
 
 DEFAULT_LIMIT = 50
 
@@ -66,7 +68,7 @@ async def listing(request: web.Request) -> web.Response:
     query = request.query
     problems: list[tuple[str, str]] = []
     limit = _integer(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT, problems)
-    offset = _integer(query, "offset", 0, 0, 10**9, problems)
+    offset = _integer(query, "offset", 0, 0, MAX_OFFSET, problems)
     if problems:
         raise BadRequest("invalid task listing parameters", problems)
     filters = {
@@ -125,7 +127,7 @@ async def task_runs(request: web.Request) -> web.Response:
     query = request.query
     problems: list[tuple[str, str]] = []
     limit = _integer(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT, problems)
-    before = _integer(query, "before", 0, 1, 2**62, problems) if "before" in query else None
+    before = _integer(query, "before", 0, 1, MAX_RUN_ID, problems) if "before" in query else None
     status = query.get("status") or None
     if status is not None and status not in RUN_STATUSES:
         problems.append(("status", f"expected one of {', '.join(RUN_STATUSES)}"))

@@ -128,6 +128,10 @@ class AgentCli:
     key_variable: ClassVar[str]  # the environment variable that carries the API key
     # Flags after which the CLI never asks for permission (so it can run headless unattended).
     skip_permission_flags: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    # On a terminal: the command that ends the CLI, and whether Enter must come apart from the text
+    # typed before it (Ink-based input boxes take text and Enter in one read as a paste).
+    exit_command: ClassVar[str] = "/exit"
+    enter_apart: ClassVar[bool] = False
 
     # -- argv -----------------------------------------------------------------------------------
 
@@ -346,6 +350,8 @@ class GeminiCli(AgentCli):
     executable = "gemini"
     key_variable = "GEMINI_API_KEY"
     skip_permission_flags = (("--yolo",), ("-y",), ("--approval-mode", "yolo"))
+    exit_command = "/quit"
+    enter_apart = True
 
     def headless_argv(self, binary: str, prompt: str, flags: Sequence[str]) -> list[str]:
         # `--prompt=` keeps a prompt that starts with "-" the option's value.
@@ -422,6 +428,8 @@ class CodexCli(AgentCli):
     executable = "codex"
     key_variable = "OPENAI_API_KEY"
     skip_permission_flags = (("--dangerously-bypass-approvals-and-sandbox",), ("--yolo",))
+    exit_command = "/quit"
+    enter_apart = True
     PROVIDER = "coral"
 
     def headless_argv(self, binary: str, prompt: str, flags: Sequence[str]) -> list[str]:

@@ -26,6 +26,7 @@ from coral_server.jobs.worktree import (
     GitAuthor,
     Worktree,
     WorktreeError,
+    WorktreeResult,
     cleanup_worktree,
     create_worktree,
     finish_worktree,
@@ -44,7 +45,7 @@ from coral_server.webhooks.destinations import DestinationPolicy
 log = logging.getLogger("coral_server.jobs")
 
 SETTLE_S = 0.05  # how long a terminal screen is left to settle before it is read
-EXIT_KEYS = b"/exit\r"
+ECHO_WAIT_S = 2.0  # how long typed text may take to show before Enter follows it anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ class JobExecutor:
             remove=job.cleanup_worktree,
             author=self.settings.author,
         )
-        return None if result is None else {"worktree": result.to_json()}
+        return None if result is None else _worktree_fields(result)
 
     async def execute(self, run: Run, ctx: RunContext) -> Outcome:
         return await self.execute_job(JobSpec.model_validate(run.spec), run, ctx)
@@ -215,15 +216,20 @@ class JobExecutor:
         except Exception as exc:
             log.exception("job.finish_failed run=%s", wt.run_id)
             return {"worktree_error": str(exc)}
-        return {
-            "branch": result.branch,
-            "head_sha": result.head_sha,
-            "base_sha": result.base_sha,
-            "commit_count": result.commit_count,
-            "files_changed": [f.to_json() for f in result.files_changed],
-            "auto_committed": result.auto_committed,
-            "worktree": result.to_json(),
-        }
+        return _worktree_fields(result)
+
+
+def _worktree_fields(result: WorktreeResult) -> dict[str, Any]:
+    """What a run's result says of its work in git (after any ending, a crash's recovery included)."""
+    return {
+        "branch": result.branch,
+        "head_sha": result.head_sha,
+        "base_sha": result.base_sha,
+        "commit_count": result.commit_count,
+        "files_changed": [f.to_json() for f in result.files_changed],
+        "auto_committed": result.auto_committed,
+        "worktree": result.to_json(),
+    }
 
 
 class _Job:
@@ -389,12 +395,26 @@ class _Job:
                 continue
             if reading.idle and reading.turn_end is TurnEnd.INTERRUPTED:
                 answer = await self.ctx.wait_input("The agent stopped: what should it do instead?")
-                terminal.write(_typed(answer))
+                await self._submit(terminal, answer)
                 continue
             if reading.idle and reading.turn_end is TurnEnd.DONE:
                 with contextlib.suppress(OSError):
-                    terminal.write(EXIT_KEYS)
+                    await self._submit(terminal, self.agent.cli.exit_command)
                 return
+
+    async def _submit(self, terminal: Terminal, text: str) -> None:
+        """Type `text` into the CLI's input box and press Enter: at once, or once the text shows (or
+        after ECHO_WAIT_S) for a CLI that takes text and Enter in one read as a paste."""
+        if not self.agent.cli.enter_apart:
+            terminal.write(_typed(text))
+            return
+        self.changed.clear()
+        terminal.write(_typed(text)[:-1])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ECHO_WAIT_S):
+                await self.changed.wait()
+        await asyncio.sleep(SETTLE_S)
+        terminal.write(b"\r")
 
 
 def _typed(text: str) -> bytes:

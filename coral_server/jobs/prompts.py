@@ -43,6 +43,13 @@ class _Screen(pyte.Screen):  # type: ignore[misc]
         if self._answer is not None:
             self._answer(data)
 
+    def select_graphic_rendition(self, *attrs: int, private: bool = False) -> None:
+        # `CSI > 4 ; 2 m` (xterm's modifyOtherKeys, sent by the Gemini and Codex CLIs) is a private
+        # sequence, not a rendition: pyte passes it here with `private=True`, which its own method
+        # does not take.
+        if not private:
+            super().select_graphic_rendition(*attrs)
+
 
 class TerminalScreen:
     """A VT100 screen (pyte) fed with a CLI's raw terminal output; `lines()` is what a human sees.
@@ -307,4 +314,196 @@ def _text(rows: Sequence[str]) -> str:
     return "\n".join(row.rstrip() for row in rows).strip("\n")
 
 
-READERS: dict[str, Callable[[Sequence[str]], ScreenReading]] = {"claude": read_claude_screen}
+# -- Gemini CLI -------------------------------------------------------------------------------------
+#
+# Gemini CLI (0.61) draws a tool's permission prompt in a rounded box, the input box below it:
+#
+#     │ ? Shell  echo hi > hi.txt                 <- "? <tool>  <command or path>"
+#     │ ╭──────────────────╮
+#     │ │ echo hi > hi.txt │
+#     │ ╰──────────────────╯
+#     │ Allow execution of [Shell]?               <- the question
+#     │ ● 1. Allow once                           <- "●": the selected option; a digit picks at once
+#     │   2. Allow for this session
+#     │   3. No, suggest changes (esc)
+#
+# Busy: "⠴ Thinking... (esc to cancel, 1s)". Ready: the input row " >   Type your message or
+# @path/to/file" under a full-width rule. The model's answers are "✦ ..." rows, the user's "> ..."
+# rows; a declined (Esc) tool leaves "(i) Request cancelled." (an information sign) under it and the
+# CLI waits.
+
+_GEMINI_SELECTED = "\u25cf"  # ●
+_GEMINI_PLACEHOLDER = "Type your message or @path/to/file"
+_GEMINI_OPTION = re.compile(rf"^(?:{_GEMINI_SELECTED}\s+)?(\d)\.\s+(\S.*?)$")
+
+
+def _unbox(row: str) -> str:
+    """A row without the box edges around it (`│ text │`, nested boxes too), stripped."""
+    text = row.strip()
+    while text[:1] in ("│", "╭", "╰") or text[-1:] in ("│", "╮", "╯"):
+        if text[:1] == "│":
+            text = text[1:]
+        if text[-1:] == "│":
+            text = text[:-1]
+        if text[:1] in ("╭", "╰") or text[-1:] in ("╮", "╯"):
+            return ""  # a box's top or bottom edge
+        text = text.strip()
+    return text
+
+
+def read_gemini_screen(lines: Sequence[str]) -> ScreenReading:
+    """What the Gemini CLI's screen shows (see above for how a prompt looks)."""
+    rows = [line.rstrip() for line in lines]
+    flat = [_unbox(row) for row in rows]
+    prompt = _gemini_permission(flat)
+    if prompt is not None:
+        return ScreenReading(ScreenState.PERMISSION, prompt=prompt)
+    rule = _last_index(rows, lambda row: bool(_RULE.match(row.strip())))
+    if not rule or not _RULE.match(rows[rule].strip()):
+        return ScreenReading(ScreenState.STARTING)
+    box = next((row.strip() for row in rows[rule + 1 :] if row.strip().startswith(">")), None)
+    if box is None:
+        return ScreenReading(ScreenState.STARTING)
+    text = box[1:].strip()
+    text = "" if text == _GEMINI_PLACEHOLDER else text
+    above = [row.strip() for row in rows[:rule] if row.strip()]
+    if any("(esc to cancel" in row for row in above[-3:]):
+        return ScreenReading(ScreenState.BUSY, input_text=text)
+    user = _last_index(above, lambda row: row.startswith("> "))
+    if not above or not above[user].startswith("> "):
+        return ScreenReading(ScreenState.READY, input_text=text)  # no task given yet
+    cancelled = _last_index(above, lambda row: row.startswith("\u2139 Request cancelled"))
+    answered = _last_index(above, lambda row: row.startswith("✦"))
+    turn_end = None
+    if cancelled > user and cancelled > answered:
+        turn_end = TurnEnd.INTERRUPTED
+    elif answered > user:
+        turn_end = TurnEnd.DONE
+    return ScreenReading(ScreenState.READY, input_text=text, turn_end=turn_end)
+
+
+def _gemini_permission(flat: list[str]) -> PermissionPrompt | None:
+    options = [i for i, row in enumerate(flat) if _GEMINI_OPTION.match(row)]
+    first = next((i for i in reversed(options) if flat[i].startswith(f"{_GEMINI_SELECTED} 1.")), None)
+    if first is None:  # the selection may sit on another option: find the list's first one
+        first = next((i for i in reversed(options) if _GEMINI_OPTION.match(flat[i]).group(1) == "1"), None)  # type: ignore[union-attr]
+    if first is None:
+        return None
+    choices: list[Choice] = []
+    end = first
+    while (
+        end < len(flat)
+        and (match := _GEMINI_OPTION.match(flat[end]))
+        and int(match.group(1)) == len(choices) + 1
+    ):
+        choices.append(Choice(match.group(1), match.group(2)))
+        end += 1
+    if len(choices) < 2 or not any(_GEMINI_SELECTED in flat[i] for i in range(first, end)):
+        return None
+    question_at = next((i for i in range(first - 1, -1, -1) if flat[i].endswith("?")), None)
+    title_at = next((i for i in range(first - 1, -1, -1) if flat[i].startswith("? ")), None)
+    if question_at is None or title_at is None or title_at > question_at:
+        return None
+    tool, _, subject = flat[title_at][2:].strip().partition(" ")
+    yes = next((c.key for c in choices if c.label.startswith("Allow once")), choices[0].key)
+    return PermissionPrompt(
+        tool=tool,
+        title=flat[title_at][2:].strip(),
+        subject=subject.strip(),
+        question=flat[question_at],
+        choices=tuple(choices),
+        yes_keys=yes,
+        no_keys="\x1b",  # Esc: "No, suggest changes (esc)"
+        text=_text(flat[title_at:end]),
+    )
+
+
+# -- Codex CLI --------------------------------------------------------------------------------------
+#
+# Codex (0.171) asks before a command that wants to leave its sandbox (`on-request` approvals):
+#
+#       Would you like to run the following command?
+#       Reason: Commit hi.txt?
+#       $ echo hi > hi.txt && git add -A && git commit -qm hi
+#     > 1. Yes, proceed (y)                       <- ">" (U+203A on the screen): the selected option
+#       2. Yes, and don't ask again for commands that start with `...` (p)
+#       3. No, and tell Codex what to do differently (esc)
+#       Press enter to confirm or esc to cancel
+#
+# "y" accepts, Esc declines. Busy: "• Working (0s • esc to interrupt)". A finished turn ends with
+# "Worked for 1s"; a declined one with "■ Conversation interrupted". The user's messages and the
+# composer are "> ..." rows (U+203A again; the composer's placeholder changes from run to run).
+
+_CODEX_POINTER = "\u203a"  # single right-pointing angle quotation mark
+_CODEX_OPTION = re.compile(rf"^(?:{_CODEX_POINTER}\s+)?(\d)\.\s+(\S.*?)(?:\s+\((\w+)\))?$")
+
+
+def read_codex_screen(lines: Sequence[str]) -> ScreenReading:
+    """What the Codex CLI's screen shows (see above for how a prompt looks)."""
+    rows = [line.strip() for line in lines]
+    prompt = _codex_permission(rows)
+    if prompt is not None:
+        return ScreenReading(ScreenState.PERMISSION, prompt=prompt)
+    composer = _last_index(rows, lambda row: row.startswith(f"{_CODEX_POINTER} "))
+    if not rows or not rows[composer].startswith(f"{_CODEX_POINTER} "):
+        return ScreenReading(ScreenState.STARTING)
+    above = [row for row in rows[:composer] if row]
+    if any("esc to interrupt" in row for row in above[-3:]):
+        return ScreenReading(ScreenState.BUSY)
+    user = _last_index(above, lambda row: row.startswith(f"{_CODEX_POINTER} "))
+    if not above or not above[user].startswith(f"{_CODEX_POINTER} "):
+        return ScreenReading(ScreenState.READY)  # no task given yet
+    worked = _last_index(above, lambda row: bool(re.search(r"\bWorked for \S", row)))
+    stopped = _last_index(above, lambda row: row.startswith("■ Conversation interrupted"))
+    turn_end = None
+    if stopped > user and stopped > worked:
+        turn_end = TurnEnd.INTERRUPTED
+    elif worked > user:
+        turn_end = TurnEnd.DONE
+    # The composer's text cannot be told from its (changing) placeholder: left unknown.
+    return ScreenReading(ScreenState.READY, turn_end=turn_end)
+
+
+def _codex_permission(rows: list[str]) -> PermissionPrompt | None:
+    footer = _last_index(rows, lambda row: row.startswith("Press enter to confirm or esc to cancel"))
+    if not rows or not rows[footer].startswith("Press enter to confirm"):
+        return None
+    options = [i for i in range(footer) if _CODEX_OPTION.match(rows[i])]
+    first = next((i for i in reversed(options) if _CODEX_OPTION.match(rows[i]).group(1) == "1"), None)  # type: ignore[union-attr]
+    if first is None:
+        return None
+    choices: list[Choice] = []
+    yes = no = None
+    for i in range(first, footer):
+        match = _CODEX_OPTION.match(rows[i])
+        if match is None or int(match.group(1)) != len(choices) + 1:
+            break
+        label, shortcut = match.group(2), match.group(3)
+        choices.append(Choice(shortcut if shortcut and shortcut != "esc" else match.group(1), label))
+        if yes is None and label.startswith("Yes"):
+            yes = choices[-1].key
+        if label.startswith("No"):
+            no = "\x1b" if shortcut == "esc" else choices[-1].key
+    question_at = next(
+        (i for i in range(first - 1, -1, -1) if rows[i].endswith("?") and rows[i].startswith("Would")), None
+    )
+    if question_at is None or len(choices) < 2:
+        return None
+    command = next((row[2:] for row in rows[question_at:first] if row.startswith("$ ")), None)
+    return PermissionPrompt(
+        tool="Bash" if command is not None else "Edit",
+        title=rows[question_at],
+        subject=command or "",
+        question=rows[question_at],
+        choices=tuple(choices),
+        yes_keys=yes or choices[0].key,
+        no_keys=no or "\x1b",
+        text=_text([row for row in rows[question_at : footer + 1]]),
+    )
+
+
+READERS: dict[str, Callable[[Sequence[str]], ScreenReading]] = {
+    "claude": read_claude_screen,
+    "gemini": read_gemini_screen,
+    "codex": read_codex_screen,
+}

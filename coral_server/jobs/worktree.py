@@ -9,8 +9,11 @@ Decisions (the API and the coordinator rely on them; `repository.py` has those o
 * Finishing never loses work: uncommitted changes, untracked files included and ignored files excluded,
   are committed to the branch the worktree is on (hooks and signing off, author from the settings),
   then the worktree is unlocked. An agent that left HEAD detached on commits no branch holds gets them
-  kept on `coral/run-<id>-detached`. Cleanup then removes the worktree and prunes; the branch stays,
-  except a run branch with no commit beyond its base, which is deleted (nothing is on it).
+  kept on `coral/run-<id>-detached`. Cleanup then removes the worktree (still locked: a forced removal
+  takes it; it prunes only if that failed); the branch stays, except a run branch with no commit beyond
+  its base, which is deleted (nothing is on it). Finishing runs only the git commands the case needs:
+  a run that changed nothing costs 4 (status, rev-parse, remove, delete the empty branch), a run with
+  commits and uncommitted work 7 (status, add, commit, rev-parse, diff, rev-list, remove).
 * `create_worktree=false` (`use_repository_in_place`): the run works in the repository itself on
   whatever is checked out; nothing is created, committed or removed there. Its result reports the
   checked-out branch, HEAD before and after, and what is left uncommitted.
@@ -328,19 +331,25 @@ async def use_repository_in_place(
 
 
 async def finish_worktree(
-    wt: Worktree, *, author: GitAuthor = DEFAULT_AUTHOR, lock_wait_s: float = DEFAULT_LOCK_WAIT_S
+    wt: Worktree,
+    *,
+    author: GitAuthor = DEFAULT_AUTHOR,
+    lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+    unlock: bool = True,
 ) -> WorktreeResult:
     """After the agent has ended (however): commit what it left uncommitted, unlock, describe the work.
 
     The worktree stays; `cleanup_worktree` finishes and removes it. Safe to call more than once.
+    `unlock=False` leaves the lock for a caller that removes the worktree next (a forced removal
+    takes a locked worktree; the unlock would be one git process for nothing).
     """
     if not wt.isolated:
         return await _describe_in_place(wt)
     present = await asyncio.to_thread(_checked_out, wt.path)
-    auto_sha = await _preserve(wt, author, lock_wait_s) if present else None
-    result = await _describe(wt, present, auto_sha)
-    # No longer in use by a run: unlocked, the user may remove it the usual way.
-    await git(wt.repo_path, "worktree", "unlock", str(wt.path), check=False, lock_wait_s=lock_wait_s)
+    committed = await _preserve(wt, author, lock_wait_s) if present else False
+    result = await _describe(wt, present, committed)
+    if unlock:  # no longer in use by a run: unlocked, the user may remove it the usual way
+        await _unlock(wt, lock_wait_s)
     log.info(
         "worktree.finished run=%s branch=%s head=%s commits=%s auto_committed=%s",
         wt.run_id,
@@ -352,13 +361,18 @@ async def finish_worktree(
     return result
 
 
-async def _preserve(wt: Worktree, author: GitAuthor, lock_wait_s: float) -> str | None:
-    """Commit every uncommitted change (untracked included, ignored excluded); the new sha or None."""
+async def _unlock(wt: Worktree, lock_wait_s: float) -> None:
+    await git(wt.repo_path, "worktree", "unlock", str(wt.path), check=False, lock_wait_s=lock_wait_s)
+
+
+async def _preserve(wt: Worktree, author: GitAuthor, lock_wait_s: float) -> bool:
+    """Commit every uncommitted change (untracked included, ignored excluded); whether it committed
+    (the commit is then the worktree's HEAD)."""
     status = await git(
         wt.path, "status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=dirty"
     )
     if not status.stdout:
-        return None
+        return False
     await _git_in_worktree(wt.path, lock_wait_s, "add", "--all")
     message = f"coral: uncommitted work of run {wt.run_id}\n\n{_AUTO_COMMIT_BODY}\n"
     commit = (
@@ -368,11 +382,9 @@ async def _preserve(wt: Worktree, author: GitAuthor, lock_wait_s: float) -> str 
     r = await _git_in_worktree(wt.path, lock_wait_s, *commit, env=author.env(), check=False)
     if not r.ok:
         if "nothing to commit" in r.text or "nothing added to commit" in r.text:
-            return None
+            return False
         raise GitFailed(r, wt.path)
-    sha = (await git(wt.path, "rev-parse", "HEAD")).text.strip()
-    log.info("worktree.auto_committed run=%s sha=%s", wt.run_id, sha)
-    return sha
+    return True
 
 
 async def _git_in_worktree(path: Path, lock_wait_s: float, *args: str, **kw: Any) -> GitResult:
@@ -427,12 +439,15 @@ async def _rev(repo: Path, ref: str) -> str | None:
     return (r.text.strip() or None) if r.ok else None
 
 
-async def _describe(wt: Worktree, present: bool, auto_sha: str | None) -> WorktreeResult:
+async def _describe(wt: Worktree, present: bool, committed: bool) -> WorktreeResult:
     run_ref = f"refs/heads/{run_branch(wt.run_id)}"
     if present:
         head, ref = await _head(wt.path)
     else:  # the directory is gone: what the branch holds is what is left
         head, ref = await _rev(wt.repo_path, run_ref), run_ref
+    auto_sha = head if committed else None  # the commit `_preserve` just made is HEAD
+    if auto_sha is not None:
+        log.info("worktree.auto_committed run=%s sha=%s", wt.run_id, auto_sha)
     if present and head is not None and ref is None:  # detached: the worktree's HEAD dies with it
         tip = await _rev(wt.repo_path, run_ref)
         held = tip is not None and (
@@ -474,7 +489,7 @@ async def _describe_in_place(wt: Worktree) -> WorktreeResult:
 
 
 async def _changes(repo: Path, base: str | None, head: str | None) -> tuple[tuple[ChangedFile, ...], int]:
-    if base is None or head is None:
+    if base is None or head is None or head == base:
         return (), 0
     diff, count = await asyncio.gather(
         git(repo, "diff", "--no-ext-diff", "--no-color", "-M", "--name-status", "-z", f"{base}...{head}"),
@@ -522,25 +537,32 @@ async def cleanup_worktree(
     delete_empty_branch: bool = True,
     lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
 ) -> WorktreeResult:
-    """Finish (preserve the work), then `git worktree remove --force` and `git worktree prune`.
+    """Finish (preserve the work), then `git worktree remove --force --force` (it takes the locked
+    worktree; `git worktree prune` only when that failed).
 
     The branch stays, so every commit stays reachable; a run branch with no commit beyond its base is
     deleted (`branch_deleted`, and `branch` is then None). A run in place is never removed.
     """
-    result = await finish_worktree(wt, author=author, lock_wait_s=lock_wait_s)
     if not wt.isolated:
-        return result
+        return await finish_worktree(wt, author=author, lock_wait_s=lock_wait_s)
+    result = await finish_worktree(wt, author=author, lock_wait_s=lock_wait_s, unlock=False)
     removed = await _remove(wt.repo_path, wt.path, lock_wait_s)
+    if not removed:  # it stays: unlocked, as a finished run's worktree is
+        await _unlock(wt, lock_wait_s)
     deleted = False
-    if removed and delete_empty_branch and wt.base_sha is not None:
+    own = run_branch(wt.run_id)
+    # The run's branch is known to hold nothing when the worktree ended on it at the base; on another
+    # branch (the agent switched) the run's one may still be empty: then try.
+    empty = result.head_sha == wt.base_sha if result.branch == own else True
+    if removed and delete_empty_branch and wt.base_sha is not None and empty:
         # Atomic: git deletes the ref only if it still points at the base (no commit on it).
-        ref = f"refs/heads/{run_branch(wt.run_id)}"
+        ref = f"refs/heads/{own}"
         deleted = (
             await git(
                 wt.repo_path, "update-ref", "-d", ref, wt.base_sha, check=False, lock_wait_s=lock_wait_s
             )
         ).ok
-    branch = None if deleted and result.branch == run_branch(wt.run_id) else result.branch
+    branch = None if deleted and result.branch == own else result.branch
     log.info("worktree.removed run=%s removed=%s branch_deleted=%s", wt.run_id, removed, deleted)
     return replace(result, branch=branch, worktree_removed=removed, branch_deleted=deleted)
 
@@ -549,7 +571,9 @@ async def _remove(repo: Path, path: Path, lock_wait_s: float) -> bool:
     r = await git(
         repo, "worktree", "remove", "--force", "--force", str(path), check=False, lock_wait_s=lock_wait_s
     )
-    removed = r.ok or not await asyncio.to_thread(os.path.lexists, path)
+    if r.ok:  # git removed its entry with the directory: nothing left to prune
+        return True
+    removed = not await asyncio.to_thread(os.path.lexists, path)
     if not removed:
         # e.g. it holds initialised submodules, or is no longer a worktree: leave the files alone.
         log.warning("worktree.remove_failed path=%s error=%s", path, r.stderr.strip())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,14 @@ from coral_server.runs.model import (
     check_transition,
 )
 from coral_server.store.base import StoreUnavailable
-from coral_server.store.runs import RunChanged, RunFilter, RunNotFound, RunStore
+from coral_server.store.runs import (
+    ActiveSlot,
+    RunChanged,
+    RunFilter,
+    RunLimitReached,
+    RunNotFound,
+    RunStore,
+)
 from coral_server.supervision import owner_alive, server_owner
 
 log = logging.getLogger("coral_server.runs")
@@ -40,6 +48,29 @@ OUTPUT_KEEP = 256 * 1024  # characters of terminal output kept per run (live and
 POLL_S = 2.0
 # How long a run's last transition waits before it is stored again when the store refused it.
 STORE_RETRY_S = 1.0
+# The longest Retry-After a refusal at the cap advises (runs mostly end well before their limit).
+RETRY_AFTER_MAX_S = 60
+
+
+class CapReached(RunLimitReached):
+    """At the cap of active runs; `retry_after_s` is when trying again is worth it."""
+
+    def __init__(self, cap: int, retry_after_s: int) -> None:
+        super().__init__(cap)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(active: list[ActiveSlot], now: float) -> int:
+    """Seconds until the first started run reaches its `max_duration_s` (a slot is then sure to free),
+    at most `RETRY_AFTER_MAX_S` (runs mostly end sooner), at least 1; the most without a started run."""
+    waits = [
+        slot.started_at + slot.max_duration_s - now
+        for slot in active
+        if slot.started_at is not None and slot.max_duration_s is not None
+    ]
+    if not waits:
+        return RETRY_AFTER_MAX_S
+    return max(1, min(RETRY_AFTER_MAX_S, math.ceil(min(waits))))
 
 
 class RunNotActive(Exception):
@@ -192,7 +223,9 @@ class Runs:
         capped: bool = True,
     ) -> Run:
         """Validate and admit a run (pending); with `capped`, refuse it when the cap is reached
-        (`RunLimitReached`), otherwise it waits for a slot."""
+        (`CapReached`), otherwise it waits for a slot."""
+        if capped:  # refused before validation's git commands; `admit` counts again, authoritatively
+            await self._check_cap()
         executor = self.executors[kind]
         normalised = await executor.validate(spec)
         run = Run(
@@ -208,7 +241,12 @@ class Runs:
             task_id=task_id,
             attempt=attempt,
         )
-        await self.store.admit(run, self.cap if capped else None)
+        try:
+            await self.store.admit(run, self.cap if capped else None)
+        except RunLimitReached:  # reached since the first count: refuse with a Retry-After
+            active = await self.store.active_slots()
+            wait = retry_after_s(active, self.clock.time()) if len(active) >= self.cap else 1
+            raise CapReached(self.cap, wait) from None
         self.admitted(run)
         return run
 
@@ -218,6 +256,11 @@ class Runs:
         log.info("run.created run=%s kind=%s trigger=%s", run.id, run.kind, run.trigger)
         self._publish(run, "run_created", {"run": run_summary(run)})
         self._wake.set()
+
+    async def _check_cap(self) -> None:
+        active = await self.store.active_slots()
+        if len(active) >= self.cap:
+            raise CapReached(self.cap, retry_after_s(active, self.clock.time()))
 
     async def get(self, run_id: int) -> Run:
         ctx = self._contexts.get(run_id)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -103,11 +104,7 @@ class DockerEngine:
         if self._client is None:
 
             def connect() -> Any:
-                url = self.settings.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-                path = url.removeprefix("unix://")
-                if url.startswith("unix://") and not os.path.exists(path):
-                    # Checked first: the SDK leaks its socket when it cannot connect.
-                    raise DockerException(f"no socket at {path}")
+                _probe(self.settings.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET)
                 if self.settings.base_url:
                     client = docker.DockerClient(base_url=self.settings.base_url, max_pool_size=HTTP_POOL)
                 else:
@@ -156,6 +153,19 @@ class DockerEngine:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
+
+
+def _probe(url: str) -> None:
+    """Fail at once when a local engine's socket does not answer, closing the probe: docker-py leaves the
+    socket of a failed connect open (unclosed, for the garbage collector to warn about)."""
+    if not url.startswith("unix://"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(url.removeprefix("unix://"))
+        except OSError as exc:
+            raise DockerException(f"nothing answers at {url}: {exc}") from exc
 
 
 def _attach(api: Any, container_id: str) -> Any:

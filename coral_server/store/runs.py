@@ -98,6 +98,15 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveSlot:
+    """What the cap and its Retry-After need of an active run (no spec, no output: a cheap read)."""
+
+    status: RunStatus
+    started_at: float | None
+    max_duration_s: float | None  # the run's own time limit, when its spec has one
+
+
+@dataclass(frozen=True, slots=True)
 class RunFilter:
     """Which runs a listing returns, newest first; `before` is a keyset cursor (ids below it)."""
 
@@ -148,4 +157,9 @@ class RunStore(Protocol):
 
     async def active(self, owner: str | None = None) -> list[Run]:
         """Runs not yet ended (of `owner` when given; claimed ones included)."""
+        ...
+
+    async def active_slots(self) -> list[ActiveSlot]:
+        """Every run not yet ended, in brief: a count for a quick refusal at the cap, before the
+        authoritative one `admit` makes."""
         ...

@@ -9,6 +9,7 @@ from typing import Any, cast
 import orjson
 
 from coral_server.store.runs import (
+    ActiveSlot,
     ExitReason,
     Run,
     RunChanged,
@@ -264,6 +265,16 @@ def active(conn: sqlite3.Connection, owner: str | None) -> list[Run]:
     return [_row(r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
 
 
+def active_slots(conn: sqlite3.Connection) -> list[ActiveSlot]:
+    rows = conn.execute(
+        f"SELECT status, started_at, json_extract(spec, '$.max_duration_s') FROM runs WHERE {_ACTIVE_SQL}"
+    ).fetchall()
+    return [
+        ActiveSlot(status, started, float(limit) if isinstance(limit, int | float) else None)
+        for status, started, limit in rows
+    ]
+
+
 class SqliteRuns:
     """The `RunStore` of a SQLite store: each method is one hop to its writer thread."""
 
@@ -301,3 +312,6 @@ class SqliteRuns:
 
     async def active(self, owner: str | None = None) -> list[Run]:
         return await self._writer.read(lambda c: active(c, owner))
+
+    async def active_slots(self) -> list[ActiveSlot]:
+        return await self._writer.read(active_slots)

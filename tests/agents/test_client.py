@@ -311,6 +311,11 @@ async def test_run_forever_exits_cleanly_on_sigterm(coral: Coral) -> None:
         stderr=subprocess.PIPE,
     )
     try:
+        # A cold interpreter importing the MCP SDK takes seconds on a busy machine: the reply's 10 s
+        # count from when the echo agent is connected, not from its start.
+        await coral.wait_for(
+            ns, sid, lambda s: any(a["isConnected"] for a in s["agents"] if a["name"] == "echo")
+        )
         async with CoralAgent(await coral.connection_url(ns, sid, "tester"), "tester") as tester:
             thread = await tester.create_thread("t", ["echo"])
             await tester.send_message(thread["id"], "ping", ["echo"])

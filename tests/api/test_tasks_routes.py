@@ -89,6 +89,7 @@ async def test_a_tasks_runs_are_paged_filtered_and_listed_with_every_run(coral: 
         ("limit=0", "limit"),
         ("limit=x", "limit"),
         ("before=x", "before"),
+        ("before=6956170140609761196900352", "before"),  # beyond a SQLite integer (a 500 once)
         ("status=odd", "status"),
     ]:
         status, out = await coral.request("GET", f"/tasks/{task['id']}/runs?{query}")
@@ -121,6 +122,7 @@ async def test_bad_listing_parameters_are_named(coral: Coral) -> None:
         ("limit=201", "limit"),
         ("offset=-1", "offset"),
         ("offset=x", "offset"),
+        ("offset=99999999999999999999", "offset"),
     ]:
         status, out = await coral.request("GET", f"/tasks?{query}")
         assert status == 400, (query, out)

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
-from coral_server.api.models import RESPONSE_MODELS
+from coral_server.api.models import RESPONSE_MODELS, RUN_EVENTS
 from coral_server.api.schemas import SCHEMA_DIR
 from tests.conftest import WAIT_S, Coral, agent_spec, session_body, start_coral, wait_until
 from tests.jobs.conftest import init_git_repo
@@ -501,7 +501,11 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
         wire.seen.add(("get", wire.template(sse_path), str(sse.status)))
     check_event(wire, snapshot, "RunSnapshot")
     assert (snapshot["type"], snapshot["status"], snapshot["id"]) == ("snapshot", "waiting_input", answered)
-    await wire.call("POST", f"/api/tasks/runs/{answered}/input", "OkBody", json={"text": "yes"})
+    # Its whole stream from the start (?after=0): every event it sent, each checked against its shape.
+    async with coral.http.ws_connect(ws_url + "?after=0", headers=coral.headers) as ws:
+        await wire.call("POST", f"/api/tasks/runs/{answered}/input", "OkBody", json={"text": "yes"})
+        types = await check_run_events(wire, ws)
+    assert types[0] == "run_created" and "run_input_needed" in types and "run_output" in types, types
     await wire.call("POST", f"/api/tasks/runs/{killed}/kill", "OkBody")
     stopped = await poll(coral, f"/api/tasks/runs/{killed}", lambda r: r["status"] in FINAL)
     assert (stopped["status"], stopped["exit_reason"]) == ("killed", "user_cancelled"), stopped
@@ -518,6 +522,10 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
     first = await wire.call("GET", "/api/tasks/runs?limit=1", "RunPage")
     rest = await wire.call("GET", f"/api/tasks/runs?limit=2&before={first['next_before']}", "RunPage")
     assert [r["id"] for r in rest["runs"]] == [answered, done_id]
+    huge = "6956170140609761196900352"  # beyond a SQLite integer: found by schemathesis as a 500
+    bad = await wire.call("GET", f"/api/tasks/runs?before={huge}", "ErrorBody", status=400)
+    assert bad["errors"][0]["field"] == "before"
+    await wire.call("GET", f"/api/tasks/runs/{huge}", "ErrorBody", status=404)
     completed = await wire.call("GET", "/api/tasks/runs?status=completed&trigger=api", "RunPage")
     assert {r["id"] for r in completed["runs"]} == {answered, done_id}
 
@@ -529,6 +537,26 @@ async def drive_runs(wire: Wire, coral: Coral, tmp_path: Path) -> None:
     await wire.call("GET", "/api/tasks/runs/999", "ErrorBody", status=404)
     await wire.call("POST", "/api/tasks/runs/999/input", "ErrorBody", json={"text": "x"}, status=404)
     await wire.call("GET", "/api/tasks/runs?status=bogus", "ErrorBody", status=400)
+
+    # -- auto-accept: the prompt is answered for the run, and its stream says so
+    accepting = {**asking, "auto_accept": True, "max_auto_accepts": 1}
+    accepted = (await wire.call("POST", "/api/tasks/run", "RunSubmitted", json=accepting))["run_id"]
+    ws_url = coral.base_url.replace("http://", "ws://") + f"/ws/v1/runs/{accepted}/events?after=0"
+    async with coral.http.ws_connect(ws_url, headers=coral.headers) as ws:
+        types = await check_run_events(wire, ws)
+    assert "run_auto_accepted" in types and "run_input_needed" not in types, types
+
+
+async def check_run_events(wire: Wire, ws: aiohttp.ClientWebSocketResponse) -> list[str]:
+    """Each event of a run's stream (resumed from its start) against its shape, until its final status."""
+    types: list[str] = []
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            event = json.loads((await ws.receive()).data)
+            types.append(event["type"])
+            check_event(wire, event, RUN_EVENTS[event["type"]].__name__)
+            if event["type"] == "run_status" and event["status"] in FINAL:
+                return types
 
 
 async def drive_tasks(wire: Wire, coral: Coral) -> None:

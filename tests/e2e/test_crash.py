@@ -223,3 +223,58 @@ async def test_kill_9_then_restart_kills_every_orphan_and_reports_every_session_
     assert git(agent_repo, "show", f"coral/run-{run_id}:wip.txt") == "wip\n"
     assert not Path(run["worktree_path"]).exists()
     assert git(agent_repo, "worktree", "prune", "--dry-run") == ""
+
+
+async def test_a_job_whose_server_died_ends_server_restart_with_its_cli_killed_and_work_kept(
+    tmp_path: Path, agent_repo: Path
+) -> None:
+    """No Docker needed: only a job. Its CLI (on a pipe, the old server's) cannot be taken over by the
+    next server: it is killed, the run's uncommitted work committed to its branch, the worktree removed."""
+    claude = claude_binary()
+    marker = f"crash-{uuid.uuid4().hex}"
+    async with FakeAnthropic([bash("echo wip > wip.txt", "Start"), Hold()]) as fake:
+        extra = ["--claude-bin", str(claude), "--anthropic-base-url", fake.base_url]
+        server = Server(tmp_path / "data", marker, extra, {"CORAL_SERVER_ANTHROPIC_API_KEY": KEY})
+        worktree = Path(f"{agent_repo}_task_run_1")
+        try:
+            await server.start()
+            async with aiohttp.ClientSession() as http:
+                job = {
+                    "prompt": "work",
+                    "repo_path": str(agent_repo),
+                    "flags": "--dangerously-skip-permissions",
+                }
+                async with http.post(server.base + "/api/tasks/run", json=job) as resp:
+                    assert resp.status == 200, await resp.text()
+                    run_id = (await resp.json())["run_id"]
+                await fake.wait_for_hold()
+            assert (worktree / "wip.txt").exists()
+            server.kill9()
+            assert working_in(worktree), "the job's CLI outlived its server"
+            await server.start()
+            await wait_until(lambda: not orphans(marker, server, worktree), what="the orphaned CLI killed")
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{server.base}/api/tasks/runs/{run_id}") as resp,
+            ):
+                run = await resp.json()
+            await server.stop()
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.kill9()
+            for pid in orphans(marker, server, worktree):
+                os.kill(pid, signal.SIGKILL)
+    assert (run["status"], run["exit_reason"]) == ("failed", "server_restart"), run
+    # The result has the same fields as after any other ending.
+    result = run["result"]
+    assert (result["branch"], result["auto_committed"], result["commit_count"]) == (
+        f"coral/run-{run_id}",
+        True,
+        1,
+    ), result
+    assert [f["path"] for f in result["files_changed"]] == ["wip.txt"]
+    assert result["worktree"]["worktree_removed"] is True
+    assert git(agent_repo, "show", f"coral/run-{run_id}:wip.txt") == "wip\n"
+    assert not worktree.exists()
+    assert git(agent_repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(agent_repo, "worktree", "prune", "--dry-run") == ""

@@ -68,7 +68,9 @@ async def test_docker_echo_agents_converse_with_a_local_one(dcoral: Coral, engin
 async def test_ttl_removes_every_container(dcoral: Coral, engine: Any) -> None:
     agents = [agent_spec(f"e{i}", runtime="docker") for i in range(2)]
     ns, sid = await dcoral.create_session(session_body(agents, ttl=8000))
-    await dcoral.wait_for(ns, sid, lambda s: all(a["isConnected"] for a in s["agents"]), timeout=60)
+    # Running (the containers exist), not connected: the TTL counts from creation, and a container's
+    # SDK import under load can take most of it.
+    await dcoral.wait_for(ns, sid, lambda s: all(a["status"] == "running" for a in s["agents"]))
     assert len(labelled(engine, session=sid)) == 2
     await dcoral.wait_gone(ns, sid, timeout=30)
     assert labelled(engine, session=sid) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,16 +44,20 @@ async def server(
 async def run_until(
     coral: Coral, run_id: int, statuses: tuple[str, ...], timeout: float = 90
 ) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     run: dict[str, Any] = {}
-    while loop.time() < deadline:
+
+    async def reached() -> dict[str, Any] | None:
+        nonlocal run
         status, run = await coral.request("GET", f"/api/tasks/runs/{run_id}")
         assert status == 200, run
-        if run["status"] in statuses:
-            return run
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id} is {run.get('status')}, not {statuses}: {run}")
+        return run if run["status"] in statuses else None
+
+    return await wait_until(
+        reached,
+        timeout,
+        interval=0.1,
+        what=lambda: f"run {run_id} is {run.get('status')}, not {statuses}: {run}",
+    )
 
 
 def job(repo: Path, **extra: Any) -> dict[str, Any]:
@@ -294,9 +297,7 @@ async def test_status_webhooks_arrive_signed_and_in_order_and_output_streams_liv
                         if event["type"] == "run_status" and final:
                             break
                 await run_until(coral, run_id, ("completed",))
-                async with asyncio.timeout(30):
-                    while len(receiver.bodies) < 2:
-                        await asyncio.sleep(0.05)
+                await wait_until(lambda: len(receiver.bodies) >= 2, what="the two status webhooks")
     finally:
         await runner.cleanup()
     statuses = [(b["previous_status"], b["status"]) for b in receiver.bodies]

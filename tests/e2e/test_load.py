@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Coral, agent_spec, session_body
+from tests.conftest import Coral, agent_spec, session_body, wait_until
 from tests.processes import marked
 
 # An agent leaves `pending` as soon as its process runs: within 10 s on an idle 2-core machine, and
@@ -134,10 +134,12 @@ async def test_sessions_deleted_as_soon_as_created_leave_nothing_running(
 
     await asyncio.gather(*(churn(w) for w in range(5)))
     await delete_all(coral, [first])
-    deadline = time.monotonic() + 20
-    while (left := marked(marker) - {zygote}) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not left, f"still running after every session was deleted: {sorted(left)}"
+    await wait_until(
+        lambda: not marked(marker) - {zygote},
+        20,
+        interval=0.05,
+        what=lambda: f"still running after every session was deleted: {sorted(marked(marker) - {zygote})}",
+    )
     # The same zygote survived the churn and still forks the next agents.
     assert zygotes(marker) == {zygote}
     last = await coral.create_session(session_body([agent_spec("a"), agent_spec("b")], namespace="last"))
@@ -157,14 +159,21 @@ async def test_a_session_deleted_while_its_agents_start_stops_every_one(
         for i in range(30)
     ]
     ns, sid = await coral.create_session(session_body(sleepers, namespace="starting"))
-    deadline = time.monotonic() + 60
-    while "running" not in statuses(state := await coral.state(ns, sid)):
-        assert time.monotonic() < deadline, counts([state])
-        await asyncio.sleep(0.01)
+
+    async def one_running() -> dict[str, Any] | None:
+        state = await coral.state(ns, sid)
+        return state if "running" in statuses(state) else None
+
+    state = await wait_until(one_running, 60, interval=0.01, what="an agent running")
     still_starting = statuses(state).count("pending")
     status, _ = await coral.request("DELETE", f"/api/v1/session/{ns}/{sid}")
     assert status == 200
-    deadline = time.monotonic() + 15
-    while (left := marked(marker) - zygotes(marker)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not left, f"{len(left)} processes outlived their session ({still_starting} agents were starting)"
+    await wait_until(
+        lambda: not marked(marker) - zygotes(marker),
+        15,
+        interval=0.05,
+        what=lambda: (
+            f"{len(marked(marker) - zygotes(marker))} processes outlived their session"
+            f" ({still_starting} agents were starting)"
+        ),
+    )

@@ -17,7 +17,7 @@ import pytest
 
 from coral_server.config import BUNDLED_REGISTRY
 from coral_server.webhooks.secrets import SECRET_FILE
-from tests.conftest import agent_spec, session_body
+from tests.conftest import agent_spec, session_body, wait_until
 from tests.e2e.mcp_client import connect
 from tests.test_cli import clean_env
 
@@ -34,19 +34,15 @@ def command() -> list[str]:
 
 
 async def wait_for_text(path: Path, pattern: re.Pattern[str], proc: subprocess.Popen[bytes]) -> re.Match[str]:
-    async with asyncio.timeout(30):
-        while True:
-            match = pattern.search(path.read_text())
-            if match:
-                return match
-            assert proc.poll() is None, path.read_text()
-            await asyncio.sleep(0.05)
+    def found() -> re.Match[str] | None:
+        assert proc.poll() is None, path.read_text()
+        return pattern.search(path.read_text())
+
+    return await wait_until(found, interval=0.05, what=f"{pattern.pattern!r} in {path}")
 
 
 async def wait_for_files(paths: list[Path]) -> list[dict[str, str]]:
-    async with asyncio.timeout(30):
-        while not all(p.exists() for p in paths):
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: all(p.exists() for p in paths), interval=0.05, what=f"the files {paths}")
     return [json.loads(p.read_text()) for p in paths]
 
 
@@ -59,13 +55,12 @@ class Api:
             return resp.status, await resp.json() if resp.content_type == "application/json" else None
 
     async def state_until(self, path: str, done: Any) -> dict[str, Any]:
-        async with asyncio.timeout(30):
-            while True:
-                status, state = await self.call("GET", path)
-                assert status == 200, state
-                if done(state):
-                    return state  # type: ignore[no-any-return]
-                await asyncio.sleep(0.05)
+        async def state() -> dict[str, Any] | None:
+            status, state = await self.call("GET", path)
+            assert status == 200, state
+            return state if done(state) else None  # type: ignore[no-any-return]
+
+        return await wait_until(state, interval=0.05, what=f"the state of {path}")
 
 
 async def drive_a_session(base: str, key: str, reports: Path) -> list[str]:

@@ -29,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import HttpError as HttpError  # a turn of scripts (re-exported)
+from tests.fakes.loopback import LoopbackServer, Recorded, open_stream, send_event
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,6 @@ def bash(command: str, description: str = "Run a command") -> ToolUse:
 
 
 @dataclass(frozen=True)
-class HttpError:
-    """A turn that makes the fake answer with an HTTP error (Anthropic's error body)."""
-
-    status: int = 500
-    message: str = "fake server error"
-    kind: str = "api_error"
-
-
-@dataclass(frozen=True)
 class Hold:
     """A turn that starts streaming, then waits until `FakeAnthropic.release()` before `text`."""
 
@@ -94,14 +87,9 @@ Step = Turn | Callable[[dict[str, Any]], Turn]
 
 
 @dataclass
-class RecordedRequest:
-    """One request the fake received."""
+class RecordedRequest(Recorded):
+    """One request the fake received (`turn` None: a side request or count_tokens)."""
 
-    method: str
-    path: str
-    headers: dict[str, str]
-    json: dict[str, Any]
-    turn: int | None = None  # the script index answered (None: a side request or count_tokens)
     reply: Turn | None = None
 
     @property
@@ -157,69 +145,42 @@ def last_tool_result(request: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @dataclass
-class FakeAnthropic:
-    """An aiohttp server on 127.0.0.1 (port 0) answering the Messages API from a script."""
+class FakeAnthropic(LoopbackServer[RecordedRequest, Turn]):
+    """Answers the Messages API from a script (see the module docstring)."""
 
-    script: Sequence[Step] = ()
-    final_text: str = "I have nothing more to do."
     side_text: str = "Fake title"
     input_tokens: int = 100
     output_tokens: int = 20
-    requests: list[RecordedRequest] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._steps = list(self.script)
+        super().__post_init__()
         self._ids = itertools.count(1)
         # What the fake has said, to find where a conversation is: tool_use id / text -> turn index.
         self._turn_of_tool: dict[str, int] = {}
         self._turn_of_text: dict[str, int] = {}
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Condition()
         self._released = asyncio.Event()
         self.holding = 0  # Hold turns currently open
-        self.port = 0
 
-    # -- lifecycle ------------------------------------------------------------------------------
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/", self._head)
+        router.add_post("/v1/messages", self._messages)
+        router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        router.add_route("*", "/{tail:.*}", self._other)
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/", self._head)
-        app.router.add_post("/v1/messages", self._messages)
-        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
-        app.router.add_route("*", "/{tail:.*}", self._other)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+    def error(self, status: int, message: str, kind: str | None = None) -> web.Response:
+        body = {"type": "error", "error": {"type": kind or "api_error", "message": message}}
+        return web.json_response(body, status=status)
 
     async def close(self) -> None:
-        self._released.set()  # let held answers finish so the runner shuts down promptly
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        self._released.set()  # let held answers finish so the server shuts down promptly
+        await super().close()
 
     @property
     def base_url(self) -> str:
         """What to set `ANTHROPIC_BASE_URL` to (no `/v1`: the client adds it)."""
-        return f"http://127.0.0.1:{self.port}"
+        return self.url()
 
     # -- test helpers ---------------------------------------------------------------------------
-
-    @property
-    def turn_requests(self) -> list[RecordedRequest]:
-        """The agent loop's requests (those that got a script turn or `final_text`)."""
-        return [r for r in self.requests if r.turn is not None]
 
     @property
     def calls(self) -> int:
@@ -229,11 +190,6 @@ class FakeAnthropic:
     def release(self) -> None:
         """Let every `Hold` turn (open now or later) finish."""
         self._released.set()
-
-    async def wait_for(self, predicate: Callable[[FakeAnthropic], bool], timeout: float = 30.0) -> None:
-        """Wait until `predicate(fake)` holds (checked on every request and every hold)."""
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: predicate(self))
 
     async def wait_for_turns(self, count: int, timeout: float = 30.0) -> list[RecordedRequest]:
         """Wait until at least `count` agent-loop requests arrived; returns them."""
@@ -251,18 +207,18 @@ class FakeAnthropic:
         return web.Response(status=200)
 
     async def _other(self, request: web.Request) -> web.Response:
-        await self._record(RecordedRequest(request.method, request.path, dict(request.headers), {}))
-        return _error(404, f"the fake does not serve {request.method} {request.path}", "not_found_error")
+        await self.record(RecordedRequest(request.method, request.path, dict(request.headers), {}))
+        return self.error(404, f"the fake does not serve {request.method} {request.path}", "not_found_error")
 
     async def _count_tokens(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await self.json_body(request)
         if isinstance(body, web.Response):
             return body
-        await self._record(RecordedRequest(request.method, request.path, dict(request.headers), body))
+        await self.record(RecordedRequest(request.method, request.path, dict(request.headers), body))
         return web.json_response({"input_tokens": max(1, len(json.dumps(body)) // 4)})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+        body = await self.json_body(request)
         if isinstance(body, web.Response):
             return body
         record = RecordedRequest(request.method, request.path, dict(request.headers), body)
@@ -270,11 +226,11 @@ class FakeAnthropic:
             record.reply = self._side_reply(body)
         else:
             record.turn = self._turn_for(body)
-            record.reply = self._reply(record.turn, body)
-        await self._record(record)
+            record.reply = self.turn(record.turn, body)
+        await self.record(record)
         reply = record.reply
         if isinstance(reply, HttpError):
-            return _error(reply.status, reply.message, reply.kind)
+            return self.error(reply.status, reply.message, reply.kind)
         answer = self._answer(record.turn, reply)
         model = str(body.get("model", "claude-fake"))
         if record.stream:
@@ -305,16 +261,6 @@ class FakeAnthropic:
                 if block.get("type") == "text" and block.get("text") in self._turn_of_text:
                     return self._turn_of_text[str(block["text"])] + 1
         return 0
-
-    def _reply(self, turn: int, body: dict[str, Any]) -> Turn:
-        if turn >= len(self._steps):
-            return self.final_text
-        step = self._steps[turn]
-        try:
-            return step(body) if callable(step) else step
-        except Exception as exc:  # a broken script step must fail the test, not hang it
-            self.errors.append(exc)
-            return HttpError(500, f"script step {turn} raised {type(exc).__name__}: {exc}")
 
     def _answer(self, turn: int | None, reply: Turn) -> Answer:
         if isinstance(reply, Hold):
@@ -374,55 +320,41 @@ class FakeAnthropic:
         self, request: web.Request, model: str, answer: Answer, hold: bool
     ) -> web.StreamResponse:
         record = self.requests[-1]
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
+        response = await open_stream(request)
         message = self._message(model, answer, record.turn)
         blocks = message["content"]
         start = dict(message, content=[], stop_reason=None)
         start["usage"] = dict(self._usage(), output_tokens=1)
-        await _event(response, "message_start", {"type": "message_start", "message": start})
-        await _event(response, "ping", {"type": "ping"})
+        await send_event(response, {"type": "message_start", "message": start})
+        await send_event(response, {"type": "ping"})
         if hold:
             await self._hold()
         for index, block in enumerate(blocks):
             if block["type"] == "text":
-                await _event(
-                    response, "content_block_start", _block_start(index, {"type": "text", "text": ""})
-                )
+                await send_event(response, _block_start(index, {"type": "text", "text": ""}))
                 for chunk in _chunks(block["text"]):
-                    await _event(response, "content_block_delta", _delta(index, "text_delta", text=chunk))
+                    await send_event(response, _delta(index, "text_delta", text=chunk))
             else:
                 empty = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-                await _event(response, "content_block_start", _block_start(index, empty))
+                await send_event(response, _block_start(index, empty))
                 for chunk in _chunks(json.dumps(block["input"])):
-                    await _event(
-                        response, "content_block_delta", _delta(index, "input_json_delta", partial_json=chunk)
-                    )
-            await _event(response, "content_block_stop", {"type": "content_block_stop", "index": index})
+                    await send_event(response, _delta(index, "input_json_delta", partial_json=chunk))
+            await send_event(response, {"type": "content_block_stop", "index": index})
         delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
         usage = {"output_tokens": self.output_tokens}
-        await _event(response, "message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
-        await _event(response, "message_stop", {"type": "message_stop"})
+        await send_event(response, {"type": "message_delta", "delta": delta, "usage": usage})
+        await send_event(response, {"type": "message_stop"})
         await response.write_eof()
         return response
 
     async def _hold(self) -> None:
-        async with self._changed:
-            self.holding += 1
-            self._changed.notify_all()
+        self.holding += 1
+        await self.changed()
         try:
             await self._released.wait()
         finally:
-            async with self._changed:
-                self.holding -= 1
-                self._changed.notify_all()
-
-    async def _record(self, record: RecordedRequest) -> None:
-        async with self._changed:
-            self.requests.append(record)
-            self._changed.notify_all()
+            self.holding -= 1
+            await self.changed()
 
 
 def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -450,22 +382,3 @@ def _block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:
 
 def _delta(index: int, kind: str, **fields: str) -> dict[str, Any]:
     return {"type": "content_block_delta", "index": index, "delta": {"type": kind, **fields}}
-
-
-async def _event(response: web.StreamResponse, name: str, data: dict[str, Any]) -> None:
-    await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-
-
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        return _error(400, "request body is not JSON", "invalid_request_error")
-    if not isinstance(body, dict):
-        return _error(400, "request body must be a JSON object", "invalid_request_error")
-    return body
-
-
-def _error(status: int, message: str, kind: str) -> web.Response:
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    return web.json_response(body, status=status)

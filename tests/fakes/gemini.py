@@ -12,14 +12,13 @@ consume the script. Every request is recorded in `fake.requests`.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import HttpError, LoopbackServer, Recorded, open_stream, send_event
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,7 @@ Turn = str | FunctionCall
 
 
 @dataclass
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    json: dict[str, Any]
-    turn: int | None = None
-
+class RecordedRequest(Recorded):
     @property
     def function_responses(self) -> list[dict[str, Any]]:
         return [
@@ -54,61 +48,46 @@ class Recorded:
 
 
 @dataclass
-class FakeGemini:
-    """An aiohttp server on 127.0.0.1 (port 0) answering the Gemini API from a script."""
+class FakeGemini(LoopbackServer[RecordedRequest, Turn]):
+    """Answers the Gemini API from a script (see the module docstring)."""
 
-    script: Sequence[Turn] = ()
-    final_text: str = "I have nothing more to do."
     prompt_tokens: int = 100
     output_tokens: int = 20
-    requests: list[Recorded] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._said: dict[str, int] = {}  # the parts of each answer (as JSON) -> its turn
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Condition()
-        self.port = 0
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/{version}/models/{call:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/{version}/models/{call:.*}", self._handle)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def error(self, status: int, message: str, kind: str | None = None) -> web.Response:
+        body = {"error": {"code": status, "message": message, "status": kind or "INTERNAL"}}
+        return web.json_response(body, status=status)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def turn_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.turn is not None]
+        return self.url()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        record = Recorded(request.path, dict(request.headers), body)
+        body = await self.json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        record = RecordedRequest(request.method, request.path, dict(request.headers), body)
         if request.path.endswith(":countTokens"):
-            async with self._changed:
-                self.requests.append(record)
+            await self.record(record)
             return web.json_response({"totalTokens": self.prompt_tokens})
         if body.get("tools"):
             record.turn = self._turn_for(body)
-            reply = self.script[record.turn] if record.turn < len(self.script) else self.final_text
+            reply = self.turn(record.turn, body)
+            if isinstance(reply, HttpError):
+                await self.record(record)
+                return self.error(reply.status, reply.message, reply.kind)
             parts = [{"text": reply}] if isinstance(reply, str) else [{"functionCall": vars(reply)}]
             self._said[json.dumps(parts, sort_keys=True)] = record.turn
         else:
             parts = [{"text": _sample(body)}]
-        async with self._changed:
-            self.requests.append(record)
-            self._changed.notify_all()
+        await self.record(record)
         chunk = {
             "candidates": [
                 {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
@@ -122,11 +101,10 @@ class FakeGemini:
         }
         if ":streamGenerateContent" not in request.path:
             return web.json_response(chunk)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
-        await response.write_eof()
-        return response
+        stream = await open_stream(request)
+        await send_event(stream, chunk, named=False)
+        await stream.write_eof()
+        return stream
 
     def _turn_for(self, body: dict[str, Any]) -> int:
         for content in reversed(body.get("contents", [])):

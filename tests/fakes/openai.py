@@ -16,39 +16,27 @@ Every request is recorded (path, headers, JSON body) in `fake.requests`.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import HttpError as HttpError  # a step's reply (re-exported)
+from tests.fakes.loopback import LoopbackServer, Recorded
+
 ToolCalls = list[tuple[str, dict[str, Any]]]
-
-
-@dataclass(frozen=True)
-class HttpError:
-    """A step reply that makes the fake answer with an HTTP error."""
-
-    status: int = 500
-    message: str = "fake server error"
-
-
 Reply = str | ToolCalls | HttpError
 Step = Callable[[dict[str, Any]], Reply]
 
 
 @dataclass
-class RecordedRequest:
+class RecordedRequest(Recorded):
     """One request the fake received."""
 
-    path: str
-    headers: dict[str, str]
-    json: dict[str, Any]
     reply: Reply | None = None
 
     @property
@@ -78,87 +66,39 @@ def last_tool_result_json(request: dict[str, Any]) -> Any:
 
 
 @dataclass
-class FakeOpenAI:
-    """An aiohttp server on 127.0.0.1 (port 0) answering Chat Completions from a script."""
+class FakeOpenAI(LoopbackServer[RecordedRequest, Reply]):
+    """Answers Chat Completions with the script's steps, one per request, in order."""
 
-    script: Sequence[Step] = ()
     model: str = "fake-model"
-    final_text: str = "I have nothing more to do."
-    requests: list[RecordedRequest] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._steps = list(self.script)
+        super().__post_init__()
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Condition()
-        self.port = 0
+        self._next_step = 0
 
-    # -- lifecycle ------------------------------------------------------------------------------
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/chat/completions", self._handle)
+        router.add_post("/chat/completions", self._handle)
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
-        app.router.add_post("/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+    def error(self, status: int, message: str, kind: str | None = None) -> web.Response:
+        body = {"error": {"message": message, "type": kind or "server_error", "code": None}}
+        return web.json_response(body, status=status)
 
     @property
     def base_url(self) -> str:
         """The API base URL to configure clients with (ends in `/v1`)."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    # -- test helpers ---------------------------------------------------------------------------
-
-    async def wait_for_requests(self, count: int, timeout: float = 15.0) -> list[RecordedRequest]:
-        """Wait until at least `count` requests arrived; returns them all."""
-        async with asyncio.timeout(timeout):
-            async with self._changed:
-                await self._changed.wait_for(lambda: len(self.requests) >= count)
-        return list(self.requests)
-
-    # -- the endpoint ---------------------------------------------------------------------------
+        return self.url("/v1")
 
     async def _handle(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "request body is not JSON", "invalid_request_error")
-        if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object", "invalid_request_error")
-        record = RecordedRequest(request.path, dict(request.headers), body)
-        try:
-            if self._steps:
-                step = self._steps.pop(0)
-                record.reply = step(body)
-            else:
-                record.reply = self.final_text
-        except Exception as exc:  # a broken script step must fail the test, not hang it
-            self.errors.append(exc)
-            record.reply = HttpError(500, f"script step raised {type(exc).__name__}: {exc}")
-        async with self._changed:
-            self.requests.append(record)
-            self._changed.notify_all()
-        reply = record.reply
+        body = await self.json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        record = RecordedRequest(request.method, request.path, dict(request.headers), body)
+        record.turn, self._next_step = self._next_step, self._next_step + 1
+        record.reply = reply = self.turn(record.turn, body)
+        await self.record(record)
         if isinstance(reply, HttpError):
-            return _error(reply.status, reply.message, "server_error")
+            return self.error(reply.status, reply.message, reply.kind)
         return web.json_response(self._completion(body, reply))
 
     def _completion(self, body: dict[str, Any], reply: str | ToolCalls) -> dict[str, Any]:
@@ -184,7 +124,3 @@ class FakeOpenAI:
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
-
-
-def _error(status: int, message: str, kind: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": None}}, status=status)

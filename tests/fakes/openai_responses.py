@@ -11,15 +11,14 @@ Every request is recorded in `fake.requests`.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import HttpError, LoopbackServer, Recorded, open_stream, send_event
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,7 @@ Turn = str | FunctionCall
 
 
 @dataclass
-class Recorded:
-    headers: dict[str, str]
-    json: dict[str, Any]
-    turn: int = 0
-
+class RecordedRequest(Recorded):
     @property
     def outputs(self) -> list[dict[str, Any]]:
         """The request's `function_call_output` items, in order."""
@@ -49,48 +44,36 @@ class Recorded:
 
 
 @dataclass
-class FakeResponses:
-    """An aiohttp server on 127.0.0.1 (port 0) answering the Responses API from a script."""
-
-    script: Sequence[Turn] = ()
-    final_text: str = "I have nothing more to do."
-    requests: list[Recorded] = field(default_factory=list)
+class FakeResponses(LoopbackServer[RecordedRequest, Turn]):
+    """Answers the Responses API from a script (see the module docstring)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._ids = itertools.count(1)
         self._turn_of_call: dict[str, int] = {}
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Condition()
-        self.port = 0
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/v1/responses", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/responses", self._handle)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def error(self, status: int, message: str, kind: str | None = None) -> web.Response:
+        body = {"error": {"message": message, "type": kind or "server_error", "code": None}}
+        return web.json_response(body, status=status)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return self.url("/v1")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        record = Recorded(dict(request.headers), body)
+        body = await self.json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        record = RecordedRequest(request.method, request.path, dict(request.headers), body)
         outputs = record.outputs
         record.turn = self._turn_of_call.get(outputs[-1].get("call_id", ""), -1) + 1 if outputs else 0
-        async with self._changed:
-            self.requests.append(record)
-            self._changed.notify_all()
-        reply = self.script[record.turn] if record.turn < len(self.script) else self.final_text
+        await self.record(record)
+        reply = self.turn(record.turn, body)
+        if isinstance(reply, HttpError):
+            return self.error(reply.status, reply.message, reply.kind)
         if isinstance(reply, str):
             content = [{"type": "output_text", "text": reply, "annotations": []}]
             item = {
@@ -113,20 +96,15 @@ class FakeResponses:
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 120,
         }
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await stream.prepare(request)
+        stream = await open_stream(request)
         created = {"id": response_id, "object": "response", "status": "in_progress", "output": []}
-        await _event(stream, {"type": "response.created", "response": created})
-        await _event(stream, {"type": "response.output_item.added", "output_index": 0, "item": item})
+        await send_event(stream, {"type": "response.created", "response": created})
+        await send_event(stream, {"type": "response.output_item.added", "output_index": 0, "item": item})
         if isinstance(reply, str):
             delta = {"item_id": item["id"], "output_index": 0, "content_index": 0, "delta": reply}
-            await _event(stream, {"type": "response.output_text.delta", **delta})
-        await _event(stream, {"type": "response.output_item.done", "output_index": 0, "item": item})
+            await send_event(stream, {"type": "response.output_text.delta", **delta})
+        await send_event(stream, {"type": "response.output_item.done", "output_index": 0, "item": item})
         done = dict(created, status="completed", output=[item], usage=usage)
-        await _event(stream, {"type": "response.completed", "response": done})
+        await send_event(stream, {"type": "response.completed", "response": done})
         await stream.write_eof()
         return stream
-
-
-async def _event(stream: web.StreamResponse, data: dict[str, Any]) -> None:
-    await stream.write(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())

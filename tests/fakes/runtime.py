@@ -65,11 +65,18 @@ class FakeRuntime:
     deaf: set[str] = field(default_factory=set)
     hold: asyncio.Event | None = None  # launches wait for it when set
     handles: dict[str, FakeHandle] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)  # launches waiting on `hold`
     launched: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def launch(self, spec: LaunchSpec, log: AgentLog) -> FakeHandle:
         if self.hold is not None:
-            await self.hold.wait()
+            async with self.launched:
+                self.held.add(spec.name)
+                self.launched.notify_all()
+            try:
+                await self.hold.wait()
+            finally:
+                self.held.discard(spec.name)
         if spec.name in self.fail:
             raise LaunchFailed(self.fail[spec.name])
         handle = FakeHandle(spec, log, self.clock, spec.name in self.deaf)
@@ -77,6 +84,11 @@ class FakeRuntime:
         async with self.launched:
             self.launched.notify_all()
         return handle
+
+    async def holding(self, *names: str) -> None:
+        """Wait until the launches of `names` wait on `hold`."""
+        async with asyncio.timeout(5), self.launched:
+            await self.launched.wait_for(lambda: self.held.issuperset(names))
 
     async def started(self, *names: str) -> list[FakeHandle]:
         async with asyncio.timeout(5), self.launched:

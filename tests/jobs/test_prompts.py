@@ -164,3 +164,74 @@ def test_a_prompt_caught_half_drawn_is_not_answered_yet() -> None:
     # A real frame read while the CLI was still drawing: option 3 has no label, no footer yet.
     reading = read_claude_screen(screen("partial_frame_permission"))
     assert reading.state is not ScreenState.PERMISSION and reading.prompt is None
+
+
+def test_private_sequences_of_ink_clis_do_not_break_the_screen() -> None:
+    screen = TerminalScreen(40, 5)
+    screen.feed(b"\x1b[>4;2mhello \x1b[1mbold\x1b[0m\x1b[>4;0m")  # xterm modifyOtherKeys on and off
+    assert screen.lines()[0].rstrip() == "hello bold"
+
+
+OTHER_SCREENS = SCREENS.parent
+
+
+def other(agent_type: str, name: str) -> list[str]:
+    return (OTHER_SCREENS / agent_type / f"{name}.txt").read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("agent_type", "tool", "subject", "question", "yes", "keys"),
+    [
+        (
+            "gemini",
+            "Shell",
+            "echo hi > hi.txt && git add -A && git commit -qm hi",
+            "Allow execution of [Shell]?",
+            "1",
+            ["1", "2", "3"],
+        ),
+        (
+            "codex",
+            "Bash",
+            "echo hi > hi.txt && git add -A && git commit -qm hi",
+            "Would you like to run the following command?",
+            "y",
+            ["y", "p", "3"],
+        ),
+    ],
+)
+def test_gemini_and_codex_permission_prompts(
+    agent_type: str, tool: str, subject: str, question: str, yes: str, keys: list[str]
+) -> None:
+    name = "permission_shell" if agent_type == "gemini" else "permission_exec"
+    reading = read_screen(agent_type, other(agent_type, name))
+    assert reading.state is ScreenState.PERMISSION and reading.prompt is not None
+    prompt = reading.prompt
+    assert (prompt.tool, prompt.subject, prompt.question) == (tool, subject, question)
+    assert (prompt.yes_keys, prompt.no_keys) == (yes, "\x1b")
+    assert [c.key for c in prompt.choices] == keys
+    assert prompt.summary() == f"{tool}: {subject}"
+
+
+@pytest.mark.parametrize("agent_type", ["gemini", "codex"])
+@pytest.mark.parametrize(
+    ("name", "state", "turn_end"),
+    [
+        ("starting", ScreenState.READY, None),  # the input box shown before the task is given
+        ("busy", ScreenState.BUSY, None),
+        ("done", ScreenState.READY, TurnEnd.DONE),
+        ("declined", ScreenState.READY, TurnEnd.INTERRUPTED),
+    ],
+)
+def test_gemini_and_codex_states(agent_type: str, name: str, state: ScreenState, turn_end: TurnEnd) -> None:
+    reading = read_screen(agent_type, other(agent_type, name))
+    assert (reading.state, reading.turn_end, reading.prompt) == (state, turn_end, None)
+    if state is ScreenState.READY:
+        assert reading.idle
+
+
+def test_a_codex_answer_is_not_done_before_its_turn_is() -> None:
+    # Its final message shows a moment before "Worked for ..." closes the turn: the CLI is not ended then.
+    lines = [row for row in other("codex", "done") if "Worked for" not in row]
+    reading = read_screen("codex", lines)
+    assert (reading.state, reading.turn_end) == (ScreenState.READY, None)

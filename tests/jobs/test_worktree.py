@@ -27,16 +27,11 @@ from coral_server.jobs.worktree import (
     use_repository_in_place,
     validate_repository,
 )
+from tests.conftest import wait_until
 from tests.jobs.conftest import GitRepo
 
 MakeRepo = Callable[..., GitRepo]
 AUTHOR = GitAuthor("Coral Bot", "bot@coral.test")
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.002)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -263,7 +258,9 @@ async def test_create_retries_while_a_lock_is_held(
     lock.parent.mkdir(parents=True)
     lock.write_text("")
     task = asyncio.create_task(create_worktree(str(git_repo.path), 6, lock_wait_s=30))
-    await wait_for(lambda: any("worktree.add_retry" in r.getMessage() for r in caplog.records))
+    await wait_until(
+        lambda: any("worktree.add_retry" in r.getMessage() for r in caplog.records), interval=0.002
+    )
     assert not task.done()
     lock.unlink()  # the other git process is done
     wt = await asyncio.wait_for(task, 30)
@@ -277,7 +274,7 @@ async def test_cancelled_create_leaves_nothing_behind(make_git_repo: MakeRepo) -
     repo.commit_many_files(2_000)  # a checkout long enough to be caught in the middle
     private = repo.path / ".git" / "worktrees" / "big_task_run_1"
     task = asyncio.create_task(create_worktree(str(repo.path), 1))
-    await wait_for(private.exists)  # git is at work: it made the worktree's admin dir first
+    await wait_until(private.exists, interval=0.002)  # git is at work: it made the worktree's admin dir first
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -558,3 +555,43 @@ async def test_copy_does_not_follow_a_symlinked_directory_out_of_the_repository(
     assert wt.copied == ()
     assert not (wt.path / "build").exists()
     await cleanup_worktree(wt)
+
+
+@pytest.mark.parametrize(
+    ("work", "expected"),
+    [
+        # Nothing changed: status, HEAD, remove, and the empty branch deleted.
+        ("none", ["status", "rev-parse", "worktree remove", "update-ref"]),
+        # Commits only: no add/commit, no branch deletion attempted (it holds them), no prune.
+        ("commit", ["status", "rev-parse", "diff", "rev-list", "worktree remove"]),
+        # Commits and a draft: the draft is committed; its sha is the HEAD read anyway.
+        ("both", ["status", "add", "commit", "rev-parse", "diff", "rev-list", "worktree remove"]),
+    ],
+)
+async def test_finishing_a_run_runs_only_the_git_commands_it_needs(
+    git_repo: GitRepo, monkeypatch: pytest.MonkeyPatch, work: str, expected: list[str]
+) -> None:
+    import coral_server.jobs.git as git_module
+
+    wt = await create_worktree(str(git_repo.path), 40)
+    if work in ("commit", "both"):
+        git_repo.write("a.txt", "a\n", cwd=wt.path)
+        git_repo.commit_all("a", cwd=wt.path)
+    if work == "both":
+        git_repo.write("draft.txt", "d\n", cwd=wt.path)
+    ran: list[str] = []
+    real = git_module._run_once
+
+    async def counted(cwd: Path | str, args: tuple[str, ...], *rest: object, **kw: object) -> object:
+        words = [a for a in args if not a.startswith("-") and "=" not in a]
+        ran.append(" ".join(words[:2]) if words[0] == "worktree" else words[0])
+        return await real(cwd, args, *rest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(git_module, "_run_once", counted)
+    result = await cleanup_worktree(wt, author=AUTHOR)
+    assert ran == expected
+    assert result.worktree_removed and not wt.path.exists()
+    assert result.branch_deleted is (work == "none")
+    assert result.auto_committed is (work == "both")
+    git_repo.assert_clean_state()
+    assert git_repo.worktree_paths() == [str(git_repo.path)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import uuid
@@ -248,3 +249,14 @@ def test_hardening_takes_the_manifest_only_where_allowed() -> None:
     assert hardening(settings, ContainerRequests(read_only=False)) == Hardening(True, (), 64, False, "app")
     with pytest.raises(LaunchFailed, match="noNewPrivileges"):
         hardening(settings, ContainerRequests(no_new_privileges=False))
+
+
+async def test_without_an_engine_the_launch_fails_and_no_socket_is_left_open(tmp_path: Path) -> None:
+    # Every server start probes the engine (its orphan sweep): without one, that must not leak.
+    engine = DockerEngine(DockerSettings(base_url=f"unix://{tmp_path}/no-engine.sock"))
+    try:
+        with pytest.raises(LaunchFailed, match="docker engine not reachable"):
+            await engine.client()
+        gc.collect()  # an unclosed socket warns when collected (warnings fail the test)
+    finally:
+        engine.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from coral_server.runtimes import AgentLog, LaunchFailed, LaunchSpec, Owner
 from coral_server.runtimes.process import ProcessRuntime
+from tests.conftest import wait_until
 
 
 def spec(code: str, tmp_path: Path) -> LaunchSpec:
@@ -43,9 +43,7 @@ async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     )
     log = AgentLog()
     handle = await ProcessRuntime(now).launch(spec(code, tmp_path), log)
-    async with asyncio.timeout(5):
-        while not log.lines:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: log.lines, what="the agent's first line")
     started = time.monotonic()
     assert await handle.stop(grace=0.3) == -9
     assert time.monotonic() - started < 3

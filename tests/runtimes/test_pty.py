@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 from coral_server.runtimes import AgentLog, LaunchSpec, Owner, Terminal
 from coral_server.runtimes.process import ProcessRuntime
+from tests.conftest import wait_until
 
 SCRIPT = r"""
 import os, sys
@@ -29,12 +29,6 @@ def screen(log: AgentLog) -> str:
     return "".join(line.text for line in log.lines if line.stream == "pty")
 
 
-async def until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 async def test_process_on_a_pty_gets_a_controlling_terminal_and_typed_input(tmp_path: Path) -> None:
     spec = LaunchSpec(
         Owner("run", "1"),
@@ -47,7 +41,7 @@ async def test_process_on_a_pty_gets_a_controlling_terminal_and_typed_input(tmp_
     log = AgentLog()
     handle = await ProcessRuntime(now).launch(spec, log)
     assert isinstance(handle, Terminal)
-    await until(lambda: "Proceed? (y/n)" in screen(log))
+    await wait_until(lambda: "Proceed? (y/n)" in screen(log))
     out = screen(log)
     assert "tty True True True" in out
     assert "ctty ok" in out
@@ -65,5 +59,5 @@ async def test_stopping_a_pty_process_kills_its_group(tmp_path: Path) -> None:
     spec = LaunchSpec(Owner("run", "2"), "cli", [sys.executable, "-c", code], tmp_path, {}, pty=True)
     log = AgentLog()
     handle = await ProcessRuntime(now).launch(spec, log)
-    await until(lambda: "ready" in screen(log))
+    await wait_until(lambda: "ready" in screen(log))
     assert await handle.stop(0.2) == -9

@@ -17,6 +17,7 @@ import pytest
 from coral_server.runtimes import AgentHandle, AgentLog, LaunchSpec, Owner
 from coral_server.runtimes.process import ProcessRuntime, preloadable
 from coral_server.runtimes.zygote import Zygote, ZygoteUnavailable
+from tests.conftest import wait_until
 from tests.processes import marked
 
 
@@ -53,12 +54,11 @@ def texts(log: AgentLog, stream: str) -> list[str]:
 
 async def wait_for_line(log: AgentLog, text: str | None = None) -> str:
     """The first line (or the first that is `text`), once the agent has written it."""
-    async with asyncio.timeout(20):
-        while True:
-            found = [ln.text for ln in log.lines if text is None or ln.text == text]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.01)
+    found = await wait_until(
+        lambda: [ln.text for ln in log.lines if text is None or ln.text == text],
+        what=f"the agent's line {text!r}" if text else "the agent's first line",
+    )
+    return found[0]
 
 
 def alive(pid: int) -> bool:
@@ -154,9 +154,7 @@ async def test_stop_ends_the_whole_group(tmp_path: Path, zygote: Zygote) -> None
     grandchild = int((await wait_for_line(log)).split()[1])
     assert alive(grandchild)
     assert await handle.stop(grace=5) == -signal.SIGTERM
-    async with asyncio.timeout(5):
-        while alive(grandchild):
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: not alive(grandchild), what="the grandchild's end")
 
 
 async def test_many_at_once_share_one_zygote(tmp_path: Path, zygote: Zygote) -> None:
@@ -179,7 +177,7 @@ async def test_a_dead_zygote_is_replaced_and_its_children_still_watched(
     first = await runtime.launch(script(tmp_path, body), log)
     old = int(await wait_for_line(log))
     os.kill(old, signal.SIGKILL)  # the zygote dies; its child runs on
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: not alive(old), what="the old zygote reaped")
     assert first.pid is not None and alive(first.pid)
     # The child's exit is still noticed (without a code: it was not ours to reap).
     assert await first.stop(grace=5) == -1
@@ -241,9 +239,7 @@ async def test_cancelled_launches_leave_nothing_running_and_the_zygote_serving(
     last = await runtime.launch(spec, later)
     assert int(await wait_for_line(later)) == the_zygote
     await stop_all([first, last])
-    async with asyncio.timeout(10):
-        while marked(marker) - {the_zygote}:
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: not marked(marker) - {the_zygote}, what="every child's end")
 
 
 def silent_zygote(tmp_path: Path, ready: bool) -> str:
@@ -293,9 +289,8 @@ async def test_closing_the_server_end_kills_the_zygotes_children(tmp_path: Path)
     await wait_for_line(log, "up")
     assert handle.pid is not None
     await zygote.close()  # a server that went away without stopping its agents first
-    async with asyncio.timeout(10):
-        while alive(handle.pid):
-            await asyncio.sleep(0.01)
+    pid = handle.pid
+    await wait_until(lambda: not alive(pid), what="the agent's end")
 
 
 def test_only_the_servers_python_running_a_script_is_preloaded(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from coral_server.registry import AgentManifest
 from coral_server.runtimes import LaunchSpec, Owner
 from coral_server.sessions import Session, SessionAgent
 from coral_server.supervision import Supervisor
+from tests.conftest import loop_steps
 from tests.fakes.runtime import FakeRuntime
 
 START = 1_800_000_000.0
@@ -89,7 +90,7 @@ async def test_ttl_closes_the_session_at_its_time_and_not_before(h: Harness) -> 
     (a,) = await h.runtime.started("a")
     await h.clock.sleepers(1)
     h.clock.advance(9.999)
-    await asyncio.sleep(0)
+    await loop_steps()
     assert not session.closing
     h.clock.advance(0.001)
     await asyncio.wait_for(session.wait_closed(), 5)
@@ -107,7 +108,7 @@ async def test_an_agent_deaf_to_sigterm_is_killed_after_the_grace_period(h: Harn
     assert polite.signals == ["TERM"] and deaf.signals == ["TERM"]
     assert not closing.done()
     h.clock.advance(4.9)
-    await asyncio.sleep(0)
+    await loop_steps()
     assert not closing.done()
     h.clock.advance(0.1)
     await asyncio.wait_for(closing, 5)
@@ -129,7 +130,7 @@ async def test_a_launch_failure_ends_the_agent_with_its_error(h: Harness) -> Non
 async def test_a_launch_that_cannot_start_is_never_left_pending_when_the_session_closes(h: Harness) -> None:
     h.runtime.hold = asyncio.Event()  # the launch never completes
     session = h.session(h.agent("slow"))
-    await asyncio.sleep(0)
+    await h.runtime.holding("slow")
     await session.close("deleted")
     assert session.agents["slow"].status == "exited"
 
@@ -164,7 +165,7 @@ async def test_blocking_agents_hold_their_linked_agents_until_they_connect(h: Ha
     waiter.links.add("blocker")
     session = h.session(blocker, waiter)
     ready = asyncio.create_task(session.ready(waiter))
-    await asyncio.sleep(0.01)
+    await loop_steps()
     assert not ready.done()
     await session.mark_connected(blocker)
     await asyncio.wait_for(ready, 5)

@@ -123,7 +123,7 @@ class Attempts:
     def latest(self, id: str) -> Delivery | None:
         return next((d for d in reversed(self.seen) if d.id == id), None)
 
-    async def until(self, id: str, check: Callable[[Delivery], bool], timeout: float = 5.0) -> Delivery:
+    async def until(self, id: str, check: Callable[[Delivery], bool], timeout: float = 30.0) -> Delivery:
         def met() -> bool:
             d = self.latest(id)
             return d is not None and check(d)
