@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -462,9 +463,11 @@ class Runs:
                 log.exception("run.webhook_failed run=%s status=%s", run.id, status)
 
     def _publish(self, run: Run, type: str, data: dict[str, Any]) -> None:
-        self.events.publish(topic(run.id), type, {"runId": run.id, **data})
+        # One body for both topics (events are never changed once published): built once.
+        body = {"runId": run.id, **data}
+        self.events.publish(topic(run.id), type, body)
         if type != "run_output":  # the feed carries lifecycle, not terminal output
-            self.events.publish(SERVER_TOPIC, type, {"runId": run.id, **data})
+            self.events.publish(SERVER_TOPIC, type, body)
 
 
 def topic(run_id: int) -> str:
@@ -472,10 +475,15 @@ def topic(run_id: int) -> str:
     return f"runs/{run_id}"
 
 
-def iso(unix_s: float | None) -> str | None:
-    if unix_s is None:
-        return None
+@functools.lru_cache(maxsize=4096)
+def _iso(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso(unix_s: float | None) -> str | None:
+    """`unix_s` as ISO 8601 UTC to the millisecond; a run's times are formatted once per event it is
+    in (created, started...), so recent ones are kept formatted."""
+    return None if unix_s is None else _iso(unix_s)
 
 
 def run_summary(run: Run) -> dict[str, Any]:

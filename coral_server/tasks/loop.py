@@ -104,6 +104,12 @@ class TaskLoop:
         self.settings = settings
         self._rng = rng if rng is not None else random.Random()
         self._wake = asyncio.Event()
+        # While waiting: the time the loop wakes at by itself (None: only when woken). While a pass
+        # runs (its fires, retries and the read of the next fire time), `_passing`, and `_noted` the
+        # earliest fire time of the tasks stored meanwhile (the pass's read may have missed them).
+        self._until: float | None = None
+        self._passing = True
+        self._noted: float | None = None
         self._task: asyncio.Task[None] | None = None
         runs.on_finished.append(self._run_finished)
 
@@ -114,6 +120,17 @@ class TaskLoop:
     def wake(self) -> None:
         """Something changed (a task, a failed run): look again now."""
         self._wake.set()
+
+    def wake_for(self, at: float | None) -> None:
+        """A task was stored that is due at `at` (None: not planned): look again now unless the loop
+        already wakes by then, so creating many tasks costs no pass each. While a pass runs, `at` is
+        noted and the pass's wait ends by then (its read of the next fire time may have missed it)."""
+        if at is None:
+            self._wake.set()
+        elif self._passing:
+            self._noted = at if self._noted is None else min(self._noted, at)
+        elif self._until is None or at < self._until:
+            self._wake.set()
 
     async def start(self) -> None:
         if self._task is None:
@@ -137,6 +154,7 @@ class TaskLoop:
             log.exception("tasks.plan_failed")
         while True:
             self._wake.clear()
+            self._passing, self._noted = True, None
             until: float | None
             try:
                 await self.tick()
@@ -146,6 +164,9 @@ class TaskLoop:
             except Exception:
                 log.exception("tasks.pass_failed")
                 until = self.clock.time() + ERROR_PAUSE_S
+            if self._noted is not None:
+                until = self._noted if until is None else min(until, self._noted)
+            self._passing, self._until = False, until
             await wait_for_event(self.clock, self._wake, until)
 
     # -- planning ---------------------------------------------------------------------------------

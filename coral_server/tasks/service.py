@@ -117,7 +117,7 @@ class Tasks:
             log.info("task.deduplicated task=%s dedupe_key=%s", stored.id, stored.dedupe_key)
         else:
             log.info("task.created task=%s kind=%s next=%s", task.id, task.schedule_kind, task.next_fire_at)
-            self.loop.wake()
+            self.loop.wake_for(task.next_fire_at)
         return TaskCreated(stored, deduplicated)
 
     async def get(self, task_id: str) -> Task:

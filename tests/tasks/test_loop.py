@@ -4,6 +4,7 @@ re-planning, and restarts (none lost, none doubled)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -504,3 +505,52 @@ async def test_the_loop_sleeps_until_the_next_fire_without_polling(world: World)
     world.clock.advance(1800)  # half-way: nothing due, nothing to do
     await loop_steps(100)
     assert passes == before and world.clock.deadlines() == [(T0 + HOUR).timestamp()]
+
+
+async def test_a_task_created_later_than_the_planned_wake_up_costs_no_pass(world: World) -> None:
+    passes = 0
+    due = world.store.tasks.due
+
+    async def counted(now: float, limit: int) -> list[Any]:
+        nonlocal passes
+        passes += 1
+        return await due(now, limit)
+
+    world.store.tasks.due = counted  # type: ignore[method-assign]
+    await world.tasks.create(body())  # 09:00
+    await world.clock.sleepers(due=(T0 + HOUR).timestamp())
+    before = passes
+    for _ in range(20):  # 10:00, after the planned wake-up: nothing to look at
+        await world.tasks.create(body(schedule_expr="0 10 * * *"))
+    await loop_steps(100)
+    assert passes == before and world.clock.deadlines() == [(T0 + HOUR).timestamp()]
+    early = (await world.tasks.create(body(schedule_expr="30 8 * * *"))).task  # before it: a pass
+    await world.clock.sleepers(due=(T0 + HOUR / 2).timestamp())
+    assert passes == before + 1
+    await fire_at(world, T0 + HOUR / 2)
+    await world.wait_runs(early.id, 1)
+
+
+async def test_a_task_created_while_a_pass_reads_the_next_fire_still_wakes_the_loop(world: World) -> None:
+    """The pass's read of the next fire time missed the task (read before it was stored): the wait
+    still ends at the task's time."""
+    await world.tasks.create(body())  # 09:00
+    await world.clock.sleepers(due=(T0 + HOUR).timestamp())
+    read, release = asyncio.Event(), asyncio.Event()
+    next_fire_at = world.store.tasks.next_fire_at
+
+    async def stale() -> float | None:
+        at = await next_fire_at()
+        read.set()
+        await release.wait()
+        return at
+
+    world.store.tasks.next_fire_at = stale  # type: ignore[method-assign]
+    world.tasks.loop.wake()  # a pass: held after its read
+    await wait_until(read.is_set, what="the pass read the next fire time")
+    early = (await world.tasks.create(body(schedule_expr="30 8 * * *"))).task
+    release.set()
+    await world.clock.sleepers(due=(T0 + HOUR / 2).timestamp())
+    world.store.tasks.next_fire_at = next_fire_at  # type: ignore[method-assign]
+    await fire_at(world, T0 + HOUR / 2)
+    await world.wait_runs(early.id, 1)
