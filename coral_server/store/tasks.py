@@ -180,6 +180,11 @@ class TaskStore(Protocol):
         """The earliest `next_fire_at` of an active task."""
         ...
 
+    async def upcoming(self, limit: int) -> tuple[float | None, list[Task]]:
+        """The earliest `next_fire_at` of an active task (as `next_fire_at`) and the active tasks
+        due then (at most `limit`, by priority then id): what the scheduler fires when it wakes."""
+        ...
+
     async def plans(self, after: str, limit: int) -> list[Plan]:
         """Active tasks with a timed schedule (not `event`), by id above `after` (a keyset cursor)."""
         ...

@@ -120,6 +120,17 @@ def next_fire_at(conn: sqlite3.Connection) -> float | None:
     return None if at is None else float(at)
 
 
+def upcoming(conn: sqlite3.Connection, limit: int) -> tuple[float | None, list[Task]]:
+    rows = conn.execute(
+        "SELECT * FROM tasks WHERE next_fire_at = (SELECT MIN(next_fire_at) FROM tasks"
+        " WHERE next_fire_at IS NOT NULL AND status = 'active') AND status = 'active'"
+        " ORDER BY priority, id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    tasks = [_row(r) for r in rows]  # one statement: the earliest one's row is among them
+    return (tasks[0].next_fire_at, tasks) if tasks else (None, [])
+
+
 def plans(conn: sqlite3.Connection, after: str, limit: int) -> list[Plan]:
     cursor = conn.cursor()
     cursor.row_factory = None  # plain tuples: planning reads many rows
@@ -318,6 +329,9 @@ class SqliteTasks:
 
     async def next_fire_at(self) -> float | None:
         return await self._writer.read(next_fire_at)
+
+    async def upcoming(self, limit: int) -> tuple[float | None, list[Task]]:
+        return await self._writer.read(lambda c: upcoming(c, limit))
 
     async def plans(self, after: str, limit: int) -> list[Plan]:
         return await self._writer.read(lambda c: plans(c, after, limit))

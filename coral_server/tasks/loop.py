@@ -110,6 +110,7 @@ class TaskLoop:
         self._until: float | None = None
         self._passing = True
         self._noted: float | None = None
+        self._ahead: list[Task] = []  # the next due tasks, as the last pass read them
         self._task: asyncio.Task[None] | None = None
         runs.on_finished.append(self._run_finished)
 
@@ -158,12 +159,12 @@ class TaskLoop:
             until: float | None
             try:
                 await self.tick()
-                until = await self.store.next_fire_at()
+                until, self._ahead = await self.store.upcoming(BATCH)
             except StoreUnavailable:  # counted and logged by the store; try again shortly
-                until = self.clock.time() + ERROR_PAUSE_S
+                until, self._ahead = self.clock.time() + ERROR_PAUSE_S, []
             except Exception:
                 log.exception("tasks.pass_failed")
-                until = self.clock.time() + ERROR_PAUSE_S
+                until, self._ahead = self.clock.time() + ERROR_PAUSE_S, []
             if self._noted is not None:
                 until = self._noted if until is None else min(until, self._noted)
             self._passing, self._until = False, until
@@ -223,25 +224,35 @@ class TaskLoop:
         """Fire (or skip, by the misfire rule) every task due now; returns the runs created.
 
         Each batch of due tasks is one store transaction: their runs admitted, their next fire
-        times advanced."""
+        times advanced. The tasks the last pass read as the next due (`upcoming`) are fired first,
+        without reading them again: a wake-up's fires cost one store hop (a task changed since is
+        left alone by its compare-and-set, and the reads that follow find what is still due)."""
         now = self.clock.time()
-        created = 0
+        ahead, self._ahead = self._ahead, []
+        ready = [task for task in ahead if task.next_fire_at is not None and task.next_fire_at <= now]
+        created = (await self._fire(ready, now))[0] if ready else 0
         while True:
             due = await self.store.due(now, BATCH)
-            fires = [self._decide(task, now) for task in due]
-            progress = False
-            for fire, fired in zip(fires, await self.store.fire_many(fires) if fires else [], strict=True):
-                if fired is None:
-                    continue  # edited, paused or fired by another server meanwhile: the next pass sees it
-                progress = True
-                if fired.run is not None:
-                    log.info("task.fired task=%s run=%s for=%s", fire.task_id, fired.run.id, fire.fired_for)
-                    self._runs.admitted(fired.run)
-                    created += 1
-                elif fire.skip_reason is not None or fired.duplicate_of is not None:
-                    log.info("task.skipped task=%s reason=%s", fire.task_id, fired.task.last_skip_reason)
+            fired, progress = await self._fire(due, now) if due else (0, False)
+            created += fired
             if len(due) < BATCH or not progress:
                 return created
+
+    async def _fire(self, due: list[Task], now: float) -> tuple[int, bool]:
+        """Fire `due` in one transaction: the runs created, and whether any task was applied."""
+        fires = [self._decide(task, now) for task in due]
+        created, progress = 0, False
+        for fire, fired in zip(fires, await self.store.fire_many(fires), strict=True):
+            if fired is None:
+                continue  # edited, paused or fired by another server meanwhile: the next read sees it
+            progress = True
+            if fired.run is not None:
+                log.info("task.fired task=%s run=%s for=%s", fire.task_id, fired.run.id, fire.fired_for)
+                self._runs.admitted(fired.run)
+                created += 1
+            elif fire.skip_reason is not None or fired.duplicate_of is not None:
+                log.info("task.skipped task=%s reason=%s", fire.task_id, fired.task.last_skip_reason)
+        return created, progress
 
     def _decide(self, task: Task, now: float) -> Fire:
         """What to do with one due task: its run (if one is due) and its next fire time."""

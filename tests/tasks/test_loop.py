@@ -537,20 +537,60 @@ async def test_a_task_created_while_a_pass_reads_the_next_fire_still_wakes_the_l
     await world.tasks.create(body())  # 09:00
     await world.clock.sleepers(due=(T0 + HOUR).timestamp())
     read, release = asyncio.Event(), asyncio.Event()
-    next_fire_at = world.store.tasks.next_fire_at
+    upcoming = world.store.tasks.upcoming
 
-    async def stale() -> float | None:
-        at = await next_fire_at()
+    async def stale(limit: int) -> tuple[float | None, list[Any]]:
+        answer = await upcoming(limit)
         read.set()
         await release.wait()
-        return at
+        return answer
 
-    world.store.tasks.next_fire_at = stale  # type: ignore[method-assign]
+    world.store.tasks.upcoming = stale  # type: ignore[method-assign]
     world.tasks.loop.wake()  # a pass: held after its read
     await wait_until(read.is_set, what="the pass read the next fire time")
     early = (await world.tasks.create(body(schedule_expr="30 8 * * *"))).task
     release.set()
     await world.clock.sleepers(due=(T0 + HOUR / 2).timestamp())
-    world.store.tasks.next_fire_at = next_fire_at  # type: ignore[method-assign]
+    world.store.tasks.upcoming = upcoming  # type: ignore[method-assign]
     await fire_at(world, T0 + HOUR / 2)
     await world.wait_runs(early.id, 1)
+
+
+async def test_a_wake_up_fires_the_tasks_it_read_ahead_in_one_store_hop(world: World) -> None:
+    calls: list[str] = []
+    due, fire_many = world.store.tasks.due, world.store.tasks.fire_many
+
+    async def counted_due(now: float, limit: int) -> list[Any]:
+        calls.append("due")
+        return await due(now, limit)
+
+    async def counted_fire_many(fires: list[Any]) -> list[Any]:
+        calls.append(f"fire_many {len(fires)}")
+        return await fire_many(fires)
+
+    world.store.tasks.due = counted_due  # type: ignore[method-assign]
+    world.store.tasks.fire_many = counted_fire_many  # type: ignore[method-assign]
+    first = (await world.tasks.create(body())).task
+    second = (await world.tasks.create(body(priority=1))).task  # both at 09:00
+    await world.clock.sleepers(due=(T0 + HOUR).timestamp())
+    calls.clear()
+    world.clock.set((T0 + HOUR).timestamp())
+    await world.wait_runs(first.id, 1)
+    await world.wait_runs(second.id, 1)
+    await world.clock.sleepers(due=(T0 + 25 * HOUR).timestamp())
+    assert calls == ["fire_many 2", "due"]  # fired at once; the read after it finds nothing left
+
+
+async def test_a_task_changed_after_it_was_read_ahead_is_not_fired_from_that_read(world: World) -> None:
+    task = (await world.tasks.create(body())).task  # 09:00
+    await world.clock.sleepers(due=(T0 + HOUR).timestamp())
+    stored = await world.store.tasks.get(task.id)
+    assert stored is not None
+    stored.next_fire_at = (T0 + 2 * HOUR).timestamp()  # moved to 10:00 behind the loop's back
+    await world.store.tasks.save(stored, stored.version)
+    world.clock.set((T0 + HOUR).timestamp())  # the loop wakes at 09:00 as it planned
+    await world.clock.sleepers(due=(T0 + 2 * HOUR).timestamp())
+    assert await world.task_runs(task.id) == []
+    await fire_at(world, T0 + 2 * HOUR)
+    (run,) = await world.wait_runs(task.id, 1)
+    assert run.created_at == (T0 + 2 * HOUR).timestamp()
