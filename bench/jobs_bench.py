@@ -2,7 +2,8 @@
 """Benchmark one-time jobs against floors measured in the same run.
 
     .venv/bin/python bench/jobs_bench.py [--quick] [--rounds N] [--files N] [--part worktree|server|all]
-        [--runs N] [--cap N] [--retry-s S] [--no-queue-floor] [--claude-bin PATH]
+        [--runs N] [--cap N] [--retry-s S] [--no-queue-floor] [--settle-s S] [--claude-bin PATH]
+        [--server-log-level LEVEL] [--keep-server-log PATH]
 
 A repository of 10,000 committed files is generated once, in a temp dir, and used by every part.
 
@@ -27,7 +28,7 @@ A repository of 10,000 committed files is generated once, in a temp dir, and use
       running, waiting_input) and counts the server's `claude` processes in /proc; afterwards the
       runs' own timestamps give the exact overlap. Beside it, the floor: the same number of hand runs
       through a semaphore of the same size, half before and half after the server's runs (so a drift
-      of the machine's load falls on both).
+      of the machine's load falls on both), each block `--settle-s` after the one before (see `settle`).
 
 Everything runs on this machine in temp dirs that are removed at the end; nothing leaves 127.0.0.1.
 """
