@@ -294,7 +294,8 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
     }
 
     # -- stop an agent as its puppet, then close the session: its final state is still readable
-    await wire.call("DELETE", f"/api/v1/puppet/{ns}/{sid}/peer", "PuppetAgentAnswer")
+    stopped = await wire.call("DELETE", f"/api/v1/puppet/{ns}/{sid}/peer", "PuppetAgentAnswer")
+    check_event(wire, stopped["agent"], "AgentState")  # the state inside, on its own schema too
     await wire.call("DELETE", f"/api/v1/local/session/{ns}/{alias['sessionId']}", None)
     await wire.call("DELETE", f"/api/v1/session/{ns}/{sid}", None)
     final = await poll(coral, f"/api/v1/session/{ns}/{sid}", lambda s: "closedAt" in s)
