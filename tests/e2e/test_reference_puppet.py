@@ -83,7 +83,9 @@ async def test_errors_have_the_reference_status_and_message(coral: Coral) -> Non
     tid = created["thread"]["id"]
     cases: list[tuple[str, str, str, Any, int]] = [
         ("POST", "ghost", "/thread", {"threadName": "t", "participantNames": []}, 404),  # no such agent
+        ("POST", "human", "/thread", {"threadName": "t", "participantNames": ["ghost"]}, 404),
         ("POST", "human", "/thread/message", {"threadId": "zz", "content": "x", "mentions": []}, 404),
+        ("POST", "human", "/thread/participant", {"threadId": tid, "participantName": "ghost"}, 404),
         # mentioning an agent of the session that is not in the thread: 404, as the reference
         ("POST", "human", "/thread/message", {"threadId": tid, "content": "x", "mentions": ["b"]}, 404),
         ("POST", "human", "/thread/message", {"threadId": tid, "content": "x", "mentions": ["human"]}, 400),
