@@ -34,8 +34,12 @@ def main() -> None:
             return
         replies += 1
         await agent.send_message(message["threadId"], prefix + text, [sender])
+        print(f"replied to {sender} in thread {message['threadId']} ({replies}/{max_replies})", flush=True)
 
-    CoralAgent.run_forever(on_mention)
+    async def on_start(agent: CoralAgent) -> None:
+        print(f"{agent.name} connected; echoing mentions with prefix {prefix!r}", flush=True)
+
+    CoralAgent.run_forever(on_mention, on_start=on_start)
 
 
 if __name__ == "__main__":

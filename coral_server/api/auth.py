@@ -83,9 +83,30 @@ def presented_key(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def auth_middleware(keys: tuple[str, ...], logins: Logins, *, any_origin: bool = False) -> Middleware:
-    """401 unless the request carries a key: `Authorization: Bearer`, `?token=` (WebSockets), or the
+def carries_a_key(request: web.Request, keys: list[bytes], logins: Logins, *, any_origin: bool) -> bool:
+    """The request carries one of `keys`: `Authorization: Bearer`, `?token=` (WebSockets), or the
     login cookie (from this server's own pages, or any origin when CORS is open to any host)."""
+    given = presented_key(request)
+    if given is not None and _matches(given, keys):
+        return True
+    cookie = request.cookies.get(COOKIE)
+    if cookie and (any_origin or same_origin(request)):
+        key = logins.key_of(cookie)
+        return key is not None and _matches(key, keys)
+    return False
+
+
+def logged_in(request: web.Request) -> bool:
+    """No auth keys are set, or the request carries one (see `carries_a_key`)."""
+    settings = request.app[SETTINGS]
+    if not settings.auth_keys:
+        return True
+    keys = [k.encode() for k in settings.auth_keys]
+    return carries_a_key(request, keys, request.app[LOGINS], any_origin=settings.allow_any_host)
+
+
+def auth_middleware(keys: tuple[str, ...], logins: Logins, *, any_origin: bool = False) -> Middleware:
+    """401 unless the request carries a key (see `carries_a_key`)."""
     encoded = [k.encode() for k in keys]
     SECRETS.add(*keys)  # for the life of the process, as the keys are
 
@@ -93,14 +114,8 @@ def auth_middleware(keys: tuple[str, ...], logins: Logins, *, any_origin: bool =
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not encoded or not request.path.startswith(PROTECTED) or request.path in PUBLIC_PATHS:
             return await handler(request)
-        given = presented_key(request)
-        if given is not None and _matches(given, encoded):
+        if carries_a_key(request, encoded, logins, any_origin=any_origin):
             return await handler(request)
-        cookie = request.cookies.get(COOKIE)
-        if cookie and (any_origin or same_origin(request)):
-            key = logins.key_of(cookie)
-            if key is not None and _matches(key, encoded):
-                return await handler(request)
         response = error_response(401, "missing or invalid bearer key")
         response.headers["WWW-Authenticate"] = 'Bearer realm="coral"'
         return response
@@ -120,16 +135,40 @@ def redirect_target(to: str | None) -> str:
     return to
 
 
+def _action_result(kind: str, status: int, location: str | None = None) -> web.Response:
+    """A SvelteKit form action's result (`{type, status, location?}`), for a form posted with fetch."""
+    body: dict[str, object] = {"type": kind, "status": status}
+    if location is not None:
+        body["location"] = location
+    return web.json_response(body, status=200 if kind != "failure" else status)
+
+
 async def login(request: web.Request) -> web.StreamResponse:
-    """`POST /api/v1/auth/token` (form field `token`, `?to=`): the login cookie, then a 303 to `to`."""
+    """`POST /api/v1/auth/token` (form field `token`, `?to=`): the login cookie, then a 303 to `to`.
+
+    The console's in-app login dialog posts the same form with fetch (SvelteKit's `enhance`, header
+    `x-sveltekit-action: true`) and reads the answer as an action result: it gets
+    `{"type": "success"}` (or `{"type": "redirect", "location"}` when `to` is given) and the cookie,
+    or `{"type": "failure", "status": 401}`, instead of a redirect to a page it cannot parse.
+    """
     keys = request.app[SETTINGS].auth_keys
     form = await request.post()
     token = form.get("token")
-    response = web.Response(status=303, headers={"Location": redirect_target(request.query.get("to"))})
+    target = redirect_target(request.query.get("to"))
+    if request.headers.get("x-sveltekit-action") == "true":
+        response = (
+            _action_result("redirect", 303, target)
+            if "to" in request.query
+            else _action_result("success", 200)
+        )
+    else:
+        response = web.Response(status=303, headers={"Location": target})
     if not keys:
         return response  # an open API: nothing to log in to
     if not isinstance(token, str) or not _matches(token, [k.encode() for k in keys]):
         log.info("auth.login_refused remote=%s", request.remote)
+        if request.headers.get("x-sveltekit-action") == "true":
+            return _action_result("failure", 401)
         return error_response(401, "invalid token")
     value = request.app[LOGINS].open(token)
     response.set_cookie(COOKIE, value, path="/", httponly=True, samesite="Lax", secure=request.secure)

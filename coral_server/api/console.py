@@ -2,16 +2,24 @@
 
 A path is the file itself (a folder: its `index.html`), else `<path>.html` (the console's pages),
 else the build's `404.html` (with status 404). Nothing outside the folder is ever served.
+
+With auth keys set, a page (not the login page, not an asset) asked for without a key or login
+cookie leads to the console's login page (`login?to=` that page, `token=` kept), so the console
+starts logged in: its live streams open only on a page loaded with the cookie.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 from aiohttp import web
 
+from coral_server.api.auth import logged_in
+
 PREFIX = "/ui/console"
 CONSOLE_DIR = web.AppKey("console_dir", Path)
+LOGIN_PAGE = "login.html"
 
 
 def _inside(root: Path, relative: str) -> Path | None:
@@ -48,6 +56,11 @@ async def serve(request: web.Request) -> web.StreamResponse:
     if answer is None:
         raise web.HTTPNotFound()
     path, status = answer
+    if path.suffix == ".html" and path.name != LOGIN_PAGE and not logged_in(request):
+        query = {k: v for k, v in request.query.items() if k != "token"}
+        to = request.path + ("?" + urlencode(query) if query else "")
+        params = {"to": to} | ({"token": request.query["token"]} if "token" in request.query else {})
+        raise web.HTTPSeeOther(f"{PREFIX}/login?{urlencode(params)}")
     return web.FileResponse(path, status=status)
 
 

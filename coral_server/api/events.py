@@ -261,13 +261,22 @@ def _ready(snapshot: Mapping[str, Any]) -> Callable[[], Awaitable[Mapping[str, A
 
 
 async def open_reference_stream(request: web.Request) -> EventStream:
-    """A session's events from now on, as the reference sends them (404 if the session is unknown)."""
+    """A session's events from now on, as the reference sends them (404 if the session is unknown);
+    agents' output lines only with `?types=agent_log`."""
     info = request.match_info
     session: Session = request.app[SESSIONS].get(info["namespace"], info["session"])
     bus = request.app[EVENTS]
     if session.events is None:  # closed: nothing more will happen
         return EventStream(None, None, None, event_views.reference_event)
-    return EventStream(None, bus.subscribe(session.topic), _types(request), event_views.reference_event)
+    types = _types(request)
+    # Agents' output goes to /ws/v1/logs, as the reference sends it; here (where the reference's
+    # console warns about each event it does not know) only when asked for by `types`.
+    accept = None if types is not None else _not_output
+    return EventStream(None, bus.subscribe(session.topic), types, event_views.reference_event, accept)
+
+
+def _not_output(event: Event) -> bool:
+    return event.type != "agent_log"
 
 
 def _annotation_filters(request: web.Request) -> dict[str, str]:

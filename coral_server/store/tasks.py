@@ -105,6 +105,28 @@ class Fired:
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """What planning needs of an active timed task (a few columns, not the whole record)."""
+
+    task_id: str
+    version: int
+    schedule_kind: str
+    schedule_expr: str | None
+    timezone: str
+    next_fire_at: float | None
+    snoozed_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Replan:
+    """A planning correction: `next_fire_at` becomes `next_fire_at` if the task is still at `version`."""
+
+    task_id: str
+    version: int
+    next_fire_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class PendingRetry:
     """A failed task run whose retry is not decided yet, with its task (None: the task is gone)."""
 
@@ -133,6 +155,10 @@ class TaskStore(Protocol):
         task and True."""
         ...
 
+    async def insert_many(self, tasks: list[Task]) -> list[tuple[Task, bool]]:
+        """`insert` each of `tasks`, all in one transaction."""
+        ...
+
     async def get(self, task_id: str) -> Task | None: ...
 
     async def listing(self, where: TaskFilter) -> list[Task]: ...
@@ -152,6 +178,15 @@ class TaskStore(Protocol):
 
     async def next_fire_at(self) -> float | None:
         """The earliest `next_fire_at` of an active task."""
+        ...
+
+    async def plans(self, after: str, limit: int) -> list[Plan]:
+        """Active tasks with a timed schedule (not `event`), by id above `after` (a keyset cursor)."""
+        ...
+
+    async def replan(self, replans: list[Replan]) -> int:
+        """Apply each of `replans` whose task is still active at its version, in one transaction;
+        returns how many were applied."""
         ...
 
     async def by_topic(self, topic: str) -> list[Task]:

@@ -14,6 +14,8 @@ from coral_server.store.tasks import (
     Fire,
     Fired,
     PendingRetry,
+    Plan,
+    Replan,
     Task,
     TaskChanged,
     TaskFilter,
@@ -25,6 +27,7 @@ from coral_server.store.writer import Writer
 
 _COLUMNS = tuple(f.name for f in fields(Task))
 _ACTIVE_RUN_SQL = "status IN ('pending', 'running', 'waiting_input')"
+_IN_CHUNK = 500  # ids per `IN (...)` query
 
 
 def _row(row: sqlite3.Row) -> Task:
@@ -117,6 +120,31 @@ def next_fire_at(conn: sqlite3.Connection) -> float | None:
     return None if at is None else float(at)
 
 
+def plans(conn: sqlite3.Connection, after: str, limit: int) -> list[Plan]:
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: planning reads many rows
+    rows = cursor.execute(
+        "SELECT id, version, schedule_kind, schedule_expr, timezone, next_fire_at, snoozed_until FROM tasks"
+        # `+status`: walk the primary key from the cursor on (the status index would sort every
+        # active task again for each page).
+        " WHERE id > ? AND +status = 'active' AND schedule_kind != 'event' ORDER BY id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [Plan(*row) for row in rows]
+
+
+def replan(conn: sqlite3.Connection, replans: list[Replan]) -> int:
+    applied = 0
+    for item in replans:
+        cursor = conn.execute(
+            "UPDATE tasks SET next_fire_at = ?, version = version + 1"
+            " WHERE id = ? AND version = ? AND status = 'active'",
+            (item.next_fire_at, item.task_id, item.version),
+        )
+        applied += cursor.rowcount
+    return applied
+
+
 def by_topic(conn: sqlite3.Connection, topic: str) -> list[Task]:
     rows = conn.execute(
         "SELECT * FROM tasks WHERE schedule_kind = 'event' AND schedule_expr = ? AND status = 'active'"
@@ -142,8 +170,22 @@ def _duplicate(conn: sqlite3.Connection, task: Task, at: float) -> Run | None:
     return None if row is None else runs_sql._row(row)
 
 
-def apply_fire(conn: sqlite3.Connection, fire: Fire) -> Fired | None:
-    task = get(conn, fire.task_id)
+def fire_many(conn: sqlite3.Connection, fires: list[Fire]) -> list[Fired | None]:
+    """`apply_fire` for each of `fires` (one transaction: the caller's), their tasks read in one
+    query per chunk instead of one each. Still one compare-and-set per task: a task changed since its
+    fire was decided (another server fired it, a user edited it) is left alone and answers None."""
+    known: dict[str, Task] = {}
+    ids = list(dict.fromkeys(fire.task_id for fire in fires))
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        rows = conn.execute(f"SELECT * FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        known.update((task.id, task) for task in map(_row, rows))
+    return [apply_fire(conn, fire, known) for fire in fires]
+
+
+def apply_fire(conn: sqlite3.Connection, fire: Fire, known: dict[str, Task] | None = None) -> Fired | None:
+    """Apply one fire; `known` holds its task as read in this transaction (else it is read here)."""
+    task = known.get(fire.task_id) if known is not None else get(conn, fire.task_id)
     if task is None or task.version != fire.expect_version or task.status not in fire.statuses:
         return None
     run = fire.run
@@ -256,6 +298,9 @@ class SqliteTasks:
     async def insert(self, task: Task) -> tuple[Task, bool]:
         return await self._writer.write(lambda c: insert(c, task))
 
+    async def insert_many(self, tasks: list[Task]) -> list[tuple[Task, bool]]:
+        return await self._writer.write(lambda c: [insert(c, task) for task in tasks])
+
     async def get(self, task_id: str) -> Task | None:
         return await self._writer.read(lambda c: get(c, task_id))
 
@@ -274,6 +319,12 @@ class SqliteTasks:
     async def next_fire_at(self) -> float | None:
         return await self._writer.read(next_fire_at)
 
+    async def plans(self, after: str, limit: int) -> list[Plan]:
+        return await self._writer.read(lambda c: plans(c, after, limit))
+
+    async def replan(self, replans: list[Replan]) -> int:
+        return await self._writer.write(lambda c: replan(c, replans))
+
     async def by_topic(self, topic: str) -> list[Task]:
         return await self._writer.read(lambda c: by_topic(c, topic))
 
@@ -281,7 +332,7 @@ class SqliteTasks:
         return await self._writer.write(lambda c: apply_fire(c, fire))
 
     async def fire_many(self, fires: list[Fire]) -> list[Fired | None]:
-        return await self._writer.write(lambda c: [apply_fire(c, fire) for fire in fires])
+        return await self._writer.write(lambda c: fire_many(c, fires))
 
     async def pending_retries(self, after: int, limit: int) -> list[PendingRetry]:
         return await self._writer.read(lambda c: pending_retries(c, after, limit))

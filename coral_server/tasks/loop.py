@@ -31,8 +31,8 @@ from coral_server.runs.service import Runs
 from coral_server.scheduler import DEFAULT_GRACE, Backoff, BackoffStrategy, Schedules
 from coral_server.store.base import StoreUnavailable
 from coral_server.store.runs import Run, Trigger
-from coral_server.store.tasks import Fire, PendingRetry, Task, TaskStore
-from coral_server.tasks.planning import decide
+from coral_server.store.tasks import Fire, PendingRetry, Replan, Task, TaskStore
+from coral_server.tasks.planning import decide, plan_next
 
 __all__ = ["PIPELINE", "TaskLoop", "TaskSettings", "new_run"]
 
@@ -40,6 +40,7 @@ log = logging.getLogger("coral_server.tasks")
 
 PIPELINE = "pipeline"  # the run kind of a task's runs
 BATCH = 500  # tasks (or retries) read per store hop
+PLAN_BATCH = 5000  # tasks read per store hop while planning
 # A fire this late is on time whatever the grace: the loop's own wake-up delay on a busy machine is
 # not a misfire (with a grace of 0, every real fire would be skipped otherwise).
 ON_TIME_S = 1.0
@@ -130,6 +131,10 @@ class TaskLoop:
             self.wake()
 
     async def _loop(self) -> None:
+        try:
+            await self.plan()
+        except Exception:  # StoreUnavailable included: the plans stored stand, fires go on
+            log.exception("tasks.plan_failed")
         while True:
             self._wake.clear()
             until: float | None
@@ -143,10 +148,53 @@ class TaskLoop:
                 until = self.clock.time() + ERROR_PAUSE_S
             await wait_for_event(self.clock, self._wake, until)
 
+    # -- planning ---------------------------------------------------------------------------------
+
+    async def plan(self) -> int:
+        """Check every active task's planned fire against its schedule as this server reads it (at
+        start-up: time zone rules or the planner may have changed since it was stored); a plan that
+        differs is corrected (compare-and-set on its version). Returns the tasks checked.
+
+        A task that is due (or snoozed) is left to `fire_due` (the misfire rule decides it). Tasks
+        sharing a schedule share its `Schedule` and its next fire: each distinct schedule is walked
+        once per pass."""
+        now = self.clock.time()
+        checked = 0
+        after = ""
+        nexts: dict[tuple[str, str | None, str], float | None] = {}
+        while True:
+            page = await self.store.plans(after, PLAN_BATCH)
+            replans: list[Replan] = []
+            for item in page:
+                if item.snoozed_until is not None or (
+                    item.next_fire_at is not None and item.next_fire_at <= now
+                ):
+                    continue
+                key = (item.schedule_kind, item.schedule_expr, item.timezone)
+                if key in nexts:
+                    planned = nexts[key]
+                else:
+                    try:
+                        schedule = self._schedules.load(*key)
+                        planned = nexts[key] = plan_next(schedule, now, None)
+                    except Exception:  # a stored schedule that no longer loads: its fire disarms it
+                        log.exception("task.plan_failed task=%s", item.task_id)
+                        continue
+                if planned != item.next_fire_at:
+                    replans.append(Replan(item.task_id, item.version, planned))
+            checked += len(page)
+            if replans:
+                applied = await self.store.replan(replans)
+                log.warning("tasks.replanned count=%s", applied)
+            if len(page) < PLAN_BATCH:
+                return checked
+            after = page[-1].task_id
+
     async def tick(self) -> None:
-        """One pass: decide the retries waiting for a decision, then fire every due task."""
-        await self.decide_retries()
+        """One pass: fire every due task (first: a fire is due at an instant, a retry waits for its
+        backoff anyway), then decide the retries waiting for a decision."""
         await self.fire_due()
+        await self.decide_retries()
 
     # -- fires ------------------------------------------------------------------------------------
 

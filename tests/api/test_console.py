@@ -43,11 +43,16 @@ async def served(tmp_path: Path, build: Path) -> AsyncIterator[Coral]:
         yield server
 
 
-async def fetch(coral: Coral, path: str) -> tuple[int, str, str]:
-    """GET without a key (the console's files are public), not following redirects."""
+async def fetch(coral: Coral, path: str, key: str | None = "k1") -> tuple[int, str, str]:
+    """GET with the key (without one a page leads to the login page: see test_console_drive.py),
+    not following redirects."""
     async with (
         aiohttp.ClientSession() as http,
-        http.get(coral.base_url + path, allow_redirects=False) as resp,
+        http.get(
+            coral.base_url + path,
+            allow_redirects=False,
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+        ) as resp,
     ):
         return resp.status, resp.content_type, await resp.text(errors="replace")
 
@@ -111,7 +116,7 @@ async def test_the_root_leads_to_the_console(served: Coral) -> None:
 
 
 async def test_the_api_still_needs_its_key_beside_a_console(served: Coral) -> None:
-    assert (await fetch(served, "/api/v1/local/namespace"))[0] == 401
+    assert (await fetch(served, "/api/v1/local/namespace", key=None))[0] == 401
 
 
 async def test_without_the_setting_there_is_no_console(coral: Coral) -> None:
