@@ -2,7 +2,8 @@
 """Benchmark one-time jobs against floors measured in the same run.
 
     .venv/bin/python bench/jobs_bench.py [--quick] [--rounds N] [--files N] [--part worktree|server|all]
-        [--runs N] [--cap N] [--retry-s S] [--no-queue-floor] [--claude-bin PATH]
+        [--runs N] [--cap N] [--retry-s S] [--no-queue-floor] [--settle-s S] [--claude-bin PATH]
+        [--server-log-level LEVEL] [--keep-server-log PATH]
 
 A repository of 10,000 committed files is generated once, in a temp dir, and used by every part.
 
@@ -27,7 +28,7 @@ A repository of 10,000 committed files is generated once, in a temp dir, and use
       running, waiting_input) and counts the server's `claude` processes in /proc; afterwards the
       runs' own timestamps give the exact overlap. Beside it, the floor: the same number of hand runs
       through a semaphore of the same size, half before and half after the server's runs (so a drift
-      of the machine's load falls on both).
+      of the machine's load falls on both), each block `--settle-s` after the one before (see `settle`).
 
 Everything runs on this machine in temp dirs that are removed at the end; nothing leaves 127.0.0.1.
 """
@@ -264,12 +265,14 @@ class RunTimes:
 
 
 @contextlib.asynccontextmanager
-async def coral_server(tmp: Path, claude: Path, fake: FakeAnthropic, cap: int) -> AsyncIterator[Coral]:
+async def coral_server(
+    tmp: Path, claude: Path, fake: FakeAnthropic, cap: int, log_level: str = "WARNING"
+) -> AsyncIterator[Coral]:
     """A server process (`python -m coral_server`) whose claude CLI talks to `fake`."""
     data = tmp / "data"
     log_path = tmp / "server.log"
     cmd = [sys.executable, "-m", "coral_server", "--port", "0", "--data-dir", str(data)]
-    cmd += ["--log-level", "WARNING", "--claude-bin", str(claude), "--anthropic-base-url", fake.base_url]
+    cmd += ["--log-level", log_level, "--claude-bin", str(claude), "--anthropic-base-url", fake.base_url]
     cmd += ["--max-concurrent-jobs", str(cap)]
     env = {**os.environ, "CORAL_SERVER_ANTHROPIC_API_KEY": API_KEY}
     # The log goes to a file: an undrained pipe would block the server once full.
@@ -426,11 +429,13 @@ async def part_server(args: argparse.Namespace, tmp: Path, repo: Path) -> None:
     print(f"   load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     async with FakeAnthropic(SCRIPT) as fake:
         hand = Hand(repo, tmp, claude, Endpoint(Secret(API_KEY), fake.base_url))
-        async with coral_server(tmp, claude, fake, args.cap) as coral:
+        async with coral_server(tmp, claude, fake, args.cap, args.server_log_level) as coral:
             try:
                 await one_job_rounds(args, coral, hand, repo)
                 await queue_through_cap(args, coral, hand, repo)
             finally:
+                if args.keep_server_log:
+                    shutil.copyfile(coral.log_path, args.keep_server_log)
                 lines = coral.server_lines()
                 print(f"   server log lines (WARNING and above): {len(lines)}")
                 for line in lines[:20]:
@@ -578,6 +583,18 @@ class Floor:
     server_cpu: float
 
 
+async def settle(args: argparse.Namespace) -> None:
+    """Let the files the previous block deleted age before the next block creates its worktrees.
+
+    On ext4 without a journal (this machine's disk, for one) the kernel does not reuse an inode freed
+    in the last ~30 s, and skips each such inode one by one on every allocation: a 10,000-file
+    checkout within 30 s of removing a few worktrees of the same size takes 5-20x longer. Without a
+    pause, whichever block comes right after another's removals would pay for them.
+    """
+    if args.settle_s > 0:
+        await asyncio.sleep(args.settle_s)
+
+
 async def queue_floor(coral: Coral, hand: Hand, runs: int, cap: int, name: str) -> Floor:
     slots = asyncio.Semaphore(cap)
 
@@ -601,7 +618,9 @@ async def queue_through_cap(args: argparse.Namespace, coral: Coral, hand: Hand, 
     )
     floors: list[Floor] = []
     if args.queue_floor:  # its first half before the server's runs, its second after them
+        await settle(args)
         floors.append(await queue_floor(coral, hand, args.runs // 2, args.cap, "q1"))
+        await settle(args)
 
     ids: list[int] = []
     followers: list[asyncio.Task[RunTimes]] = []
@@ -636,6 +655,7 @@ async def queue_through_cap(args: argparse.Namespace, coral: Coral, hand: Hand, 
                 task.cancel()
     server_cpu = process_cpu(coral.proc.pid) - cpu_before
     if args.queue_floor:
+        await settle(args)
         floors.append(await queue_floor(coral, hand, args.runs - args.runs // 2, args.cap, "q2"))
     errors += [f"{e!r}" for e in ended if isinstance(e, BaseException)] + peaks.errors
 
@@ -734,6 +754,11 @@ async def main() -> None:
         "--no-queue-floor", dest="queue_floor", action="store_false", help="skip the hand runs beside 2c"
     )
     parser.add_argument("--claude-bin", help="the claude CLI (default: as the server finds it)")
+    parser.add_argument(
+        "--settle-s", type=float, default=35.0, help="pause between the blocks of 2c (see `settle`)"
+    )
+    parser.add_argument("--server-log-level", default="WARNING", help="the server's --log-level")
+    parser.add_argument("--keep-server-log", metavar="PATH", help="copy the server's log to PATH")
     args = parser.parse_args()
     if args.rounds is None:
         args.rounds = 3 if args.quick else 7

@@ -122,7 +122,7 @@ async def run(args: argparse.Namespace) -> None:
                 async with http.post(
                     f"{puppet}/thread", json={"threadName": "t", "participantNames": ["you"]}
                 ) as r:
-                    thread = (await r.json())["id"]
+                    thread = (await r.json())["thread"]["id"]
                 sem = asyncio.Semaphore(20)
 
                 async def say(i: int) -> None:

@@ -67,7 +67,7 @@ async def run(args: argparse.Namespace) -> None:
                 async with http.post(
                     f"{puppet}/thread", json={"threadName": "t", "participantNames": ["you"]}
                 ) as r:
-                    thread = (await r.json())["id"]
+                    thread = (await r.json())["thread"]["id"]
                 fds0, rss0 = fds_and_rss(proc.pid)
                 refused = 0
                 for _ in range(args.clients):

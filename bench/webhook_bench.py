@@ -466,7 +466,7 @@ async def coral_target(server: Proc, api: Api) -> FanoutTarget:
     return FanoutTarget(
         ws_url=f"ws://127.0.0.1:{server.port}/ws/v1/events/{ns}/{sid}",
         post_url=puppet + "/thread/message",
-        body={"threadId": thread["id"], "mentions": []},
+        body={"threadId": thread["thread"]["id"], "mentions": []},
         pid=server.pid,
         cleanup=lambda: api.delete(ns, sid),
     )

@@ -989,6 +989,30 @@ class SessionThread(TypedDict):
 
 
 @Wire
+class PuppetThreadAnswer(TypedDict):
+    """A puppet route's answer about a thread: the reference's `{thread}` (its thread shape)."""
+
+    thread: SessionThread
+
+
+@Wire
+class PuppetMessageAnswer(TypedDict):
+    """The puppet send-message answer: the reference's `{status, message}` (its message shape)."""
+
+    status: Annotated[
+        Literal["Message sent successfully"], Field(description="Always this text, as the reference")
+    ]
+    message: SessionThreadMessage
+
+
+@Wire
+class PuppetAgentAnswer(TypedDict):
+    """The puppet stop-agent answer: the agent's state once it has ended."""
+
+    agent: AgentState
+
+
+@Wire
 class RegistryAgentIdentifier(TypedDict):
     name: str
     version: str
@@ -1197,6 +1221,9 @@ RESPONSE_MODELS: dict[str, Any] = {
     "ThreadState": ThreadState,
     "MessageState": MessageState,
     "AgentState": AgentState,
+    "PuppetThreadAnswer": PuppetThreadAnswer,
+    "PuppetMessageAnswer": PuppetMessageAnswer,
+    "PuppetAgentAnswer": PuppetAgentAnswer,
     "AgentLogs": AgentLogs,
     "AgentConnection": AgentConnection,
     "RegistrySource": RegistrySource,

@@ -218,7 +218,7 @@ OPERATIONS: list[Operation] = [
         "Act as an agent: create a thread",
         "puppet",
         m.PuppetCreateThread,
-        m.ThreadState,
+        m.PuppetThreadAnswer,
         errors=_WITH_BODY,
     ),
     Operation(
@@ -227,7 +227,7 @@ OPERATIONS: list[Operation] = [
         "Act as an agent: close a thread",
         "puppet",
         m.PuppetCloseThread,
-        m.ThreadState,
+        m.PuppetThreadAnswer,
         errors=_WITH_BODY,
     ),
     Operation(
@@ -236,7 +236,7 @@ OPERATIONS: list[Operation] = [
         "Act as an agent: send a message (mentions wake their agents)",
         "puppet",
         m.PuppetSendMessage,
-        m.MessageState,
+        m.PuppetMessageAnswer,
         errors=_WITH_BODY,
     ),
     Operation(
@@ -245,7 +245,7 @@ OPERATIONS: list[Operation] = [
         "Act as an agent: add a participant",
         "puppet",
         m.PuppetParticipant,
-        m.ThreadState,
+        m.PuppetThreadAnswer,
         errors=_WITH_BODY,
     ),
     Operation(
@@ -254,7 +254,7 @@ OPERATIONS: list[Operation] = [
         "Act as an agent: remove a participant",
         "puppet",
         m.PuppetParticipant,
-        m.ThreadState,
+        m.PuppetThreadAnswer,
         errors=_WITH_BODY,
     ),
     Operation(
@@ -262,7 +262,7 @@ OPERATIONS: list[Operation] = [
         _P,
         "Stop the agent (its state shows it exited)",
         "puppet",
-        response=m.AgentState,
+        response=m.PuppetAgentAnswer,
         errors=(404, 409),
     ),
     Operation(

@@ -245,6 +245,7 @@ async def create_worktree(
     assert repo.base_sha is not None
     reason = _lock_reason(run_id, owner, repo.base_sha)
     add = ("worktree", "add", "--quiet", "--lock", "--reason", reason, "-b", branch, "--", str(path))
+    started = asyncio.get_running_loop().time()
     try:
         await _add(repo.path, (*add, repo.base_sha), branch, reason, repo.base_sha, lock_wait_s)
         wt = Worktree(run_id, repo.path, path, branch, repo.base_sha, base_branch)
@@ -259,7 +260,15 @@ async def create_worktree(
     except BaseException:  # cancelled, or the copy failed: take back whatever was made
         await asyncio.shield(_discard(repo.path, path, branch, reason, repo.base_sha, lock_wait_s))
         raise
-    log.info("worktree.created run=%s path=%s branch=%s base=%s", run_id, path, branch, repo.base_sha)
+    took_ms = (asyncio.get_running_loop().time() - started) * 1000
+    log.info(
+        "worktree.created run=%s path=%s branch=%s base=%s ms=%.0f",
+        run_id,
+        path,
+        branch,
+        repo.base_sha,
+        took_ms,
+    )
     return wt
 
 

@@ -373,6 +373,7 @@ class Runs:
                     log.exception("run.claim_failed")
                     claimed = []
                 for run in claimed:
+                    log.info("run.claimed run=%s", run.id)
                     self._execute(run)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_S):

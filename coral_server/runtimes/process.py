@@ -38,17 +38,16 @@ class ProcessHandle:
         stderr: asyncio.StreamReader | None,
         log: AgentLog,
         clock: Clock,
+        *,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._pid = pid
+        self._release = release  # closes what is left of the pipes once the output is read
         self._exited = asyncio.ensure_future(exited)
         self._readers = [
             asyncio.create_task(self._pump(stdout, "stdout", log, clock)),
             asyncio.create_task(self._pump(stderr, "stderr", log, clock)),
         ]
-
-    @classmethod
-    def of(cls, proc: asyncio.subprocess.Process, log: AgentLog, clock: Clock) -> ProcessHandle:
-        return cls(proc.pid, proc.wait(), proc.stdout, proc.stderr, log, clock)
 
     @property
     def pid(self) -> int | None:
@@ -79,6 +78,8 @@ class ProcessHandle:
                 await asyncio.gather(*self._readers, return_exceptions=True)
         for reader in self._readers:
             reader.cancel()
+        if self._release is not None:  # a grandchild may still hold them: they are not ours to read
+            self._release()
         return code
 
     def _signal_group(self, sig: signal.Signals) -> None:
@@ -126,8 +127,10 @@ class ProcessRuntime:
                 return await self._fork(self._zygote, spec, log)
             except ZygoteUnavailable as exc:
                 logger.warning("zygote.unavailable agent=%s error=%s", spec.name, exc)
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Exits(READ_LIMIT, loop),
                 *spec.command,
                 cwd=spec.cwd,
                 env=spec.env,
@@ -135,13 +138,20 @@ class ProcessRuntime:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                limit=READ_LIMIT,
             )
         except OSError as exc:
             raise LaunchFailed(f"cannot start {spec.command[0]!r}: {exc.strerror or exc}") from exc
         except ValueError as exc:  # e.g. a NUL byte in an argument or the environment
             raise LaunchFailed(f"cannot start {spec.command[0]!r}: {exc}") from exc
-        return ProcessHandle.of(proc, log, self._clock)
+        return ProcessHandle(
+            transport.get_pid(),
+            protocol.exited,
+            protocol.stdout,
+            protocol.stderr,
+            log,
+            self._clock,
+            release=transport.close,
+        )
 
     async def _fork(self, zygote: Zygote, spec: LaunchSpec, log: AgentLog) -> AgentHandle:
         readers: list[asyncio.StreamReader] = []
@@ -198,3 +208,27 @@ async def _reader(fd: int) -> asyncio.StreamReader:
         pipe.close()
         raise
     return reader
+
+
+class _Exits(asyncio.subprocess.SubprocessStreamProtocol):
+    """The stream protocol of a child, plus `exited`: its exit code as soon as it exits.
+
+    On Python 3.11 `Process.wait()` answers only once every pipe of the child is closed, so a
+    grandchild that left the group (a CLI's detached helper) holding stdout would keep an exited or
+    killed agent looking alive for as long as the grandchild lives.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self._child: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._child = transport  # type: ignore[assignment]
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        code = self._child.get_returncode() if self._child is not None else None
+        if not self.exited.done():
+            self.exited.set_result(-1 if code is None else code)

@@ -59,6 +59,7 @@ class ThreadClosed(SessionError):
 class NotParticipant(SessionError):
     def __init__(self, agent: str, thread_id: str) -> None:
         super().__init__(f"agent {agent!r} is not a participant of thread {thread_id!r}")
+        self.agent = agent
 
 
 class InvalidArgument(SessionError):

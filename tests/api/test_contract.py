@@ -117,7 +117,7 @@ async def test_a_json_body_or_one_of_no_stated_kind_is_read(coral: Coral, conten
     status, out = await raw(
         coral, "POST", f"/api/v1/puppet/{ns}/{sid}/h/thread", b'{"threadName": "t"}', content_type
     )
-    assert status == 200 and out["name"] == "t"
+    assert status == 200 and out["thread"]["name"] == "t"
 
 
 async def test_an_empty_optional_body_needs_no_content_type(coral: Coral) -> None:

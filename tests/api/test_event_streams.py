@@ -73,7 +73,7 @@ async def thread_of(coral: Coral, puppet: str) -> str:
         "POST", f"{puppet}/thread", {"threadName": "t", "participantNames": ["you"]}
     )
     assert status == 200, thread
-    return str(thread["id"])
+    return str(thread["thread"]["id"])
 
 
 async def say(coral: Coral, puppet: str, thread: str, text: str) -> None:

@@ -294,7 +294,8 @@ async def drive_every_route(wire: Wire, coral: Coral, receiver: FailingReceiver,
     }
 
     # -- stop an agent as its puppet, then close the session: its final state is still readable
-    await wire.call("DELETE", f"/api/v1/puppet/{ns}/{sid}/peer", "AgentState")
+    stopped = await wire.call("DELETE", f"/api/v1/puppet/{ns}/{sid}/peer", "PuppetAgentAnswer")
+    check_event(wire, stopped["agent"], "AgentState")  # the state inside, on its own schema too
     await wire.call("DELETE", f"/api/v1/local/session/{ns}/{alias['sessionId']}", None)
     await wire.call("DELETE", f"/api/v1/session/{ns}/{sid}", None)
     final = await poll(coral, f"/api/v1/session/{ns}/{sid}", lambda s: "closedAt" in s)
@@ -357,7 +358,9 @@ async def drive_reference_routes(wire: Wire) -> None:
     assert extended[0]["base"]["status"]["type"] == "executed"
     # the thread and message shapes, as the console reads them
     thread = {"threadName": "t", "participantNames": []}
-    tid = (await wire.coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/human/thread", thread))[1]["id"]
+    tid = (await wire.coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/human/thread", thread))[1]["thread"][
+        "id"
+    ]
     message = {"threadId": tid, "content": "hi", "mentions": []}
     await wire.coral.request("POST", f"/api/v1/puppet/{ns}/{sid}/human/thread/message", message)
     state = await wire.call("GET", f"/api/v1/local/session/{ns}/{sid}/extended", "SessionStateExtended")
@@ -402,7 +405,7 @@ async def drive_reference_streams(wire: Wire, tmp_path: Path) -> None:
             puppet = f"/api/v1/puppet/{ns}/{sid}/human"
             tid = (
                 await coral.request("POST", puppet + "/thread", {"threadName": "t", "participantNames": []})
-            )[1]["id"]
+            )[1]["thread"]["id"]
             await coral.request(
                 "POST", puppet + "/thread/message", {"threadId": tid, "content": "hi", "mentions": []}
             )
@@ -438,14 +441,14 @@ async def drive_reference_streams(wire: Wire, tmp_path: Path) -> None:
 async def drive_puppet(wire: Wire, puppet: str) -> None:
     """Every puppet route but stopping the agent; each answers a documented shape."""
     created = {"threadName": "review", "participantNames": ["peer"]}
-    tid = (await wire.call("POST", puppet + "/thread", "ThreadState", json=created))["id"]
+    tid = (await wire.call("POST", puppet + "/thread", "PuppetThreadAnswer", json=created))["thread"]["id"]
     message = {"threadId": tid, "content": "ship it?", "mentions": ["peer"]}
-    await wire.call("POST", puppet + "/thread/message", "MessageState", json=message)
+    await wire.call("POST", puppet + "/thread/message", "PuppetMessageAnswer", json=message)
     participant = {"threadId": tid, "participantName": "exiter"}
-    await wire.call("POST", puppet + "/thread/participant", "ThreadState", json=participant)
-    await wire.call("DELETE", puppet + "/thread/participant", "ThreadState", json=participant)
+    await wire.call("POST", puppet + "/thread/participant", "PuppetThreadAnswer", json=participant)
+    await wire.call("DELETE", puppet + "/thread/participant", "PuppetThreadAnswer", json=participant)
     closing = {"threadId": tid, "summary": "done"}
-    closed = await wire.call("DELETE", puppet + "/thread", "ThreadState", json=closing)
+    closed = (await wire.call("DELETE", puppet + "/thread", "PuppetThreadAnswer", json=closing))["thread"]
     assert closed["state"] == {
         "state": "closed",
         "summary": "done",

@@ -147,9 +147,9 @@ async def test_the_echo_agent_writes_to_its_log_what_it_does(coral: Coral) -> No
             "POST", puppet + "/thread", {"threadName": "t", "participantNames": ["echo-a"]}
         )
         assert status == 200, thread
-        message = {"threadId": thread["id"], "content": "hi", "mentions": ["echo-a"]}
+        message = {"threadId": thread["thread"]["id"], "content": "hi", "mentions": ["echo-a"]}
         assert (await coral.request("POST", puppet + "/thread/message", message))[0] == 200
-        said = f"replied to me in thread {thread['id']} (1/1000)"
+        said = f"replied to me in thread {thread['thread']['id']} (1/1000)"
         assert (await read_until(logs, lambda e: e["text"] == said, timeout=30))[-1]["type"] == "info"
 
 
@@ -167,9 +167,9 @@ async def test_the_reference_session_stream_leaves_agents_output_to_the_logs_str
             "POST", puppet + "/thread", {"threadName": "t", "participantNames": ["echo-a"]}
         )
         assert status == 200, thread
-        message = {"threadId": thread["id"], "content": "hi", "mentions": ["echo-a"]}
+        message = {"threadId": thread["thread"]["id"], "content": "hi", "mentions": ["echo-a"]}
         assert (await coral.request("POST", puppet + "/thread/message", message))[0] == 200
-        said = f"replied to me in thread {thread['id']} (1/1000)"
+        said = f"replied to me in thread {thread['thread']['id']} (1/1000)"
         seen = await read_until(asked, lambda e: e["type"] == "agent_log" and e["text"] == said, timeout=30)
         assert {e["type"] for e in seen} <= {"agent_log", "thread_created"}
         # The log line was published (seen above): the plain stream would carry it before session_closed.

@@ -167,7 +167,7 @@ async def test_kill_9_then_restart_kills_every_orphan_and_reports_every_session_
                 opened = {"threadName": "t", "participantNames": ["a"]}
                 status, thread = await call("POST", f"{puppet}/thread", opened)
                 assert status == 200, thread
-                said = {"threadId": thread["id"], "content": "before the crash", "mentions": ["a"]}
+                said = {"threadId": thread["thread"]["id"], "content": "before the crash", "mentions": ["a"]}
                 status, out = await call("POST", f"{puppet}/thread/message", said)
                 assert status == 200, out
                 flags = "--dangerously-skip-permissions"

@@ -184,7 +184,8 @@ async def test_the_cap_refuses_with_429_and_a_queue_never_overshoots(
                 assert resp.status == 429, body
                 assert resp.headers["Retry-After"].isdigit()
                 assert body["error"] == "Concurrent task limit reached (max: 1). Try again later."
-            await coral.request("POST", f"/api/tasks/runs/{first['run_id']}/kill")
+            status, out = await coral.request("POST", f"/api/tasks/runs/{first['run_id']}/kill")
+            assert (status, out) == (200, {"ok": True})
             await run_until(coral, first["run_id"], ("killed",))
             status, second = await coral.request("POST", "/api/tasks/run", job(agent_repo, flags=flags))
             assert status == 200, second

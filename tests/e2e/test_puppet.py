@@ -21,19 +21,21 @@ async def test_a_human_converses_with_a_real_agent(coral: Coral) -> None:
     ns, sid = await coral.create_session(session_body(agents))
     await coral.wait_for(ns, sid, lambda s: s["agents"][1]["isConnected"])
     async with ws_stream(coral, ns, sid) as ws:
-        status, thread = await coral.request(
+        status, created = await coral.request(
             "POST",
             puppet(ns, sid, "human", "/thread"),
             {"threadName": "review", "participantNames": ["echo"]},
         )
-        assert status == 200, thread
+        assert status == 200, created
+        thread = created["thread"]
         assert thread["creatorName"] == "human" and thread["participants"] == ["human", "echo"]
-        status, message = await coral.request(
+        status, sent = await coral.request(
             "POST",
             puppet(ns, sid, "human", "/thread/message"),
             {"threadId": thread["id"], "content": "ship it?", "mentions": ["echo"]},
         )
-        assert status == 200, message
+        assert status == 200, sent
+        message = sent["message"]
         assert (message["senderName"], message["text"], message["mentionNames"]) == (
             "human",
             "ship it?",
@@ -46,7 +48,7 @@ async def test_a_human_converses_with_a_real_agent(coral: Coral) -> None:
         status, closed = await coral.request(
             "DELETE", puppet(ns, sid, "human", "/thread"), {"threadId": thread["id"], "summary": "shipped"}
         )
-        assert status == 200 and closed["state"]["state"] == "closed"
+        assert status == 200 and closed["thread"]["state"]["state"] == "closed"
         await read_until(ws, of_type("thread_closed", threadId=thread["id"], summary="shipped"))
     state = await coral.state(ns, sid)
     texts = [(m["senderName"], m["text"]) for m in state["threads"][0]["messages"]]
@@ -57,13 +59,13 @@ async def test_an_mcp_agent_receives_a_puppets_mention(coral: Coral) -> None:
     agents = [agent_spec("human", runtime="external"), agent_spec("bot", runtime="external")]
     ns, sid = await coral.create_session(session_body(agents))
     async with connect(await coral.connection_url(ns, sid, "bot")) as bot:
-        _, thread = await coral.request(
+        _, created = await coral.request(
             "POST", puppet(ns, sid, "human", "/thread"), {"threadName": "t", "participantNames": ["bot"]}
         )
         await coral.request(
             "POST",
             puppet(ns, sid, "human", "/thread/message"),
-            {"threadId": thread["id"], "content": "hi bot", "mentions": ["bot"]},
+            {"threadId": created["thread"]["id"], "content": "hi bot", "mentions": ["bot"]},
         )
         got = await bot.ok("coral_wait_for_mention", maxWaitMs=5000)
         assert got["message"]["senderName"] == "human" and got["message"]["text"] == "hi bot"
@@ -72,14 +74,14 @@ async def test_an_mcp_agent_receives_a_puppets_mention(coral: Coral) -> None:
 async def test_participants_can_be_added_and_removed(coral: Coral) -> None:
     names = ["human", "a", "b"]
     ns, sid = await coral.create_session(session_body([agent_spec(n, runtime="external") for n in names]))
-    _, thread = await coral.request(
+    _, created = await coral.request(
         "POST", puppet(ns, sid, "human", "/thread"), {"threadName": "t", "participantNames": ["a"]}
     )
-    body = {"threadId": thread["id"], "participantName": "b"}
+    body = {"threadId": created["thread"]["id"], "participantName": "b"}
     status, added = await coral.request("POST", puppet(ns, sid, "human", "/thread/participant"), body)
-    assert status == 200 and added["participants"] == ["human", "a", "b"]
+    assert status == 200 and added["thread"]["participants"] == ["human", "a", "b"]
     status, removed = await coral.request("DELETE", puppet(ns, sid, "human", "/thread/participant"), body)
-    assert status == 200 and removed["participants"] == ["human", "a"]
+    assert status == 200 and removed["thread"]["participants"] == ["human", "a"]
 
 
 async def test_stopping_an_agent(coral: Coral, tmp_path: Path) -> None:
@@ -95,7 +97,8 @@ async def test_stopping_an_agent(coral: Coral, tmp_path: Path) -> None:
         session_body([sleeper, agent_spec("human", runtime="external"), agent_spec("echo")])
     )
     await coral.wait_for(ns, sid, lambda s: s["agents"][0]["status"] == "running")
-    status, agent = await coral.request("DELETE", puppet(ns, sid, "sleepy"))
+    status, stopped = await coral.request("DELETE", puppet(ns, sid, "sleepy"))
+    agent = stopped["agent"]
     assert status == 200 and agent["status"] == "exited" and agent["name"] == "sleepy"
     state = await coral.state(ns, sid)
     assert not state["closing"] and state["agents"][2]["status"] == "running"  # the others go on
@@ -135,9 +138,10 @@ async def test_rules_and_lookups(coral: Coral) -> None:
         "POST", puppet(ns, sid, "human", "/thread"), {"threadName": "t", "participantNames": ["loner"]}
     )
     assert status == 400 and "loner" in out["message"]  # not linked to the puppeted agent
-    _, thread = await coral.request(
+    _, created = await coral.request(
         "POST", puppet(ns, sid, "human", "/thread"), {"threadName": "t", "participantNames": ["a"]}
     )
+    thread = created["thread"]
     message = {"threadId": thread["id"], "content": "x", "mentions": []}
     status, out = await coral.request("POST", puppet(ns, sid, "loner", "/thread/message"), message)
     assert status == 400  # not a participant

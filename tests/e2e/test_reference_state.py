@@ -147,7 +147,7 @@ async def test_extended_state_follows_an_mcp_agent_and_its_threads(coral: Coral)
         created = await ok(
             coral, "POST", puppet + "/thread", {"threadName": "plan", "participantNames": ["a"]}
         )
-        tid = created["id"]
+        tid = created["thread"]["id"]
         sent = {"threadId": tid, "content": "your turn", "mentions": ["a"]}
         await ok(coral, "POST", puppet + "/thread/message", sent)
         got = await asyncio.wait_for(waiting, 20)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -72,3 +75,27 @@ def test_log_is_bounded_and_redacted() -> None:
     assert log.size <= 100 and log.dropped > 0
     assert all("hunter2" not in ln.text for ln in log.lines)
     assert log.lines[-1].text == "line 49 ***"
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+async def test_an_exit_is_seen_while_an_escaped_grandchild_holds_the_output(
+    tmp_path: Path, stopped: bool
+) -> None:
+    """A child that leaves a grandchild in a session of its own, holding its stdout and stderr (a CLI's
+    detached helper), still ends when it exits or is stopped: Python 3.11's `Process.wait()` alone
+    would wait for the grandchild too."""
+    code = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen(['sleep', '60'], start_new_session=True); "
+        "print(p.pid, flush=True); " + ("time.sleep(60)" if stopped else "sys.exit(4)")
+    )
+    log = AgentLog()
+    handle = await ProcessRuntime(now).launch(spec(code, tmp_path), log)
+    await wait_until(lambda: log.lines, what="the grandchild's pid")
+    grandchild = int(log.lines[0].text)
+    try:
+        async with asyncio.timeout(15):
+            code_seen = await (handle.stop(grace=5) if stopped else handle.wait())
+        assert code_seen == (-15 if stopped else 4)
+    finally:
+        os.kill(grandchild, signal.SIGKILL)

@@ -1,0 +1,92 @@
+"""The runs dispatcher: a run is claimed as soon as it can be (a slot frees, a run is admitted), never
+only at the next poll, and the claims do not overshoot the cap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from coral_server.clock import Clock, FakeClock, wait_for_event
+from coral_server.events import EventBus
+from coral_server.runs import service
+from coral_server.runs.service import Runs
+from coral_server.store import SqliteStore
+from tests.conftest import wait_until
+from tests.fakes.pipeline import FakePipeline
+
+SPEC = {"pipeline": [{"uses": "webhook"}]}
+
+
+@dataclass
+class Dispatching:
+    runs: Runs
+    pipeline: FakePipeline
+    idle: asyncio.Event  # set each time the dispatcher goes to sleep after a pass
+
+
+@pytest.fixture
+async def dispatching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Dispatching]:
+    """A runs service with a cap of 2 over a real SQLite store, whose dispatcher only wakes when told:
+    its poll (for other servers' runs) is an hour, so a test that passes cannot have waited for it."""
+    monkeypatch.setattr(service, "POLL_S", 3600.0)
+    idle = asyncio.Event()
+
+    async def watched(clock: Clock, event: asyncio.Event, until: float | None) -> bool:
+        idle.set()
+        return await wait_for_event(clock, event, until)
+
+    monkeypatch.setattr(service, "wait_for_event", watched)
+    clock = FakeClock(1_780_000_000.0)
+    store = await SqliteStore.open(tmp_path / "coral.db", clock=clock)
+    pipeline = FakePipeline()
+    runs = Runs(lambda: store.runs, EventBus(clock=clock), clock, {"pipeline": pipeline}, cap=2)
+    await runs.start()
+    try:
+        yield Dispatching(runs, pipeline, idle)
+    finally:
+        await runs.close()
+        await store.close()
+
+
+async def running(d: Dispatching, ids: list[int]) -> None:
+    await wait_until(lambda: sorted(d.pipeline.running()) == sorted(ids), what=f"runs {ids} running")
+
+
+async def test_a_freed_slot_is_refilled_at_once(dispatching: Dispatching) -> None:
+    d = dispatching
+    first, second, third = [(await d.runs.submit("pipeline", SPEC, capped=False)).id for _ in range(3)]
+    await running(d, [first, second])
+    await wait_until(d.idle.is_set, what="the dispatcher asleep")
+    assert (await d.runs.get(third)).status == "pending"  # beyond the cap: it waits
+
+    d.idle.clear()
+    d.pipeline.finish(first)
+    # Only the end of `first` can wake the dispatcher now (its poll is an hour; the clock stands still).
+    await running(d, [second, third])
+    assert (await d.runs.get(first)).status == "completed"
+
+
+async def test_a_run_admitted_while_the_dispatcher_sleeps_is_claimed_at_once(
+    dispatching: Dispatching,
+) -> None:
+    d = dispatching
+    await wait_until(d.idle.is_set, what="the dispatcher asleep")
+    d.idle.clear()
+    run = await d.runs.submit("pipeline", SPEC)
+    await running(d, [run.id])
+
+
+async def test_several_freed_slots_are_refilled_together_without_overshooting_the_cap(
+    dispatching: Dispatching,
+) -> None:
+    d = dispatching
+    ids = [(await d.runs.submit("pipeline", SPEC, capped=False)).id for _ in range(5)]
+    await running(d, ids[:2])
+    for done in ids[:2]:
+        d.pipeline.finish(done)
+    await running(d, ids[2:4])
+    assert (await d.runs.get(ids[4])).status == "pending"
