@@ -186,6 +186,9 @@ class Supervisor:
             log.exception("unit.launch_error owner=%s unit=%s", unit.owner.id, unit.name)
         else:
             unit.status = "running"
+            # Told first, before anything awaits: its output is already being read, and whoever
+            # follows the unit must hear that it started before they hear what it printed.
+            started = on_running(unit) if on_running is not None else None
             await self._record(unit)
             log.info(
                 "unit.started owner=%s unit=%s pid=%s container=%s",
@@ -194,7 +197,8 @@ class Supervisor:
                 unit.handle.pid,
                 (unit.handle.container_id or "")[:12] or None,
             )
-            await _call(on_running, unit)
+            if started is not None:
+                await started
             unit.exit_code = await unit.handle.wait()
             unit.status = "exited"
             log.info("unit.exited owner=%s unit=%s code=%s", unit.owner.id, unit.name, unit.exit_code)
