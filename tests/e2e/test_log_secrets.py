@@ -162,6 +162,9 @@ async def test_no_secret_reaches_the_log(tmp_path: Path, level: str | None) -> N
     try:
         port = int((await wait_for_text(log_path, LISTENING, proc)).group(1))
         seen = await drive_a_session(f"http://127.0.0.1:{port}", key, reports)
+        # The event stream's line is written once its handler has wound down after the client left,
+        # which a loaded machine may not reach before a prompt shutdown: wait for it.
+        await wait_for_text(log_path, re.compile(r"\?token=\*\*\* status=101"), proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
