@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -115,18 +117,45 @@ def admit(conn: sqlite3.Connection, run: Run, cap: int | None) -> Run:
         (active,) = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {_ACTIVE_SQL}").fetchone()
         if active >= cap:
             raise RunLimitReached(cap)
+    admit_many(conn, [run])
+    return run
+
+
+_INSERT_SQL = f"INSERT INTO runs (id, {', '.join(_ADMITTED)}) VALUES (?, {', '.join('?' * len(_ADMITTED))})"
+
+
+def next_run_id(conn: sqlite3.Connection) -> int:
+    """The id the next admitted run gets: above every id the table ever gave (AUTOINCREMENT never
+    reuses one). Taken in a write transaction, which holds the write lock: no other writer takes it."""
+    (last,) = conn.execute(
+        "SELECT MAX(n) FROM (SELECT MAX(id) AS n FROM runs"
+        " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'runs')"
+    ).fetchone()
+    return int(last or 0) + 1
+
+
+def admission(run: Run, run_id: int) -> tuple[Any, ...]:
+    """`run` admitted as `run_id` (its id, waiting reason and default name set): its row for
+    `insert_admitted`."""
+    run.id = run_id
     if run.status == "pending":
         due_later = run.not_before is not None and run.not_before > run.created_at
         run.waiting_reason = "not_before" if due_later else "capacity"
-    cursor = conn.execute(
-        f"INSERT INTO runs ({', '.join(_ADMITTED)}) VALUES ({', '.join('?' * len(_ADMITTED))})",
-        tuple(_value(run, column) for column in _ADMITTED),
-    )
-    run.id = int(cursor.lastrowid or 0)
     if not run.display_name:
-        run.display_name = f"Task #{run.id}"
-        conn.execute("UPDATE runs SET display_name = ? WHERE id = ?", (run.display_name, run.id))
-    return run
+        run.display_name = f"Task #{run_id}"
+    return (run_id, *(_value(run, column) for column in _ADMITTED))
+
+
+def insert_admitted(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert the rows of runs `admission` prepared: one statement for all."""
+    if rows:
+        conn.executemany(_INSERT_SQL, rows)
+
+
+def admit_many(conn: sqlite3.Connection, runs: list[Run]) -> None:
+    """Insert `runs` (no cap; the caller's transaction), their ids assigned."""
+    first = next_run_id(conn)
+    insert_admitted(conn, [admission(run, first + i) for i, run in enumerate(runs)])
 
 
 def claim(
@@ -176,7 +205,9 @@ def claim(
     for run in runs:
         run.owner = owner
         run.waiting_reason = None
-        conn.execute("UPDATE runs SET owner = ?, waiting_reason = NULL WHERE id = ?", (owner, run.id))
+    conn.executemany(
+        "UPDATE runs SET owner = ?, waiting_reason = NULL WHERE id = ?", [(owner, run.id) for run in runs]
+    )
     _note_waiting(conn, now, sorted(key for key, count in key_busy.items() if count >= key_limit(key)))
     return runs
 
@@ -218,14 +249,46 @@ def next_not_before(conn: sqlite3.Connection, now: float) -> float | None:
     return None if at is None else float(at)
 
 
+_UPDATE_SQL = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
+
+
+def mutable(run: Run) -> tuple[Any, ...]:
+    """What `update` writes of `run` (taken when the update is asked for: the run changes after)."""
+    return (*(_value(run, c) for c in _MUTABLE), run.id)
+
+
 def update(conn: sqlite3.Connection, run: Run, expect: tuple[RunStatus, ...] | None) -> None:
-    if expect is not None:
-        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run.id,)).fetchone()
-        actual = "missing" if row is None else row["status"]
-        if actual not in expect:
-            raise RunChanged(run.id, expect, actual)
-    assignments = ", ".join(f"{c} = ?" for c in _MUTABLE)
-    conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*(_value(run, c) for c in _MUTABLE), run.id))
+    (failure,) = update_many(conn, [(mutable(run), expect)])
+    if failure is not None:
+        raise failure
+
+
+def update_many(
+    conn: sqlite3.Connection, updates: list[tuple[tuple[Any, ...], tuple[RunStatus, ...] | None]]
+) -> list[RunChanged | None]:
+    """Apply `updates` (`mutable` values, and the statuses the stored run must have, if any) in order;
+    for each, None or the `RunChanged` that left it unapplied. Consecutive unconditional updates are
+    one statement."""
+    failures: list[RunChanged | None] = []
+    plain: list[tuple[Any, ...]] = []
+    for values, expect in updates:
+        if expect is not None:
+            if plain:
+                conn.executemany(_UPDATE_SQL, plain)
+                plain = []
+            run_id = values[-1]
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            actual = "missing" if row is None else row["status"]
+            if actual not in expect:
+                failures.append(RunChanged(run_id, expect, actual))
+                continue
+            conn.execute(_UPDATE_SQL, values)
+        else:
+            plain.append(values)
+        failures.append(None)
+    if plain:
+        conn.executemany(_UPDATE_SQL, plain)
+    return failures
 
 
 def get(conn: sqlite3.Connection, run_id: int) -> Run | None:
@@ -275,11 +338,34 @@ def active_slots(conn: sqlite3.Connection) -> list[ActiveSlot]:
     ]
 
 
+class _Updates:
+    """Run updates written together: those asked for until the writer thread takes the batch (a
+    pass of the dispatcher's runs starting and ending) are one statement in one write. Each is
+    taken as it was asked (`mutable`); each caller learns its own outcome after the commit."""
+
+    __slots__ = ("_taking", "done", "items", "taken")
+
+    def __init__(self, taking: threading.Lock) -> None:
+        self._taking = taking  # held to join a batch, and to take it
+        self.items: list[tuple[tuple[Any, ...], tuple[RunStatus, ...] | None]] = []
+        self.taken = False
+        self.done: asyncio.Future[list[RunChanged | None]]
+
+    def apply(self, conn: sqlite3.Connection) -> list[RunChanged | None]:
+        with self._taking:  # on the writer thread: an update asked for from now on opens a new batch
+            self.taken = True
+            items = list(self.items)
+        return update_many(conn, items)
+
+
 class SqliteRuns:
     """The `RunStore` of a SQLite store: each method is one hop to its writer thread."""
 
     def __init__(self, writer: Writer) -> None:
         self._writer = writer
+        self._updates: _Updates | None = None  # the batch still open to more updates
+        self._taking = threading.Lock()
+        self._flushes: set[asyncio.Future[list[RunChanged | None]]] = set()
 
     async def admit(self, run: Run, cap: int | None) -> Run:
         return await self._writer.write(lambda c: admit(c, run, cap))
@@ -302,7 +388,22 @@ class SqliteRuns:
         return await self._writer.read(lambda c: next_not_before(c, now))
 
     async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
-        await self._writer.write(lambda c: update(c, run, expect))
+        """Joins the updates asked for until the writer takes them (see `_Updates`)."""
+        item = (mutable(run), expect)
+        with self._taking:
+            open_batch = self._updates
+            opened = open_batch is None or open_batch.taken
+            batch = _Updates(self._taking) if open_batch is None or opened else open_batch
+            self._updates = batch
+            index = len(batch.items)
+            batch.items.append(item)
+        if opened:
+            batch.done = asyncio.ensure_future(self._writer.write(batch.apply))
+            self._flushes.add(batch.done)
+            batch.done.add_done_callback(self._flushes.discard)
+        failure = (await asyncio.shield(batch.done))[index]
+        if failure is not None:
+            raise failure
 
     async def get(self, run_id: int) -> Run | None:
         return await self._writer.read(lambda c: get(c, run_id))

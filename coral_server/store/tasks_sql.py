@@ -181,29 +181,69 @@ def _duplicate(conn: sqlite3.Connection, task: Task, at: float) -> Run | None:
     return None if row is None else runs_sql._row(row)
 
 
+class FireBatch(dict[str, Task]):
+    """A batch of fires in one transaction: their tasks as read in it (by id), and the writes the
+    fires applied so far defer, made with one statement each for all of them (`flush`)."""
+
+    __slots__ = ("next_run_id", "run_rows", "task_rows")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_run_id: int | None = None
+        self.run_rows: list[tuple[Any, ...]] = []
+        self.task_rows: list[tuple[Any, ...]] = []
+
+    def admit(self, conn: sqlite3.Connection, run: Run) -> None:
+        if self.next_run_id is None:
+            self.next_run_id = runs_sql.next_run_id(conn)
+        self.run_rows.append(runs_sql.admission(run, self.next_run_id))
+        self.next_run_id += 1
+
+    def save(self, task: Task, expect_version: int) -> None:
+        """`_save_fire`, deferred: the task's version is the new one at once (a second fire of it in
+        the batch finds it changed)."""
+        task.version = expect_version + 1
+        self.task_rows.append((*_fire_values(task), task.id, expect_version))
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        runs_sql.insert_admitted(conn, self.run_rows)
+        if self.task_rows:
+            cursor = conn.executemany(_SAVE_FIRE_SQL, self.task_rows)
+            if cursor.rowcount != len(self.task_rows):
+                raise TaskChanged(self.task_rows[0][-2])  # cannot happen: read in this transaction
+        self.run_rows, self.task_rows = [], []
+
+
 def fire_many(conn: sqlite3.Connection, fires: list[Fire]) -> list[Fired | None]:
     """`apply_fire` for each of `fires` (one transaction: the caller's), their tasks read in one
-    query per chunk instead of one each. Still one compare-and-set per task: a task changed since its
-    fire was decided (another server fired it, a user edited it) is left alone and answers None."""
-    known: dict[str, Task] = {}
+    query per chunk instead of one each, their runs inserted and tasks updated in one statement
+    each. Still one compare-and-set per task: a task changed since its fire was decided (another
+    server fired it, a user edited it) is left alone and answers None."""
+    batch = FireBatch()
     ids = list(dict.fromkeys(fire.task_id for fire in fires))
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
         rows = conn.execute(f"SELECT * FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        known.update((task.id, task) for task in map(_row, rows))
-    return [apply_fire(conn, fire, known) for fire in fires]
+        batch.update((task.id, task) for task in map(_row, rows))
+    fired = [apply_fire(conn, fire, batch) for fire in fires]
+    batch.flush(conn)
+    return fired
 
 
 def apply_fire(conn: sqlite3.Connection, fire: Fire, known: dict[str, Task] | None = None) -> Fired | None:
-    """Apply one fire; `known` holds its task as read in this transaction (else it is read here)."""
+    """Apply one fire; `known` holds its task as read in this transaction (else it is read here).
+    When `known` is a `FireBatch`, the fire's writes wait for its `flush`."""
     task = known.get(fire.task_id) if known is not None else get(conn, fire.task_id)
     if task is None or task.version != fire.expect_version or task.status not in fire.statuses:
         return None
+    batch = known if isinstance(known, FireBatch) else None
     run = fire.run
     duplicate: Run | None = None
     skip_reason = fire.skip_reason
     if run is not None:
-        if fire.dedupe:
+        if fire.dedupe and task.dedupe_key is not None:
+            if batch is not None:
+                batch.flush(conn)  # the runs this batch fired before count
             duplicate = _duplicate(conn, task, fire.at)
         if duplicate is not None:
             window = task.dedupe_window_seconds
@@ -218,7 +258,10 @@ def apply_fire(conn: sqlite3.Connection, fire: Fire, known: dict[str, Task] | No
             run.priority = task.priority
             run.concurrency_key = task.concurrency_key
             run.dedupe_key = task.dedupe_key
-            runs_sql.admit(conn, run, None)
+            if batch is not None:
+                batch.admit(conn, run)
+            else:
+                runs_sql.admit(conn, run, None)
             task.fire_count += 1
             task.last_run_id = run.id
     if fire.replan:
@@ -231,7 +274,10 @@ def apply_fire(conn: sqlite3.Connection, fire: Fire, known: dict[str, Task] | No
         task.skip_count += 1
         task.last_skip_at = fire.at
         task.last_skip_reason = skip_reason
-    _save_fire(conn, task, fire.expect_version)
+    if batch is not None:
+        batch.save(task, fire.expect_version)
+    else:
+        _save_fire(conn, task, fire.expect_version)
     return Fired(task=task, run=run, duplicate_of=duplicate)
 
 
@@ -247,17 +293,22 @@ _FIRE_COLUMNS = (
     "snoozed_until",
     "snooze_reason",
 )
+_SAVE_FIRE_SQL = (
+    f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in _FIRE_COLUMNS)}, version = ? WHERE id = ? AND version = ?"
+)
+
+
+def _fire_values(task: Task) -> tuple[Any, ...]:
+    """A fired task's `_FIRE_COLUMNS` and its new version."""
+    return (*(getattr(task, c) for c in _FIRE_COLUMNS), task.version)
 
 
 def _save_fire(conn: sqlite3.Connection, task: Task, expect_version: int) -> None:
-    assignments = ", ".join(f"{c} = ?" for c in _FIRE_COLUMNS)
-    cursor = conn.execute(
-        f"UPDATE tasks SET {assignments}, version = ? WHERE id = ? AND version = ?",
-        (*(getattr(task, c) for c in _FIRE_COLUMNS), expect_version + 1, task.id, expect_version),
-    )
-    if cursor.rowcount != 1:
-        raise TaskChanged(task.id)  # cannot happen: read in this same transaction
     task.version = expect_version + 1
+    cursor = conn.execute(_SAVE_FIRE_SQL, (*_fire_values(task), task.id, expect_version))
+    if cursor.rowcount != 1:
+        task.version = expect_version
+        raise TaskChanged(task.id)  # cannot happen: read in this same transaction
 
 
 def pending_retries(conn: sqlite3.Connection, after: int, limit: int) -> list[PendingRetry]:
