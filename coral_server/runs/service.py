@@ -127,16 +127,30 @@ class RunContext:
     service: Runs
     killed: asyncio.Event = field(default_factory=asyncio.Event)
     kill_reason: ExitReason = "user_cancelled"
-    _input: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    _answers: asyncio.Queue[str] | None = None  # made when the run first waits for input
+
+    @property
+    def _input(self) -> asyncio.Queue[str]:
+        if self._answers is None:
+            self._answers = asyncio.Queue()
+        return self._answers
 
     async def running(self, **fields: Any) -> None:
-        """The run's agent has started (or resumed after input): status running."""
+        """The run's agent has started (or resumed after input): status running.
+
+        Its store write is not waited for (the run is already claimed: a crash from here on ends
+        it the same way) unless a status webhook must be sent: it is queued with the writes around
+        it, so a run that ends at once has its start and its end written in one update, and its
+        event is published once it is stored."""
         for name, value in fields.items():
             setattr(self.run, name, value)
         if self.run.started_at is None:
             self.run.started_at = self.service.clock.time()
         self.run.waiting_for = None
-        await self.service._transition(self.run, "running")
+        if self.run.webhook_url and self.service.webhooks is not None:
+            await self.service._transition(self.run, "running")
+        else:
+            self.service._transition_behind(self.run, "running")
 
     async def note(self, **fields: Any) -> None:
         """Store changed fields (worktree path, branch...) without a transition."""
@@ -199,6 +213,9 @@ class Runs:
         # Called (synchronously) with each run this server ended, once its final status is stored.
         self.on_finished: list[Callable[[Run], None]] = []
         self._contexts: dict[int, RunContext] = {}
+        # Runs whose last transition was stored behind (`_transition_behind`) and not yet
+        # announced: the call that publishes its event (once stored).
+        self._behind: dict[int, Callable[[], None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -450,6 +467,9 @@ class Runs:
         except Exception:  # RunChanged, StoreUnavailable...: the run keeps the status the store has
             run.status = previous
             raise
+        behind = self._behind.get(run.id)
+        if behind is not None:
+            behind()  # its write was committed with or before this one: its event goes first
         log.info("run.status run=%s from=%s to=%s reason=%s", run.id, previous, status, run.exit_reason)
         self._publish(
             run, "run_status", {"status": status, "previousStatus": previous, "run": run_summary(run)}
@@ -462,6 +482,33 @@ class Runs:
                 await self.webhooks.send(WEBHOOK_KIND, run.webhook_url, payload, subject=topic(run.id))
             except Exception:
                 log.exception("run.webhook_failed run=%s status=%s", run.id, status)
+
+    def _transition_behind(self, run: Run, status: RunStatus) -> None:
+        """`_transition` without waiting for its store write (nor sending a webhook): its status
+        event is published once the write is committed (at the latest just before the event of the
+        run's next transition, whose write comes after it); a write that fails is logged (the
+        run's next transition writes its status again)."""
+        previous = run.status
+        if previous == status:
+            return
+        check_transition(run.id, previous, status)
+        run.status = status
+        body = {"status": status, "previousStatus": previous, "run": run_summary(run)}
+        written = self.store.queue_update(run)
+
+        def announce(_: object = None) -> None:
+            if not written.done() or self._behind.get(run.id) is not announce:
+                return  # not yet stored, or announced already
+            del self._behind[run.id]
+            if written.cancelled() or written.exception() is not None:
+                error = "cancelled" if written.cancelled() else written.exception()
+                log.error("run.status_unstored run=%s status=%s error=%s", run.id, status, error)
+                return
+            log.info("run.status run=%s from=%s to=%s reason=%s", run.id, previous, status, run.exit_reason)
+            self._publish(run, "run_status", body)
+
+        self._behind[run.id] = announce
+        written.add_done_callback(announce)
 
     def _publish(self, run: Run, type: str, data: dict[str, Any]) -> None:
         # One body for both topics (events are never changed once published): built once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -147,8 +148,15 @@ class RunStore(Protocol):
         ...
 
     async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
-        """Write every mutable field of `run`; with `expect`, only if its stored status is one of
-        those (raises `RunChanged` otherwise)."""
+        """Write every mutable field of `run` (as they are now); with `expect`, only if its stored
+        status is one of those (raises `RunChanged` otherwise)."""
+        ...
+
+    def queue_update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> asyncio.Future[None]:
+        """`update`, asked for now (the fields as they are now, in order with the other updates) and
+        done with the updates asked for around it; the future says when it is committed (or why
+        not). Updates asked for together are written together, and a run's update may be replaced
+        by its next one before it is written."""
         ...
 
     async def get(self, run_id: int) -> Run | None: ...

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any, cast
 
 import orjson
@@ -101,6 +102,26 @@ def _row(row: sqlite3.Row) -> Run:
     )
 
 
+_FIELDS = tuple(f.name for f in fields(Run))
+_SELECT = f"SELECT {', '.join(_FIELDS)} FROM runs"  # a run's columns in `Run`'s order
+_KEY = _FIELDS.index("concurrency_key")
+_JSON = tuple(_FIELDS.index(name) for name in ("spec", "auto_accepts"))
+_RESULT = _FIELDS.index("result")
+_FLAGS = tuple(_FIELDS.index(name) for name in ("retryable", "retry_pending"))
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    """A run from a row of `_SELECT` (as `_row`, without looking each column up by name)."""
+    values = list(row)
+    for i in _JSON:
+        values[i] = orjson.loads(values[i])
+    if values[_RESULT] is not None:
+        values[_RESULT] = orjson.loads(values[_RESULT])
+    for i in _FLAGS:
+        values[i] = bool(values[i])
+    return Run(*values)
+
+
 def _value(run: Run, column: str) -> Any:
     value = getattr(run, column)
     if column == "result":
@@ -143,7 +164,26 @@ def admission(run: Run, run_id: int) -> tuple[Any, ...]:
         run.waiting_reason = "not_before" if due_later else "capacity"
     if not run.display_name:
         run.display_name = f"Task #{run_id}"
-    return (run_id, *(_value(run, column) for column in _ADMITTED))
+    return (
+        run_id,
+        run.kind,
+        run.trigger,
+        run.status,
+        orjson.dumps(run.spec).decode(),
+        run.display_name,
+        run.created_at,
+        run.webhook_url,
+        run.priority,
+        run.task_id,
+        run.attempt,
+        run.not_before,
+        run.concurrency_key,
+        run.dedupe_key,
+        run.waiting_reason,
+        int(run.retryable),
+        int(run.retry_pending),
+        run.retry_of,
+    )
 
 
 def insert_admitted(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -184,7 +224,7 @@ def claim(
     runs: list[Run] = []
     if room > 0:
         full = sorted(key for key, count in key_busy.items() if count >= key_limit(key))
-        sql = "SELECT * FROM runs INDEXED BY runs_queue WHERE status = 'pending' AND owner IS NULL"
+        sql = f"{_SELECT} INDEXED BY runs_queue WHERE status = 'pending' AND owner IS NULL"
         args: list[Any] = []
         if now is not None:
             sql += " AND (not_before IS NULL OR not_before <= ?)"
@@ -193,12 +233,14 @@ def claim(
             sql += f" AND (concurrency_key IS NULL OR concurrency_key NOT IN ({', '.join('?' * len(full))}))"
             args.extend(full)
         sql += " ORDER BY priority, COALESCE(not_before, created_at), id"
-        cursor = conn.execute(sql, args)
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        cursor.execute(sql, args)
         while len(runs) < room and (row := cursor.fetchone()) is not None:
-            key = row["concurrency_key"]
+            key = row[_KEY]
             if key is not None and key_busy.get(key, 0) >= key_limit(key):
                 continue  # its key filled up in this very claim
-            runs.append(_row(row))
+            runs.append(_run(row))
             if key is not None:
                 key_busy[key] = key_busy.get(key, 0) + 1
         cursor.close()
@@ -253,8 +295,28 @@ _UPDATE_SQL = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE 
 
 
 def mutable(run: Run) -> tuple[Any, ...]:
-    """What `update` writes of `run` (taken when the update is asked for: the run changes after)."""
-    return (*(_value(run, c) for c in _MUTABLE), run.id)
+    """What `update` writes of `run` (`_MUTABLE`, then its id), taken when the update is asked for
+    (the run changes after). Spelled out: a dispatcher's every run start and end makes one."""
+    result = run.result
+    return (
+        run.status,
+        run.display_name,
+        run.started_at,
+        run.finished_at,
+        run.exit_reason,
+        run.error,
+        None if result is None else orjson.dumps(result).decode(),
+        run.worktree_path,
+        run.branch,
+        run.owner,
+        orjson.dumps(run.auto_accepts).decode() if run.auto_accepts else "[]",
+        run.waiting_for,
+        run.output,
+        run.waiting_reason,
+        int(run.retryable),
+        int(run.retry_pending),
+        run.id,
+    )
 
 
 def update(conn: sqlite3.Connection, run: Run, expect: tuple[RunStatus, ...] | None) -> None:
@@ -341,21 +403,56 @@ def active_slots(conn: sqlite3.Connection) -> list[ActiveSlot]:
 class _Updates:
     """Run updates written together: those asked for until the writer thread takes the batch (a
     pass of the dispatcher's runs starting and ending) are one statement in one write. Each is
-    taken as it was asked (`mutable`); each caller learns its own outcome after the commit."""
+    taken as it was asked (`mutable`); a run's unconditional update replaces the one it asked for
+    just before in the same batch (its values are newer and complete). Each caller's future says
+    its own outcome after the commit."""
 
-    __slots__ = ("_taking", "done", "items", "taken")
+    __slots__ = ("_last", "_taking", "items", "taken", "waiters")
 
     def __init__(self, taking: threading.Lock) -> None:
         self._taking = taking  # held to join a batch, and to take it
         self.items: list[tuple[tuple[Any, ...], tuple[RunStatus, ...] | None]] = []
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._last: dict[int, int] = {}  # run id -> the index of its latest update
         self.taken = False
-        self.done: asyncio.Future[list[RunChanged | None]]
+
+    def join(self, values: tuple[Any, ...], expect: tuple[RunStatus, ...] | None) -> int | None:
+        """The index of the update in the batch, or None when the batch was taken (under the lock)."""
+        if self.taken:
+            return None
+        run_id = values[-1]
+        index = self._last.get(run_id)
+        if index is not None and expect is None and self.items[index][1] is None:
+            self.items[index] = (values, None)
+            return index
+        index = self._last[run_id] = len(self.items)
+        self.items.append((values, expect))
+        return index
 
     def apply(self, conn: sqlite3.Connection) -> list[RunChanged | None]:
         with self._taking:  # on the writer thread: an update asked for from now on opens a new batch
             self.taken = True
             items = list(self.items)
         return update_many(conn, items)
+
+    def deliver(self, done: asyncio.Future[list[RunChanged | None]]) -> None:
+        """Tell each waiter its outcome (on the event loop, once the write is over)."""
+        failures: list[RunChanged | None] | None = None
+        error: BaseException | None = None
+        if done.cancelled():
+            error = asyncio.CancelledError()
+        elif done.exception() is not None:
+            error = done.exception()
+        else:
+            failures = done.result()
+        for index, waiter in self.waiters:
+            if waiter.done():
+                continue
+            failure = error if failures is None else failures[index]
+            if failure is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(failure)
 
 
 class SqliteRuns:
@@ -388,22 +485,27 @@ class SqliteRuns:
         return await self._writer.read(lambda c: next_not_before(c, now))
 
     async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
+        await self.queue_update(run, expect)
+
+    def queue_update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> asyncio.Future[None]:
         """Joins the updates asked for until the writer takes them (see `_Updates`)."""
-        item = (mutable(run), expect)
+        values = mutable(run)
         with self._taking:
-            open_batch = self._updates
-            opened = open_batch is None or open_batch.taken
-            batch = _Updates(self._taking) if open_batch is None or opened else open_batch
-            self._updates = batch
-            index = len(batch.items)
-            batch.items.append(item)
+            batch = self._updates
+            index = None if batch is None else batch.join(values, expect)
+            opened = batch is None or index is None
+            if batch is None or index is None:
+                batch = self._updates = _Updates(self._taking)
+                index = batch.join(values, expect)
+                assert index is not None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch.waiters.append((index, waiter))
         if opened:
-            batch.done = asyncio.ensure_future(self._writer.write(batch.apply))
-            self._flushes.add(batch.done)
-            batch.done.add_done_callback(self._flushes.discard)
-        failure = (await asyncio.shield(batch.done))[index]
-        if failure is not None:
-            raise failure
+            done = asyncio.ensure_future(self._writer.write(batch.apply))
+            self._flushes.add(done)
+            done.add_done_callback(self._flushes.discard)
+            done.add_done_callback(batch.deliver)
+        return waiter
 
     async def get(self, run_id: int) -> Run | None:
         return await self._writer.read(lambda c: get(c, run_id))

@@ -79,7 +79,8 @@ class Fire:
     answers None and nothing changes). `run` is admitted with the task's priority and keys (unless
     the task's dedupe rule finds a run that stands for it, when `dedupe`); `replan` sets
     `next_fire_at`; `fired_for` is the schedule time the fire stands for; `skip_reason` records a
-    fire that runs nothing.
+    fire that runs nothing. `task`, when given, is the task as read at `expect_version` (the fire
+    was decided on it): a batch of fires then reads only its tasks' versions, not their rows again.
     """
 
     task_id: str
@@ -93,6 +94,7 @@ class Fire:
     clear_snooze: bool = False
     skip_reason: str | None = None
     statuses: tuple[TaskStatus, ...] = ("active",)
+    task: Task | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,24 @@ def _row(row: sqlite3.Row) -> Task:
     return Task(**values)
 
 
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM tasks"  # a task's columns in `Task`'s order
+_PAYLOAD = _COLUMNS.index("payload")
+
+
+def _plain(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor answering plain tuples (for `_SELECT`: many rows read)."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return cursor
+
+
+def _task(row: tuple[Any, ...]) -> Task:
+    """A task from a row of `_SELECT`."""
+    values = list(row)
+    values[_PAYLOAD] = orjson.loads(values[_PAYLOAD])
+    return Task(*values)
+
+
 def _values(task: Task) -> tuple[Any, ...]:
     return tuple(
         orjson.dumps(task.payload).decode() if name == "payload" else getattr(task, name) for name in _COLUMNS
@@ -105,12 +123,12 @@ def save(conn: sqlite3.Connection, task: Task, expect_version: int) -> Task:
 
 
 def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Task]:
-    rows = conn.execute(
-        "SELECT * FROM tasks WHERE next_fire_at IS NOT NULL AND next_fire_at <= ? AND status = 'active'"
+    rows = _plain(conn).execute(
+        f"{_SELECT} WHERE next_fire_at IS NOT NULL AND next_fire_at <= ? AND status = 'active'"
         " ORDER BY next_fire_at, priority, id LIMIT ?",
         (now, limit),
-    ).fetchall()
-    return [_row(r) for r in rows]
+    )
+    return list(map(_task, rows))
 
 
 def next_fire_at(conn: sqlite3.Connection) -> float | None:
@@ -121,13 +139,13 @@ def next_fire_at(conn: sqlite3.Connection) -> float | None:
 
 
 def upcoming(conn: sqlite3.Connection, limit: int) -> tuple[float | None, list[Task]]:
-    rows = conn.execute(
-        "SELECT * FROM tasks WHERE next_fire_at = (SELECT MIN(next_fire_at) FROM tasks"
+    rows = _plain(conn).execute(
+        f"{_SELECT} WHERE next_fire_at = (SELECT MIN(next_fire_at) FROM tasks"
         " WHERE next_fire_at IS NOT NULL AND status = 'active') AND status = 'active'"
         " ORDER BY priority, id LIMIT ?",
         (limit,),
-    ).fetchall()
-    tasks = [_row(r) for r in rows]  # one statement: the earliest one's row is among them
+    )
+    tasks = list(map(_task, rows))  # one statement: the earliest one's row is among them
     return (tasks[0].next_fire_at, tasks) if tasks else (None, [])
 
 
@@ -220,11 +238,26 @@ def fire_many(conn: sqlite3.Connection, fires: list[Fire]) -> list[Fired | None]
     each. Still one compare-and-set per task: a task changed since its fire was decided (another
     server fired it, a user edited it) is left alone and answers None."""
     batch = FireBatch()
+    given = {fire.task_id: fire.task for fire in fires if fire.task is not None}
     ids = list(dict.fromkeys(fire.task_id for fire in fires))
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
-        rows = conn.execute(f"SELECT * FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        batch.update((task.id, task) for task in map(_row, rows))
+        marks = ", ".join("?" * len(chunk))
+        if given:  # a task still at the version its fire was decided on is the one given (versions
+            # grow with every change): only the versions are read
+            read: list[str] = []
+            for task_id, version in _plain(conn).execute(
+                f"SELECT id, version FROM tasks WHERE id IN ({marks})", chunk
+            ):
+                task = given.get(task_id)
+                if task is not None and task.version == version:
+                    batch[task_id] = task
+                elif task is None:
+                    read.append(task_id)
+            chunk, marks = read, ", ".join("?" * len(read))
+        if chunk:
+            rows = _plain(conn).execute(f"{_SELECT} WHERE id IN ({marks})", chunk)
+            batch.update((task.id, task) for task in map(_task, rows))
     fired = [apply_fire(conn, fire, batch) for fire in fires]
     batch.flush(conn)
     return fired

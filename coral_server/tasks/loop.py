@@ -32,7 +32,7 @@ from coral_server.scheduler import DEFAULT_GRACE, Backoff, BackoffStrategy, Sche
 from coral_server.store.base import StoreUnavailable
 from coral_server.store.runs import Run, Trigger
 from coral_server.store.tasks import Fire, PendingRetry, Replan, Task, TaskStore
-from coral_server.tasks.planning import decide, plan_next
+from coral_server.tasks.planning import Decision, decide, plan_next
 
 __all__ = ["PIPELINE", "TaskLoop", "TaskSettings", "new_run"]
 
@@ -240,7 +240,8 @@ class TaskLoop:
 
     async def _fire(self, due: list[Task], now: float) -> tuple[int, bool]:
         """Fire `due` in one transaction: the runs created, and whether any task was applied."""
-        fires = [self._decide(task, now) for task in due]
+        decided: dict[tuple[str, str | None, str, float | None, float | None], Decision | str] = {}
+        fires = [self._decide(task, now, decided) for task in due]
         created, progress = 0, False
         for fire, fired in zip(fires, await self.store.fire_many(fires), strict=True):
             if fired is None:
@@ -254,14 +255,26 @@ class TaskLoop:
                 log.info("task.skipped task=%s reason=%s", fire.task_id, fired.task.last_skip_reason)
         return created, progress
 
-    def _decide(self, task: Task, now: float) -> Fire:
-        """What to do with one due task: its run (if one is due) and its next fire time."""
-        try:
-            schedule = self._schedules.load(task.schedule_kind, task.schedule_expr, task.timezone)
-            decision = decide(task, schedule, now, max(self.settings.misfire_grace_s, ON_TIME_S))
-        except Exception as exc:  # a stored schedule that no longer loads: disarm it, say why
-            log.exception("task.plan_failed task=%s", task.id)
-            return Fire(task.id, task.version, now, replan=True, skip_reason=f"cannot plan: {exc}")
+    def _decide(
+        self,
+        task: Task,
+        now: float,
+        decided: dict[tuple[str, str | None, str, float | None, float | None], Decision | str],
+    ) -> Fire:
+        """What to do with one due task: its run (if one is due) and its next fire time. Tasks of one
+        schedule due at one time (and snoozed alike) share their decision (`decided`, per batch)."""
+        key = (task.schedule_kind, task.schedule_expr, task.timezone, task.next_fire_at, task.snoozed_until)
+        decision = decided.get(key)
+        if decision is None:
+            try:
+                schedule = self._schedules.load(task.schedule_kind, task.schedule_expr, task.timezone)
+                decision = decide(task, schedule, now, max(self.settings.misfire_grace_s, ON_TIME_S))
+            except Exception as exc:  # a stored schedule that no longer loads: disarm it, say why
+                log.exception("task.plan_failed task=%s", task.id)
+                decision = f"cannot plan: {exc}"
+            decided[key] = decision
+        if isinstance(decision, str):
+            return Fire(task.id, task.version, now, replan=True, skip_reason=decision, task=task)
         return Fire(
             task.id,
             task.version,
@@ -272,6 +285,7 @@ class TaskLoop:
             fired_for=decision.fire_for,
             clear_snooze=task.snoozed_until is not None and task.snoozed_until <= now,
             skip_reason=decision.skip_reason,
+            task=task,
         )
 
     # -- retries ----------------------------------------------------------------------------------
