@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -142,9 +143,6 @@ def admit(conn: sqlite3.Connection, run: Run, cap: int | None) -> Run:
     return run
 
 
-_INSERT_SQL = f"INSERT INTO runs (id, {', '.join(_ADMITTED)}) VALUES (?, {', '.join('?' * len(_ADMITTED))})"
-
-
 def next_run_id(conn: sqlite3.Connection) -> int:
     """The id the next admitted run gets: above every id the table ever gave (AUTOINCREMENT never
     reuses one). Taken in a write transaction, which holds the write lock: no other writer takes it."""
@@ -186,10 +184,20 @@ def admission(run: Run, run_id: int) -> tuple[Any, ...]:
     )
 
 
+_INSERT_ROWS = 500  # rows per INSERT statement (its values stay under SQLite's 32,766 variables)
+
+
 def insert_admitted(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert the rows of runs `admission` prepared: one statement for all."""
-    if rows:
-        conn.executemany(_INSERT_SQL, rows)
+    """Insert the rows of runs `admission` prepared: a statement per `_INSERT_ROWS` rows."""
+    for start in range(0, len(rows), _INSERT_ROWS):
+        chunk = rows[start : start + _INSERT_ROWS]
+        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(n: int) -> str:
+    row = f"({', '.join('?' * (len(_ADMITTED) + 1))})"
+    return f"INSERT INTO runs (id, {', '.join(_ADMITTED)}) VALUES {', '.join([row] * n)}"
 
 
 def admit_many(conn: sqlite3.Connection, runs: list[Run]) -> None:
@@ -247,9 +255,11 @@ def claim(
     for run in runs:
         run.owner = owner
         run.waiting_reason = None
-    conn.executemany(
-        "UPDATE runs SET owner = ?, waiting_reason = NULL WHERE id = ?", [(owner, run.id) for run in runs]
-    )
+    if runs:
+        conn.execute(
+            f"UPDATE runs SET owner = ?, waiting_reason = NULL WHERE id IN ({', '.join('?' * len(runs))})",
+            (owner, *(run.id for run in runs)),
+        )
     _note_waiting(conn, now, sorted(key for key, count in key_busy.items() if count >= key_limit(key)))
     return runs
 
@@ -330,14 +340,13 @@ def update_many(
 ) -> list[RunChanged | None]:
     """Apply `updates` (`mutable` values, and the statuses the stored run must have, if any) in order;
     for each, None or the `RunChanged` that left it unapplied. Consecutive unconditional updates are
-    one statement."""
+    one statement (per `_UPDATE_ROWS`)."""
     failures: list[RunChanged | None] = []
-    plain: list[tuple[Any, ...]] = []
+    plain: dict[int, tuple[Any, ...]] = {}  # run id -> its latest values
     for values, expect in updates:
         if expect is not None:
-            if plain:
-                conn.executemany(_UPDATE_SQL, plain)
-                plain = []
+            _update_plain(conn, plain)
+            plain = {}
             run_id = values[-1]
             row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             actual = "missing" if row is None else row["status"]
@@ -346,11 +355,31 @@ def update_many(
                 continue
             conn.execute(_UPDATE_SQL, values)
         else:
-            plain.append(values)
+            plain[values[-1]] = values
         failures.append(None)
-    if plain:
-        conn.executemany(_UPDATE_SQL, plain)
+    _update_plain(conn, plain)
     return failures
+
+
+_UPDATE_ROWS = 500  # runs per UPDATE statement (its values stay under SQLite's 32,766 variables)
+
+
+def _update_plain(conn: sqlite3.Connection, updates: dict[int, tuple[Any, ...]]) -> None:
+    rows = list(updates.values())
+    for start in range(0, len(rows), _UPDATE_ROWS):
+        chunk = rows[start : start + _UPDATE_ROWS]
+        conn.execute(_update_sql(len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=16)
+def _update_sql(n: int) -> str:
+    """`_UPDATE_SQL` for `n` runs (`mutable` values each) in one statement."""
+    width = len(_MUTABLE) + 1
+    row = f"({', '.join('?' * width)})"
+    return (
+        f"UPDATE runs SET {', '.join(f'{c} = v.column{i}' for i, c in enumerate(_MUTABLE, 1))}"
+        f" FROM (VALUES {', '.join([row] * n)}) AS v WHERE runs.id = v.column{width}"
+    )
 
 
 def get(conn: sqlite3.Connection, run_id: int) -> Run | None:

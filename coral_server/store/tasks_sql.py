@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import fields
 from typing import Any, cast
@@ -199,14 +200,22 @@ def _duplicate(conn: sqlite3.Connection, task: Task, at: float) -> Run | None:
     return None if row is None else runs_sql._row(row)
 
 
+class _Stale(Exception):
+    """A task of a batch fired on trust (`FireBatch.trusted`) changed since its fire was decided."""
+
+
 class FireBatch(dict[str, Task]):
-    """A batch of fires in one transaction: their tasks as read in it (by id), and the writes the
-    fires applied so far defer, made with one statement each for all of them (`flush`)."""
+    """A batch of fires in one transaction: their tasks (by id), and the writes the fires applied
+    so far defer, made with one statement each for all of them (`flush`).
 
-    __slots__ = ("next_run_id", "run_rows", "task_rows")
+    `trusted`: the tasks are those the fires were decided on, not read in this transaction; the
+    tasks' update (a compare-and-set on each one's version) then says whether they were current."""
 
-    def __init__(self) -> None:
+    __slots__ = ("next_run_id", "run_rows", "task_rows", "trusted")
+
+    def __init__(self, *, trusted: bool = False) -> None:
         super().__init__()
+        self.trusted = trusted
         self.next_run_id: int | None = None
         self.run_rows: list[tuple[Any, ...]] = []
         self.task_rows: list[tuple[Any, ...]] = []
@@ -225,42 +234,59 @@ class FireBatch(dict[str, Task]):
 
     def flush(self, conn: sqlite3.Connection) -> None:
         runs_sql.insert_admitted(conn, self.run_rows)
-        if self.task_rows:
-            cursor = conn.executemany(_SAVE_FIRE_SQL, self.task_rows)
-            if cursor.rowcount != len(self.task_rows):
-                raise TaskChanged(self.task_rows[0][-2])  # cannot happen: read in this transaction
+        for start in range(0, len(self.task_rows), _IN_CHUNK):
+            chunk = self.task_rows[start : start + _IN_CHUNK]
+            cursor = conn.execute(_save_fires_sql(len(chunk)), [value for row in chunk for value in row])
+            if cursor.rowcount != len(chunk):
+                if self.trusted:
+                    raise _Stale
+                raise TaskChanged(chunk[0][-2])  # cannot happen: read in this transaction
         self.run_rows, self.task_rows = [], []
 
 
 def fire_many(conn: sqlite3.Connection, fires: list[Fire]) -> list[Fired | None]:
-    """`apply_fire` for each of `fires` (one transaction: the caller's), their tasks read in one
-    query per chunk instead of one each, their runs inserted and tasks updated in one statement
-    each. Still one compare-and-set per task: a task changed since its fire was decided (another
-    server fired it, a user edited it) is left alone and answers None."""
-    batch = FireBatch()
+    """`apply_fire` for each of `fires` (one transaction: the caller's), their runs inserted and
+    their tasks updated in one statement each. Still one compare-and-set per task: a task changed
+    since its fire was decided (another server fired it, a user edited it) is left alone and
+    answers None.
+
+    When every fire carries the task it was decided on (`Fire.task`, one fire per task), the fires
+    are first applied to those, unread: the tasks' update, a compare-and-set on every version, finds
+    them all current (the usual case: done) or not (that try is rolled back; the tasks are read)."""
     given = {fire.task_id: fire.task for fire in fires if fire.task is not None}
+    if given and len(given) == len(fires):
+        conn.execute("SAVEPOINT fires")
+        trusted = FireBatch(trusted=True)
+        trusted.update(given)
+        try:
+            fired = [apply_fire(conn, fire, trusted) for fire in fires]
+            trusted.flush(conn)
+        except _Stale:
+            conn.execute("ROLLBACK TO fires")
+            fires = [_untried(fire) for fire in fires]
+        else:
+            conn.execute("RELEASE fires")
+            return fired
+        conn.execute("RELEASE fires")
+    batch = FireBatch()
     ids = list(dict.fromkeys(fire.task_id for fire in fires))
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        if given:  # a task still at the version its fire was decided on is the one given (versions
-            # grow with every change): only the versions are read
-            read: list[str] = []
-            for task_id, version in _plain(conn).execute(
-                f"SELECT id, version FROM tasks WHERE id IN ({marks})", chunk
-            ):
-                task = given.get(task_id)
-                if task is not None and task.version == version:
-                    batch[task_id] = task
-                elif task is None:
-                    read.append(task_id)
-            chunk, marks = read, ", ".join("?" * len(read))
-        if chunk:
-            rows = _plain(conn).execute(f"{_SELECT} WHERE id IN ({marks})", chunk)
-            batch.update((task.id, task) for task in map(_task, rows))
+        rows = _plain(conn).execute(f"{_SELECT} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        batch.update((task.id, task) for task in map(_task, rows))
     fired = [apply_fire(conn, fire, batch) for fire in fires]
     batch.flush(conn)
     return fired
+
+
+def _untried(fire: Fire) -> Fire:
+    """`fire` as it was before a try that was rolled back (its run not admitted)."""
+    run = fire.run
+    if run is not None:
+        if run.display_name == f"Task #{run.id}":
+            run.display_name = ""  # named after the id it had
+        run.id, run.waiting_reason = 0, None
+    return fire
 
 
 def apply_fire(conn: sqlite3.Connection, fire: Fire, known: dict[str, Task] | None = None) -> Fired | None:
@@ -329,6 +355,19 @@ _FIRE_COLUMNS = (
 _SAVE_FIRE_SQL = (
     f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in _FIRE_COLUMNS)}, version = ? WHERE id = ? AND version = ?"
 )
+
+
+@functools.lru_cache(maxsize=16)
+def _save_fires_sql(n: int) -> str:
+    """`_SAVE_FIRE_SQL` for `n` tasks in one statement (`_fire_values`, id, expected version each)."""
+    width = len(_FIRE_COLUMNS) + 3
+    row = f"({', '.join('?' * width)})"
+    columns = (*_FIRE_COLUMNS, "version")
+    return (
+        f"UPDATE tasks SET {', '.join(f'{c} = v.column{i}' for i, c in enumerate(columns, 1))}"
+        f" FROM (VALUES {', '.join([row] * n)}) AS v"
+        f" WHERE tasks.id = v.column{width - 1} AND tasks.version = v.column{width}"
+    )
 
 
 def _fire_values(task: Task) -> tuple[Any, ...]:

@@ -39,7 +39,8 @@ __all__ = ["PIPELINE", "TaskLoop", "TaskSettings", "new_run"]
 log = logging.getLogger("coral_server.tasks")
 
 PIPELINE = "pipeline"  # the run kind of a task's runs
-BATCH = 500  # tasks (or retries) read per store hop
+BATCH = 500  # tasks fired per transaction; retries read per store hop
+DUE_READ = 5000  # due tasks read per store hop
 PLAN_BATCH = 5000  # tasks read per store hop while planning
 # A fire this late is on time whatever the grace: the loop's own wake-up delay on a busy machine is
 # not a misfire (with a grace of 0, every real fire would be skipped otherwise).
@@ -232,10 +233,14 @@ class TaskLoop:
         ready = [task for task in ahead if task.next_fire_at is not None and task.next_fire_at <= now]
         created = (await self._fire(ready, now))[0] if ready else 0
         while True:
-            due = await self.store.due(now, BATCH)
-            fired, progress = await self._fire(due, now) if due else (0, False)
-            created += fired
-            if len(due) < BATCH or not progress:
+            # Read many at once (each read sorts every due task), fire them `BATCH` a transaction.
+            due = await self.store.due(now, DUE_READ)
+            progress = False
+            for start in range(0, len(due), BATCH):
+                fired, applied = await self._fire(due[start : start + BATCH], now)
+                created += fired
+                progress = progress or applied
+            if len(due) < DUE_READ or not progress:
                 return created
 
     async def _fire(self, due: list[Task], now: float) -> tuple[int, bool]:
