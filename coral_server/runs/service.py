@@ -375,7 +375,7 @@ class Runs:
             if not self._closing:
                 now = self.clock.time()
                 try:
-                    claimed = await self.store.claim(
+                    claimed, due = await self.store.claim_next(
                         self.owner,
                         self.cap,
                         self.cap,
@@ -383,7 +383,6 @@ class Runs:
                         key_limits=self.key_limits,
                         default_key_limit=self.default_key_limit,
                     )
-                    due = await self.store.next_not_before(now)
                 except StoreUnavailable:  # counted and logged by the store; queued runs wait
                     claimed = []
                 except Exception:
@@ -462,8 +461,13 @@ class Runs:
             return
         check_transition(run.id, previous, status)
         run.status = status
+        written = self.store.queue_update(run, expect)
+        if status in FINAL:
+            # A slot frees once this is stored: the dispatcher's claim, queued after this write,
+            # is made after it (in its commit, when they are stored together): a pass saved.
+            self._wake.set()
         try:
-            await self.store.update(run, expect)
+            await written
         except Exception:  # RunChanged, StoreUnavailable...: the run keeps the status the store has
             run.status = previous
             raise

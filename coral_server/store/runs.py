@@ -143,6 +143,20 @@ class RunStore(Protocol):
         pending get their `waiting_reason`. One transaction."""
         ...
 
+    async def claim_next(
+        self,
+        owner: str,
+        cap: int,
+        limit: int,
+        *,
+        now: float,
+        key_limits: Mapping[str, int] | None = None,
+        default_key_limit: int = 1,
+    ) -> tuple[list[Run], float | None]:
+        """`claim`, then `next_not_before(now)` of the runs left: one unit of work (a dispatcher's
+        pass, one store hop)."""
+        ...
+
     async def next_not_before(self, now: float) -> float | None:
         """The earliest `not_before` after `now` of an unclaimed pending run (when to claim again)."""
         ...

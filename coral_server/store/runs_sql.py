@@ -510,6 +510,22 @@ class SqliteRuns:
             lambda c: claim(c, owner, cap, limit, now, key_limits, default_key_limit)
         )
 
+    async def claim_next(
+        self,
+        owner: str,
+        cap: int,
+        limit: int,
+        *,
+        now: float,
+        key_limits: Mapping[str, int] | None = None,
+        default_key_limit: int = 1,
+    ) -> tuple[list[Run], float | None]:
+        def work(conn: sqlite3.Connection) -> tuple[list[Run], float | None]:
+            claimed = claim(conn, owner, cap, limit, now, key_limits, default_key_limit)
+            return claimed, next_not_before(conn, now)
+
+        return await self._writer.write(work)
+
     async def next_not_before(self, now: float) -> float | None:
         return await self._writer.read(lambda c: next_not_before(c, now))
 
