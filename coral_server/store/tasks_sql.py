@@ -353,7 +353,8 @@ _FIRE_COLUMNS = (
     "snooze_reason",
 )
 _SAVE_FIRE_SQL = (
-    f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in _FIRE_COLUMNS)}, version = ? WHERE id = ? AND version = ?"
+    f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in _FIRE_COLUMNS)}, version = ?"
+    " WHERE id = ? AND version = ?"
 )
 
 

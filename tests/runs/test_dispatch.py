@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from coral_server.clock import Clock, FakeClock, wait_for_event
-from coral_server.events import EventBus
+from coral_server.events import SERVER_TOPIC, EventBus
 from coral_server.runs import service
-from coral_server.runs.service import Runs
+from coral_server.runs.service import Outcome, Runs
 from coral_server.store import SqliteStore
+from coral_server.store.runs import Run
 from tests.conftest import wait_until
 from tests.fakes.pipeline import FakePipeline
 
@@ -90,3 +91,36 @@ async def test_several_freed_slots_are_refilled_together_without_overshooting_th
         d.pipeline.finish(done)
     await running(d, ids[2:4])
     assert (await d.runs.get(ids[4])).status == "pending"
+
+
+async def test_a_runs_start_is_stored_behind_and_announced_once_stored_before_its_end(
+    dispatching: Dispatching,
+) -> None:
+    d = dispatching
+    feed = d.runs.events.subscribe(SERVER_TOPIC)
+    slow = await d.runs.submit("pipeline", SPEC)
+    await running(d, [slow.id])
+    # Its start is stored (not waited for by the executor, but written) while it runs.
+    stored = await wait_until(
+        lambda: _stored_status(d, slow.id, "running"), what=f"run {slow.id} stored as running"
+    )
+    assert stored.started_at is not None
+    d.pipeline.auto = Outcome("completed", "agent_done")
+    quick = await d.runs.submit("pipeline", SPEC)  # ends at once: start and end in one write
+    d.pipeline.finish(slow.id)
+    for run_id in (slow.id, quick.id):
+        done = await wait_until(lambda r=run_id: _stored_status(d, r, "completed"), what=f"run {run_id} done")
+        assert done.started_at is not None and done.finished_at is not None
+    seen: dict[int, list[str]] = {}
+    while (event := feed.poll()) is not None:
+        seen.setdefault(event.data["runId"], []).append(event.data.get("status", event.type))
+    feed.close()
+    assert seen == {
+        slow.id: ["run_created", "running", "completed"],
+        quick.id: ["run_created", "running", "completed"],
+    }
+
+
+async def _stored_status(d: Dispatching, run_id: int, status: str) -> Run | None:
+    run = await d.runs.store.get(run_id)
+    return run if run is not None and run.status == status else None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from coral_server.store import SqliteStore
+from coral_server.store import SqliteStore, runs_sql
 from coral_server.store.migrations import apply_migrations
 from coral_server.store.runs import Run
 
@@ -143,3 +144,64 @@ def test_the_claim_walks_the_queue_index(tmp_path: Path) -> None:
     ).fetchall()
     conn.close()
     assert "runs_queue" in str(plan) and "TEMP B-TREE" not in str(plan)
+
+
+async def test_updates_asked_for_together_are_written_together_each_with_its_outcome(
+    store: SqliteStore,
+) -> None:
+    ids = await admit(store, *(run() for _ in range(4)))
+    got = [r for i in ids if (r := await store.runs.get(i)) is not None]
+    first, second, third, fourth = got
+    first.status, second.status = "running", "running"
+    fourth.status = "killed"
+    waits = [
+        store.runs.queue_update(first),
+        store.runs.queue_update(second),
+        store.runs.queue_update(fourth, ("running",)),  # it is pending: refused alone
+    ]
+    first.status, first.finished_at = "completed", 150.0
+    waits.append(store.runs.queue_update(first))  # replaces the first one's update in the batch
+    third.display_name = "renamed"
+    waits.append(store.runs.queue_update(third))
+    outcomes = await asyncio.gather(*waits, return_exceptions=True)
+    assert [type(o).__name__ for o in outcomes] == [
+        "NoneType",
+        "NoneType",
+        "RunChanged",
+        "NoneType",
+        "NoneType",
+    ]
+    stored = {i: await store.runs.get(i) for i in ids}
+    assert [(s.status, s.finished_at, s.display_name) for s in stored.values() if s is not None] == [
+        ("completed", 150.0, "r"),
+        ("running", None, "r"),
+        ("pending", None, "renamed"),
+        ("pending", None, "r"),
+    ]
+
+
+async def test_many_updates_in_one_batch_take_several_statements(store: SqliteStore) -> None:
+    n = runs_sql._UPDATE_ROWS * 2 + 7
+    ids = await admit(store, *(run() for _ in range(n)))
+    got = [r for i in ids if (r := await store.runs.get(i)) is not None]
+    for r in got:
+        r.status, r.owner = "running", f"me-{r.id}"
+    await asyncio.gather(*(store.runs.update(r) for r in got))
+    stored = await store.runs.active()
+    assert len(stored) == n and all(r.status == "running" and r.owner == f"me-{r.id}" for r in stored)
+
+
+def test_the_values_written_are_the_mutable_columns_in_order() -> None:
+    r = run(result={"x": 1}, auto_accepts=[{"q": "a"}], retryable=False, owner="o", output="tail")
+    r.id = 7
+    assert runs_sql.mutable(r) == (*(runs_sql._value(r, c) for c in runs_sql._MUTABLE), 7)
+    fields = run(display_name="")
+    assert runs_sql.admission(fields, 9)[1:] == tuple(runs_sql._value(fields, c) for c in runs_sql._ADMITTED)
+    assert fields.display_name == "Task #9" and fields.waiting_reason == "capacity"
+
+
+async def test_admitted_ids_never_reuse_one_given_before(store: SqliteStore) -> None:
+    ids = await admit(store, run(), run())
+    await store.runs._writer.write(lambda c: c.execute("DELETE FROM runs WHERE id = ?", (ids[-1],)))
+    (again,) = await admit(store, run())
+    assert again == ids[-1] + 1
