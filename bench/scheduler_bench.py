@@ -5,7 +5,10 @@
 
 Ours: the real store (a SQLite file in a temp dir), the real `Runs` dispatcher and `Tasks` with its
 scheduler loop on the real clock, and a "pipeline" executor that completes at once (it says
-running, then completed: two stored transitions, as a real executor's run has). Tasks are cron
+running, then completed: two transitions, each published, as a real executor's run has; a run
+that ends at once has both stored in one write, as a real one that fails at once does). Tasks
+sharing a schedule and a due time share its computation within a fire batch (all of part 3's
+do: see `TaskLoop._decide`). Tasks are cron
 tasks with a seconds field, e.g. `5 20 * * * 17` (daily at 20:05:17 UTC), written straight into the
 store in one transaction (the SQL `Tasks.create` uses; creating them through the service is not
 what is measured here). The peer: APScheduler 3's `AsyncIOScheduler` with its in-memory job store
