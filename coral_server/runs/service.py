@@ -199,6 +199,7 @@ class Runs:
         # Called (synchronously) with each run this server ended, once its final status is stored.
         self.on_finished: list[Callable[[Run], None]] = []
         self._contexts: dict[int, RunContext] = {}
+        self._kill_on_start: dict[int, ExitReason] = {}  # kills that came between claim and context
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -295,6 +296,11 @@ class Runs:
             except RunChanged:
                 return await self.kill(run_id, reason)  # claimed meanwhile: kill it where it runs
             return run
+        if run.owner == self.owner:
+            # Claimed by this server, its claim's answer not yet back at the dispatcher: the run is
+            # killed the moment its context exists (a kill is never lost to this window).
+            self._kill_on_start[run_id] = reason
+            return run
         raise RunNotActive(run_id, f"{run.status} on another server")
 
     async def answer(self, run_id: int, text: str) -> Run:
@@ -383,6 +389,10 @@ class Runs:
     def _execute(self, run: Run) -> None:
         ctx = RunContext(run, self)
         self._contexts[run.id] = ctx
+        reason = self._kill_on_start.pop(run.id, None)
+        if reason is not None:
+            ctx.kill_reason = reason
+            ctx.killed.set()
         task = asyncio.create_task(self._drive(ctx), name=f"coral-run-{run.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
