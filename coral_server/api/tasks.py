@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -191,7 +192,17 @@ async def all_runs(request: web.Request) -> web.Response:
         problems.append(("end_time", "is before start_time"))
     if problems:
         raise BadRequest("invalid run listing parameters", problems)
-    where = TaskRunQuery(task_id, success, start, end, limit, offset)
+    # Compared to the millisecond, as times are shown: a run's own created_at finds it either way.
+    start_ms = None if start is None else math.floor(start * 1000)
+    end_ms = None if end is None else math.floor(end * 1000) + 1
+    where = TaskRunQuery(
+        task_id,
+        success,
+        None if start_ms is None else start_ms / 1000,
+        None if end_ms is None else end_ms / 1000,
+        limit,
+        offset,
+    )
     runs, total = await _tasks(request).all_runs(where)
     return json_response(views.task_run_list(runs, total, limit, offset, errors=bool(errors)))
 

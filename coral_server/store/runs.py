@@ -122,13 +122,13 @@ class TaskRunQuery:
     """Which scheduled tasks' runs `GET /runs` lists, newest first, paged by offset.
 
     `success`: True for completed runs, False for failed or killed ones (active runs match neither);
-    `created_from` / `created_to` bound the creation time (Unix s, inclusive).
+    runs created from `created_from` (inclusive) and before `created_before` (Unix s).
     """
 
     task_id: str | None = None
     success: bool | None = None
     created_from: float | None = None
-    created_to: float | None = None
+    created_before: float | None = None
     limit: int = 50
     offset: int = 0
 

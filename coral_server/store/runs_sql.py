@@ -268,9 +268,9 @@ def task_runs(conn: sqlite3.Connection, where: TaskRunQuery) -> tuple[list[Run],
     if where.created_from is not None:
         clauses.append("created_at >= ?")
         args.append(where.created_from)
-    if where.created_to is not None:
-        clauses.append("created_at <= ?")
-        args.append(where.created_to)
+    if where.created_before is not None:
+        clauses.append("created_at < ?")
+        args.append(where.created_before)
     condition = " AND ".join(clauses)
     total = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {condition}", args).fetchone()[0]
     rows = conn.execute(
