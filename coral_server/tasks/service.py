@@ -123,6 +123,12 @@ class Tasks:
             self.loop.wake_for(task.next_fire_at)
         return TaskCreated(stored, deduplicated)
 
+    async def check(self, body: object) -> tuple[TaskSpec, dict[str, Any]]:
+        """What `create` would make of `body`: its spec and its payload as stored, checked (raises
+        `TaskFieldInvalid`); nothing is stored."""
+        spec = parse_task(body, now=instant(self.clock.time()))
+        return spec, await self._validate_payload(spec.payload)
+
     async def get(self, task_id: str) -> Task:
         task = await self.store.get(task_id)
         if task is None:
