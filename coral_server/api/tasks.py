@@ -166,11 +166,11 @@ def _time(query: Any, name: str, problems: list[tuple[str, str]]) -> float | Non
     if not raw:
         return None
     try:
-        moment = datetime.fromisoformat(_OFFSET_AS_SPACE.sub(r"\1+\2", raw))
-    except ValueError:
+        moment = datetime.fromisoformat(_OFFSET_AS_SPACE.sub(r"\1+\2", raw.upper()))
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):  # not ISO 8601, or beyond what a date holds once in UTC
         problems.append((name, f"expected an ISO 8601 time such as 2026-01-31T09:00:00Z, not {raw!r}"))
         return None
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
 
 
 async def all_runs(request: web.Request) -> web.Response:
