@@ -137,7 +137,8 @@ def read_task_file(path: Path, *, repo: Path | None = None) -> list[FileEntry]:
 
 async def sync_task_files(tasks: Tasks, paths: Sequence[Path], *, repo: Path | None = None) -> FileSync:
     """Make the file tasks match the entries of `paths` (see the module's docstring)."""
-    entries = [entry for path in paths for entry in read_task_file(path, repo=repo)]
+    files = list(dict.fromkeys(path.resolve() for path in paths))  # a file named twice is read once
+    entries = [entry for path in files for entry in read_task_file(path, repo=repo)]
     wanted: list[dict[str, Any]] = []  # each entry's fields as its task stores them
     for entry in entries:
         invalid: TaskFieldInvalid | None = None
@@ -189,7 +190,7 @@ async def sync_task_files(tasks: Tasks, paths: Sequence[Path], *, repo: Path | N
         done.canceled.append(task.title)
     log.info(
         "tasks.files files=%s created=%s updated=%s paused=%s resumed=%s canceled=%s unchanged=%s",
-        len(paths),
+        len(files),
         len(done.created),
         len(done.updated),
         len(done.paused),

@@ -163,9 +163,9 @@ async def test_a_file_is_kept_in_step_with_its_tasks(world: World, tmp_path: Pat
     assert {t.created_by for t in tasks.values()} == {creator_of(path)}
     assert tasks["a"].next_fire_at == world.clock.time() + 300  # */5 from 08:00
 
-    # The same file again: nothing moves (no re-planning, no write).
+    # The same file again (named twice, once by another spelling): nothing moves (no re-planning, no write).
     world.clock.advance(60)
-    again = await sync_task_files(world.tasks, [path])
+    again = await sync_task_files(world.tasks, [path, tmp_path / "." / "CRONS.json"])
     assert (again.unchanged, again.created, again.updated, again.canceled) == (["a", "b", "c"], [], [], [])
     assert await file_tasks(world) == tasks
 
