@@ -117,6 +117,22 @@ class RunFilter:
     limit: int = 50
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRunQuery:
+    """Which scheduled tasks' runs `GET /runs` lists, newest first, paged by offset.
+
+    `success`: True for completed runs, False for failed or killed ones (active runs match neither);
+    runs created from `created_from` (inclusive) and before `created_before` (Unix s).
+    """
+
+    task_id: str | None = None
+    success: bool | None = None
+    created_from: float | None = None
+    created_before: float | None = None
+    limit: int = 50
+    offset: int = 0
+
+
 class RunStore(Protocol):
     """The runs table; every method is one atomic unit of work."""
 
@@ -154,6 +170,10 @@ class RunStore(Protocol):
     async def get(self, run_id: int) -> Run | None: ...
 
     async def listing(self, where: RunFilter) -> list[Run]: ...
+
+    async def task_runs(self, where: TaskRunQuery) -> tuple[list[Run], int]:
+        """Scheduled tasks' runs matching `where` (a page, newest first) and how many match in all."""
+        ...
 
     async def active(self, owner: str | None = None) -> list[Run]:
         """Runs not yet ended (of `owner` when given; claimed ones included)."""

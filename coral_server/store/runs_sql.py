@@ -16,6 +16,7 @@ from coral_server.store.runs import (
     RunFilter,
     RunLimitReached,
     RunStatus,
+    TaskRunQuery,
     Trigger,
     WaitingReason,
 )
@@ -256,6 +257,29 @@ def listing(conn: sqlite3.Connection, where: RunFilter) -> list[Run]:
     return [_row(r) for r in conn.execute(sql, args).fetchall()]
 
 
+def task_runs(conn: sqlite3.Connection, where: TaskRunQuery) -> tuple[list[Run], int]:
+    clauses = ["task_id IS NOT NULL"]
+    args: list[Any] = []
+    if where.task_id is not None:
+        clauses.append("task_id = ?")
+        args.append(where.task_id)
+    if where.success is not None:
+        clauses.append("status = 'completed'" if where.success else "status IN ('failed', 'killed')")
+    if where.created_from is not None:
+        clauses.append("created_at >= ?")
+        args.append(where.created_from)
+    if where.created_before is not None:
+        clauses.append("created_at < ?")
+        args.append(where.created_before)
+    condition = " AND ".join(clauses)
+    total = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {condition}", args).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT * FROM runs WHERE {condition} ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*args, where.limit, where.offset),
+    ).fetchall()
+    return [_row(r) for r in rows], int(total)
+
+
 def active(conn: sqlite3.Connection, owner: str | None) -> list[Run]:
     sql = f"SELECT * FROM runs WHERE {_ACTIVE_SQL}"
     args: tuple[Any, ...] = ()
@@ -309,6 +333,9 @@ class SqliteRuns:
 
     async def listing(self, where: RunFilter) -> list[Run]:
         return await self._writer.read(lambda c: listing(c, where))
+
+    async def task_runs(self, where: TaskRunQuery) -> tuple[list[Run], int]:
+        return await self._writer.read(lambda c: task_runs(c, where))
 
     async def active(self, owner: str | None = None) -> list[Run]:
         return await self._writer.read(lambda c: active(c, owner))
