@@ -9,6 +9,7 @@ API): it double-forks a `setsid` daemon that sleeps forever, as the codex CLI do
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -84,12 +85,26 @@ def alive(pid: int, start: int | None) -> bool:
     return state not in (b"Z", b"X") and process_start(pid) == start
 
 
+@pytest.fixture(autouse=True)
+def no_leak() -> Iterator[None]:
+    """A failing test does not leave its daemon sleeping forever."""
+    yield
+    for pid, start in started:
+        if alive(pid, start):
+            os.kill(pid, signal.SIGKILL)
+    started.clear()
+
+
+started: list[tuple[int, int | None]] = []
+
+
 async def daemon_of(fake_cli: Path, tag: str) -> tuple[int, int | None]:
     """The pid and start time of the daemon the run tagged `tag` started (once it has started)."""
     pid_file = fake_cli.parent / "pids" / tag
     await wait_until(pid_file.exists, WAIT_S, what=f"the daemon of {tag}")
     pid = int(pid_file.read_text())
-    return pid, process_start(pid)
+    started.append((pid, process_start(pid)))
+    return started[-1]
 
 
 @contextmanager

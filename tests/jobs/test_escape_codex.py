@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 from coral_server.supervision import process_start
@@ -74,7 +75,12 @@ async def test_no_codex_app_server_daemon_of_a_run_survives_it(tmp_path: Path, a
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            assert run["result"]["mode"] == "interactive", run
-            assert seen, "this codex started no app-server daemon: the test checks nothing"
-            assert not [pid for pid, start in seen if alive(pid, start)]
-            assert not app_servers(tmp_path)
+            try:
+                assert run["result"]["mode"] == "interactive", run
+                assert seen, "this codex started no app-server daemon: the test checks nothing"
+                assert not [pid for pid, start in seen if alive(pid, start)]
+                assert not app_servers(tmp_path)
+            finally:  # a failure leaves none behind either
+                for pid, start in seen | app_servers(tmp_path):
+                    if alive(pid, start):
+                        os.kill(pid, signal.SIGKILL)
