@@ -15,7 +15,9 @@ local process of ours, survives the server's own death (a restarted server still
 secret (it grants nothing; it only names who started the process). Its limits: a process that
 `execve`s with a cleaned environment (`env -i`, sudo) drops it; /proc/<pid>/environ shows the
 environment a process was exec'd with, so children the zygote forks (no exec) show the zygote's (they
-are reached through their process group instead). Kills go through a pidfd opened before the
+are reached through their process group instead). A run's CLI also has a HOME of its own (in its
+crew's work directory), which a sandbox that keeps only a few variables (HOME, PATH...) still passes
+on: an owner's sweep kills what has its HOME there too. Kills go through a pidfd opened before the
 environment is read, so a pid reused meanwhile is never hit.
 """
 
@@ -26,7 +28,7 @@ import errno
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -97,31 +99,43 @@ def marked_env(env: Mapping[str, str], mark: Mark, inherited: str | None = None)
 
 def marks_of(pid: int) -> list[Mark]:
     """The marks in the environment process `pid` was started with ([] if none, gone or not ours)."""
+    return _read(pid)[0]
+
+
+def _read(pid: int) -> tuple[list[Mark], str | None]:
+    """The marks and the HOME in the environment process `pid` was started with."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             environ = f.read()
     except OSError:
-        return []
+        return [], None
     prefix = NAME.encode() + b"="
+    marks: list[Mark] = []
+    home: str | None = None
     for entry in environ.split(b"\0"):
         if entry.startswith(prefix):
             text = entry[len(prefix) :].decode("utf-8", "replace")
-            return [m for t in text.split() if (m := Mark.parse(t)) is not None]
-    return []
+            marks = [m for t in text.split() if (m := Mark.parse(t)) is not None]
+        elif entry.startswith(b"HOME="):
+            home = os.fsdecode(entry[5:])
+    return marks, home
 
 
-def kill_marked(match: Callable[[Mark], bool]) -> int:
-    """SIGKILL every process (but this one) carrying a mark `match` accepts; returns how many.
+def kill_marked(match: Callable[[Mark], bool], homes: Sequence[str] = ()) -> int:
+    """SIGKILL every process (but this one) carrying a mark `match` accepts, or whose HOME lies in
+    one of the directories `homes` (a run's CLI runs with a HOME of its own: a process that dropped
+    every variable it did not know, as a sandbox may, still has it); returns how many.
 
     Blocking (reads /proc): run it in a thread. Scans again while a scan found something, since a
     process may have forked between being read and being killed.
     """
     me = os.getpid()
+    roots = tuple(os.path.join(h, "") for h in homes)
     killed: set[int] = set()
     for _ in range(MAX_PASSES):
         found = 0
         for pid in _pids():
-            if pid != me and _kill_if(pid, match):
+            if pid != me and _kill_if(pid, match, roots):
                 found += 1
                 killed.add(pid)
         if not found:
@@ -131,8 +145,9 @@ def kill_marked(match: Callable[[Mark], bool]) -> int:
     return len(killed)
 
 
-def _kill_if(pid: int, match: Callable[[Mark], bool]) -> bool:
-    """Kill `pid` if one of its marks matches. The pidfd, opened first, is the process read."""
+def _kill_if(pid: int, match: Callable[[Mark], bool], roots: tuple[str, ...]) -> bool:
+    """Kill `pid` if one of its marks matches, or its HOME is under one of `roots`. The pidfd,
+    opened first, is the process read."""
     try:
         fd = os.pidfd_open(pid)
     except OSError as exc:
@@ -140,7 +155,9 @@ def _kill_if(pid: int, match: Callable[[Mark], bool]) -> bool:
             return False
         fd = -1  # no pidfds here: a reused pid between the read and the kill is then possible
     try:
-        if not any(match(m) for m in marks_of(pid)):
+        marks, home = _read(pid)
+        under = home is not None and os.path.join(home, "").startswith(roots)
+        if not under and not any(match(m) for m in marks):
             return False
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if fd >= 0:

@@ -190,12 +190,18 @@ class Supervisor:
                 return False
             return owner is None or (mark.kind, mark.owner) == (owner.kind, owner.id)
 
-        return await asyncio.to_thread(kill_marked, match)
+        return await asyncio.to_thread(kill_marked, match, self._homes(owner))
+
+    def _homes(self, owner: Owner | None) -> tuple[str, ...]:
+        """The owner's work directory: a process whose HOME lies in it is the owner's too (a run's
+        CLI has its HOME there), mark or not."""
+        return () if owner is None else (str(self.work_root / f"{owner.kind}s" / owner.id),)
 
     async def reap(self, owner: Owner | None = None) -> int:
         """Kill what dead servers of this instance started for `owner` (any owner: None) and left
         running, found by their marks; a live server's processes (another on the same data dir, or
-        another instance) are never touched. Returns how many."""
+        another instance) are never touched. With an owner (one whose server is dead), also what
+        has its HOME in the owner's work directory. Returns how many."""
         instance = self.instance
 
         def match(mark: Mark) -> bool:
@@ -203,7 +209,7 @@ class Supervisor:
                 return False
             return owner is None or (mark.kind, mark.owner) == (owner.kind, owner.id)
 
-        killed = await asyncio.to_thread(kill_marked, match)
+        killed = await asyncio.to_thread(kill_marked, match, self._homes(owner))
         if killed:
             log.warning("supervisor.reaped_marked count=%s instance=%s owner=%s", killed, instance, owner)
         return killed

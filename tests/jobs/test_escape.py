@@ -22,17 +22,25 @@ import aiohttp
 import pytest
 
 from coral_server.supervision import Mark, process_start
+from coral_server.supervision.marks import marks_of
 from tests.conftest import WAIT_S, Coral, start_coral, wait_until
 from tests.e2e.test_crash import Server
 from tests.jobs.conftest import init_git_repo
 
 FLAGS = "--dangerously-skip-permissions"  # headless: no permission prompt to answer
-INSTANCE = "escape-test"
+INSTANCE = f"escape-test-{uuid.uuid4().hex[:8]}"  # its reap touches no other test run
 # argv: claude -p --output-format json FLAGS -- "<mode>:<tag>"; the daemon's pid goes to pids/<tag>.
+# Mode "core": the daemon keeps only HOME and PATH of its environment, as a sandbox may.
 FAKE_CLI = """#!{python}
 import json, os, sys, time
 from pathlib import Path
 
+SLEEPER = (
+    "import os, sys, time\\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\\n"
+    "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\\n"
+    "while True: time.sleep(3600)\\n"
+)
 mode, tag = sys.argv[-1].split(":")
 pids = Path(__file__).resolve().parent / "pids"
 (pids / (tag + ".cli")).write_text(str(os.getpid()))
@@ -42,11 +50,10 @@ if os.fork() == 0:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        tmp = pids / (tag + ".tmp")
-        tmp.write_text(str(os.getpid()))
-        tmp.rename(pids / tag)
-        while True:
-            time.sleep(3600)
+        env = dict(os.environ)
+        if mode == "core":
+            env = {{"HOME": env["HOME"], "PATH": env.get("PATH", "/usr/bin:/bin")}}
+        os.execve(sys.executable, [sys.executable, "-c", SLEEPER, str(pids / tag)], env)
     os._exit(0)
 os.wait()
 while not (pids / tag).exists():
@@ -166,15 +173,17 @@ async def test_a_daemon_the_cli_left_is_gone_once_its_run_completed(
         assert all(proc.poll() is None for proc in procs)  # another server's marks: untouched
 
 
-@pytest.mark.parametrize("ending", ["kill", "timeout"])
+@pytest.mark.parametrize(("ending", "mode"), [("kill", "wait"), ("timeout", "wait"), ("kill", "core")])
 async def test_a_daemon_the_cli_left_is_gone_once_its_run_was_killed_or_timed_out(
-    coral: Coral, fake_cli: Path, tmp_path: Path, ending: str
+    coral: Coral, fake_cli: Path, tmp_path: Path, ending: str, mode: str
 ) -> None:
+    """Mode "core": the daemon dropped the mark with every variable but HOME and PATH."""
     repo = init_git_repo(tmp_path / "repo").path
     limit = {"max_duration_s": 3} if ending == "timeout" else {}
-    run_id = await submit(coral, repo, f"wait:{ending}", **limit)
+    run_id = await submit(coral, repo, f"{mode}:{ending}", **limit)
     pid, start = await daemon_of(fake_cli, ending)
     assert alive(pid, start)
+    assert bool(marks_of(pid)) == (mode != "core")
     assert (await status_of(coral, run_id))["status"] == "running"
     cli_pid = int((fake_cli.parent / "pids" / f"{ending}.cli").read_text())
     assert cli_pid not in (os.getsid(pid), os.getpgid(pid))  # it left the CLI's session and group
