@@ -196,13 +196,15 @@ async def test_a_daemon_the_cli_left_is_gone_once_its_run_was_killed_or_timed_ou
     assert not alive(pid, start)
 
 
+@pytest.mark.parametrize("mode", ["wait", "core"])
 async def test_after_a_kill_9_the_restart_kills_the_daemon_and_spares_other_servers_marks(
-    tmp_path: Path, fake_cli: Path
+    tmp_path: Path, fake_cli: Path, mode: str
 ) -> None:
+    """Mode "core": found by its HOME, in the run's work directory, when the run is recovered."""
     repo = init_git_repo(tmp_path / "repo").path
     extra = ["--claude-bin", str(fake_cli), "--instance-id", INSTANCE]
     server = Server(tmp_path / "data", f"escape-{uuid.uuid4().hex}", extra, {})
-    body = {"prompt": "wait:crash", "repo_path": str(repo), "flags": FLAGS}
+    body = {"prompt": f"{mode}:crash", "repo_path": str(repo), "flags": FLAGS}
     try:
         await server.start()
         async with aiohttp.ClientSession() as http:
