@@ -294,6 +294,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await app[TASKS].close()
         await app[RUNS].close()  # done already at shutdown; not when the start failed
         await app[SESSIONS].shutdown()  # their end reports are queued (stored) before the queue stops
+        await app[SUPERVISOR].close()  # anything a run or an agent started that is still running
         if ZYGOTE in app:
             await app[ZYGOTE].close()  # after the sessions: it reports their agents' exits
         await endpoint.stop()

@@ -199,7 +199,7 @@ class Runs:
         # Called (synchronously) with each run this server ended, once its final status is stored.
         self.on_finished: list[Callable[[Run], None]] = []
         self._contexts: dict[int, RunContext] = {}
-        self._kill_on_start: dict[int, ExitReason] = {}  # kills that came between claim and context
+        self._early_kills: dict[int, ExitReason] = {}  # runs killed between their claim and execution
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -285,8 +285,15 @@ class Runs:
             ctx.killed.set()
             return ctx.run
         run = await self.store.get(run_id)
+        ctx = self._contexts.get(run_id)
+        if ctx is not None:  # claimed here while the store was read
+            return await self.kill(run_id, reason)
         if run is None or run.status not in ACTIVE:
             raise RunNotActive(run_id, None if run is None else run.status)
+        if run.status == "pending" and run.owner == self.owner:
+            # Claimed by this server, its execution not set up yet: it starts killed.
+            self._early_kills[run_id] = reason
+            return run
         if run.status == "pending" and run.owner is None:
             # Still queued: nobody executes it, so it ends here.
             run.finished_at = self.clock.time()
@@ -295,11 +302,6 @@ class Runs:
                 await self._transition(run, "killed", expect=("pending",))
             except RunChanged:
                 return await self.kill(run_id, reason)  # claimed meanwhile: kill it where it runs
-            return run
-        if run.owner == self.owner:
-            # Claimed by this server, its claim's answer not yet back at the dispatcher: the run is
-            # killed the moment its context exists (a kill is never lost to this window).
-            self._kill_on_start[run_id] = reason
             return run
         raise RunNotActive(run_id, f"{run.status} on another server")
 
@@ -372,15 +374,14 @@ class Runs:
                         key_limits=self.key_limits,
                         default_key_limit=self.default_key_limit,
                     )
+                    for run in claimed:  # at once: a kill finds its context from now on
+                        log.info("run.claimed run=%s", run.id)
+                        self._execute(run)
                     due = await self.store.next_not_before(now)
                 except StoreUnavailable:  # counted and logged by the store; queued runs wait
-                    claimed = []
+                    pass
                 except Exception:
                     log.exception("run.claim_failed")
-                    claimed = []
-                for run in claimed:
-                    log.info("run.claimed run=%s", run.id)
-                    self._execute(run)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_S):
                     # A run held back until a time (a retry's backoff) is claimable then.
@@ -389,7 +390,7 @@ class Runs:
     def _execute(self, run: Run) -> None:
         ctx = RunContext(run, self)
         self._contexts[run.id] = ctx
-        reason = self._kill_on_start.pop(run.id, None)
+        reason = self._early_kills.pop(run.id, None)
         if reason is not None:
             ctx.kill_reason = reason
             ctx.killed.set()

@@ -164,7 +164,7 @@ class RunStore(Protocol):
 
     async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
         """Write every mutable field of `run`; with `expect`, only if its stored status is one of
-        those (raises `RunChanged` otherwise)."""
+        those and its stored owner is `run.owner` (raises `RunChanged` otherwise)."""
         ...
 
     async def get(self, run_id: int) -> Run | None: ...

@@ -221,10 +221,14 @@ def next_not_before(conn: sqlite3.Connection, now: float) -> float | None:
 
 def update(conn: sqlite3.Connection, run: Run, expect: tuple[RunStatus, ...] | None) -> None:
     if expect is not None:
-        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run.id,)).fetchone()
+        # Compare-and-set on the status and on who holds the run: a queued run claimed meanwhile
+        # (still pending, now owned) has changed too.
+        row = conn.execute("SELECT status, owner FROM runs WHERE id = ?", (run.id,)).fetchone()
         actual = "missing" if row is None else row["status"]
         if actual not in expect:
             raise RunChanged(run.id, expect, actual)
+        if row["owner"] != run.owner:
+            raise RunChanged(run.id, expect, f"{actual} (claimed by {row['owner']})")
     assignments = ", ".join(f"{c} = ?" for c in _MUTABLE)
     conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*(_value(run, c) for c in _MUTABLE), run.id))
 
