@@ -15,7 +15,6 @@ import asyncio
 import os
 import random
 import re
-import subprocess
 import tempfile
 import time
 import uuid
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from startup_bench import start_server
+from startup_bench import start_server, stop_server
 
 MARKER = "CORAL_CHURN_BENCH"
 
@@ -112,12 +111,7 @@ async def churn(args: argparse.Namespace) -> None:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
                 await run(args, http, url, proc.pid, marker)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
             log = (Path(tmp) / "server.log").read_text()
             warnings = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
             print(f"server log lines at WARNING or above: {len(warnings)}")

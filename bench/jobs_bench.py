@@ -63,6 +63,7 @@ from coral_server.jobs.worktree import cleanup_worktree, create_worktree, valida
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the scripted fake API lives with the tests
 from tests.fakes.anthropic import FakeAnthropic, Step, bash  # noqa: E402
+from tests.jobs.clis import run_headless  # noqa: E402
 
 TARGET_RATIO, TARGET_SLACK_MS = 1.2, 50.0
 RUN_TARGET_RATIO, RUN_TARGET_SLACK_MS = 1.1, 100.0
@@ -391,31 +392,16 @@ class Hand:
             mode="headless",
             base_env=self.base_env,
         )
-        proc = await asyncio.create_subprocess_exec(
-            *launch.argv,
-            cwd=path,
-            env=launch.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            async with asyncio.timeout(RUN_TIMEOUT_S):
-                out, err = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        finished = await run_headless(launch, path, RUN_TIMEOUT_S)
         ran = time.perf_counter()
         await git(self.repo, "worktree", "remove", "--force", str(path))
         removed = time.perf_counter()
-        result = cli.parse_headless(out.decode())
+        result = cli.parse_headless(finished.stdout)
         commits = (await git(self.repo, "rev-list", "--count", f"main..{branch}")).text.strip()
-        if proc.returncode != 0 or result.text != ANSWER or commits != "1":
+        if finished.returncode != 0 or result.text != ANSWER or commits != "1":
             raise BenchError(
-                f"hand run {name}: exit {proc.returncode}, {result.text!r}, {commits} commits, {err!r}"
+                f"hand run {name}: exit {finished.returncode}, {result.text!r}, {commits} commits, "
+                f"{finished.stderr!r}"
             )
         return HandRun(added - started, ran - added, removed - ran)
 

@@ -14,14 +14,13 @@ import contextlib
 import os
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 from collections import Counter
 
 import aiohttp
 from churn_bench import fds_and_rss
-from startup_bench import start_server
+from startup_bench import start_server, stop_server
 
 TCP_ESTABLISHED = 1
 
@@ -92,12 +91,7 @@ async def run(args: argparse.Namespace) -> None:
             print(f"answers: {dict(answers)}")
             print(f"slowest normal request meanwhile: {slowest * 1000:.0f} ms")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
 
 
 def main() -> None:

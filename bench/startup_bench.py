@@ -53,6 +53,16 @@ async def start_server(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("server did not start")
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s: the server is gone when this returns."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def body(names: list[str], runtime: str) -> dict[str, Any]:
     return {
         "agentGraphRequest": {
@@ -206,8 +216,7 @@ async def main() -> None:
                             flush=True,
                         )
         finally:
-            proc.terminate()
-            await asyncio.to_thread(proc.wait, 30)
+            await asyncio.to_thread(stop_server, proc)
     print(f"load average at end: {load()}")
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import tempfile
 import time
 from typing import Any
 
 import aiohttp
 from churn_bench import fds_and_rss
-from startup_bench import start_server
+from startup_bench import start_server, stop_server
 
 
 def body(names: list[str], groups: list[list[str]]) -> dict[str, Any]:
@@ -139,12 +138,7 @@ async def run(args: argparse.Namespace) -> None:
                 state_url = f"{url}/api/v1/session/{ns}/{sid}"
                 print(f"{args.messages} messages: {await read_state(http, ping, state_url)}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
 
 
 def main() -> None:

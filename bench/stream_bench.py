@@ -15,7 +15,6 @@ import asyncio
 import os
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import aiohttp
 from churn_bench import fds_and_rss
-from startup_bench import start_server
+from startup_bench import start_server, stop_server
 
 TCP_ESTABLISHED = 1
 
@@ -143,12 +142,7 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             for sock in socks:
                 sock.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
             log = (Path(tmp) / "server.log").read_text().splitlines()
             errors = [line for line in log if " ERROR " in line]
             print(f"  server log lines at ERROR: {len(errors)}")

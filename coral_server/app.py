@@ -51,6 +51,7 @@ from coral_server.sessions.report import EndReporter
 from coral_server.store.database import Database
 from coral_server.supervision import Supervisor
 from coral_server.tasks import PIPELINE, Tasks, TaskSettings
+from coral_server.tasks.files import sync_task_files
 from coral_server.tasks.pipeline import PipelineExecutor
 from coral_server.tools import CustomToolForwarder
 from coral_server.webhooks.destinations import DestinationPolicy
@@ -283,12 +284,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[SUPERVISOR].reap_orphans(app[DOCKER].remove)
     await app[SESSIONS].recover(app[REPORTER].send)
     await app[RUNS].start()  # runs a dead server left active end (server_restart), their work kept
-    await app[TASKS].start()  # the scheduler loop: what came due while down follows the misfire rule
     try:
+        settings = app[SETTINGS]
+        if settings.task_files:  # CRONS.json entries as read-only tasks; a bad file fails the start
+            await sync_task_files(app[TASKS], settings.task_files, repo=settings.task_files_repo)
+        await app[TASKS].start()  # the scheduler loop: what came due while down follows the misfire rule
         yield
     finally:
         await app[TASKS].close()
+        await app[RUNS].close()  # done already at shutdown; not when the start failed
         await app[SESSIONS].shutdown()  # their end reports are queued (stored) before the queue stops
+        await app[SUPERVISOR].close()  # anything a run or an agent started that is still running
         if ZYGOTE in app:
             await app[ZYGOTE].close()  # after the sessions: it reports their agents' exits
         await endpoint.stop()

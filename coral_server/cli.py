@@ -14,6 +14,7 @@ from pathlib import Path
 from coral_server.app import build_app, serve
 from coral_server.config import SettingsInvalid, load_settings
 from coral_server.redaction import install as install_redaction
+from coral_server.tasks.files import TaskFileInvalid
 
 
 async def _run(argv: Sequence[str] | None) -> int:
@@ -32,7 +33,7 @@ async def _run(argv: Sequence[str] | None) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         app = build_app(settings)
         runner, port = await serve(app, settings.host, settings.port)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, TaskFileInvalid) as exc:
         # One line that names what is wrong, not a chained traceback (a read-only, full or
         # non-directory data dir, a port in use...).
         print(f"coral-server: cannot start: {_cause(exc, settings.data_dir)}", file=sys.stderr)

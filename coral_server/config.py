@@ -215,6 +215,16 @@ class Settings(BaseModel):
         default=(), description="Per concurrency key, its own limit: KEY=N entries (TOML: a table)."
     )
 
+    task_files: tuple[Path, ...] = Field(
+        default=(),
+        description="Job branches' CRONS.json files whose entries become read-only tasks at start "
+        "(see README, Tasks from a file).",
+    )
+    task_files_repo: Path | None = Field(
+        default=None,
+        description="The repository of the files' agent entries that name no repo_path of their own.",
+    )
+
     @field_validator("task_concurrency_limits", mode="before")
     @classmethod
     def _limit_entries(cls, value: object) -> object:
@@ -380,6 +390,8 @@ _TOML_KEYS: dict[tuple[str, ...], str] = {
     ("tasks", "retryMaxSeconds"): "task_retry_cap_s",
     ("tasks", "concurrencyDefault"): "task_concurrency_default",
     ("tasks", "concurrencyLimits"): "task_concurrency_limits",
+    ("tasks", "files"): "task_files",
+    ("tasks", "filesRepo"): "task_files_repo",
     ("console", "dir"): "console_dir",
     ("network", "allowAnyHost"): "allow_any_host",
     ("limits", "streamWriteTimeoutSeconds"): "stream_write_timeout_s",
@@ -441,6 +453,8 @@ _ENV_KEYS = {
     "TASK_RETRY_CAP_S": "task_retry_cap_s",
     "TASK_CONCURRENCY_DEFAULT": "task_concurrency_default",
     "TASK_CONCURRENCY_LIMITS": "task_concurrency_limits",
+    "TASK_FILES": "task_files",
+    "TASK_FILES_REPO": "task_files_repo",
     "CONSOLE_DIR": "console_dir",
     "ALLOW_ANY_HOST": "allow_any_host",
     "STREAM_WRITE_TIMEOUT_S": "stream_write_timeout_s",
@@ -467,6 +481,7 @@ _LIST_FIELDS = {
     "webhook_deny": ",",
     "docker_manifest_overrides": ",",
     "task_concurrency_limits": ",",
+    "task_files": os.pathsep,
 }
 
 
@@ -489,11 +504,12 @@ def _from_toml(path: Path) -> dict[str, Any]:
         and "webhook_secrets" not in values
     ):
         values["webhook_secrets"] = [network["webhookSecret"]]  # the reference server's single-secret key
-    for field in ("registry", "job_roots"):
+    for field in ("registry", "job_roots", "task_files"):
         if field in values and isinstance(values[field], list):
             values[field] = [(path.parent / p) for p in values[field]]
-    if isinstance(values.get("console_dir"), str):
-        values["console_dir"] = path.parent / values["console_dir"]
+    for field in ("console_dir", "task_files_repo"):
+        if isinstance(values.get(field), str):
+            values[field] = path.parent / values[field]
     return values
 
 
@@ -638,6 +654,21 @@ def build_parser() -> argparse.ArgumentParser:
         dest="task_concurrency_limits",
         metavar="KEY=N",
         help="most running runs for one concurrency_key; repeatable",
+    )
+    parser.add_argument(
+        "--task-file",
+        action="append",
+        dest="task_files",
+        type=Path,
+        metavar="PATH",
+        help="a CRONS.json whose entries become read-only tasks at start; repeatable (env "
+        "CORAL_SERVER_TASK_FILES)",
+    )
+    parser.add_argument(
+        "--task-files-repo",
+        type=Path,
+        metavar="DIR",
+        help="the repository of the task files' agent entries without a repo_path of their own",
     )
     parser.add_argument(
         "--console-dir",

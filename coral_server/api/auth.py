@@ -21,8 +21,8 @@ LOGIN_PATH = "/api/v1/auth/token"
 LOGOUT_PATH = "/api/v1/auth/logout"
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/health", LOGIN_PATH, LOGOUT_PATH})
 COOKIE = "coral_auth"
-# Path prefixes that need a key: the API, its WebSockets, and the reference's /tasks and /events.
-PROTECTED = ("/api/", "/ws/", "/tasks", "/events")
+# Path prefixes that need a key: the API, its WebSockets, and the tasks system's /tasks, /runs and /events.
+PROTECTED = ("/api/", "/ws/", "/tasks", "/runs", "/events")
 
 
 class Logins:

@@ -11,7 +11,8 @@ Every route serves a topic of the one event bus, each event put on the wire by `
   lifecycle of the whole server (`/ws/v1/events/lsm`), and agents' output (`/ws/v1/logs`).
 
 Session streams end after `session_closed`; every stream ends after an `overflow` marker (a client
-too slow to keep up) and at server shutdown.
+too slow to keep up), at server shutdown, and as soon as its client leaves (its handler returns, so
+the access log has its line).
 A client that stops reading is dropped: no write may wait longer than the write timeout for its
 socket, and a stream whose topic has ended gets that long to finish. Streams are counted per client
 (bearer key, or address on a server without keys) against a cap.
@@ -440,6 +441,25 @@ def _drop(request: web.Request) -> None:
     transport.abort()
 
 
+@contextlib.contextmanager
+def _until_client_leaves(request: web.Request) -> Iterator[None]:
+    """Serve a stream until it ends or its client leaves: either way, its handler then returns.
+
+    The server cancels a request's handler when its connection closes (`handler_cancellation`):
+    that is how a stream learns at once, even idle, that its client left. But aiohttp writes a
+    request's access line only when its handler returns, so a cancelled stream would never be
+    logged: here that cancellation ends the stream as its end does. A cancellation while the
+    connection is still open (server shutdown) goes on as it came.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if request.transport is not None or task is None or task.cancelling() > 1:
+            raise
+        task.uncancel()
+
+
 async def sse_events(request: web.Request, stream: EventStream, write_timeout: float) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
@@ -457,14 +477,15 @@ async def sse_events(request: web.Request, stream: EventStream, write_timeout: f
     async def keepalive() -> None:
         await response.write(b": keepalive\n\n")
 
-    try:
-        with contextlib.suppress(ConnectionResetError):
-            await stream.pump(send, keepalive, write_timeout=write_timeout)
-            async with asyncio.timeout(write_timeout):
-                await response.write_eof()
-                await _delivered(request)
-    except (ClientStalled, TimeoutError):
-        _drop(request)
+    with _until_client_leaves(request):
+        try:
+            with contextlib.suppress(ConnectionResetError):
+                await stream.pump(send, keepalive, write_timeout=write_timeout)
+                async with asyncio.timeout(write_timeout):
+                    await response.write_eof()
+                    await _delivered(request)
+        except (ClientStalled, TimeoutError):
+            _drop(request)
     return response
 
 
@@ -478,7 +499,14 @@ async def ws_events(request: web.Request, stream: EventStream, write_timeout: fl
     ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, timeout=WS_CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     _bound_buffer(request)
+    with _until_client_leaves(request):
+        await _serve_ws(request, ws, stream, write_timeout)
+    return ws
 
+
+async def _serve_ws(
+    request: web.Request, ws: web.WebSocketResponse, stream: EventStream, write_timeout: float
+) -> None:
     async def send(payload: Mapping[str, Any]) -> None:
         await ws.send_str(orjson.dumps(payload).decode())
 
@@ -493,7 +521,7 @@ async def ws_events(request: web.Request, stream: EventStream, write_timeout: fl
     failure = None if pump.cancelled() else pump.exception()
     if isinstance(failure, ClientStalled):
         _drop(request)
-        return ws
+        return
     if failure is not None and not isinstance(failure, ConnectionError):
         log.error("events.ws_failed path=%s error=%r", request.path, failure)
     try:
@@ -503,7 +531,6 @@ async def ws_events(request: web.Request, stream: EventStream, write_timeout: fl
             await _delivered(request)
     except TimeoutError:
         _drop(request)
-    return ws
 
 
 @web.middleware

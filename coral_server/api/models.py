@@ -823,6 +823,48 @@ class RunPage(TypedDict):
     ]
 
 
+@Wire
+class TaskRun(RunOut):
+    """A scheduled task's run: a run's fields, plus those the public tasks system's clients read."""
+
+    lease_owner: Annotated[
+        str | None,
+        Field(description="The server that claimed it (instance:pid:start); null until one has"),
+    ]
+    leased_until: Annotated[
+        str | None,
+        Field(
+            description="Always null: a claim here does not expire; it holds while its server lives, and "
+            "the next start recovers the runs of a server that died"
+        ),
+    ]
+    success: Annotated[
+        bool | None, Field(description="true: completed; false: failed or killed; null while active")
+    ]
+    error: Annotated[
+        str | None,
+        Field(
+            description="Why it failed (as error_msg); in GET /runs without include_errors=true, a "
+            "placeholder saying so (error_msg still has it), as the public tasks system answers"
+        ),
+    ]
+    output: Annotated[
+        dict[str, Any] | None,
+        Field(description="What its pipeline produced (as result): steps (each output by id) and trace"),
+    ]
+
+
+@Wire
+class TaskRunList(TypedDict):
+    """`GET /runs`: every task's runs, newest first, paged by offset."""
+
+    items: list[TaskRun]
+    total: Annotated[int, Field(description="Runs matching the filters")]
+    limit: int
+    offset: int
+    has_more: bool
+
+
 TaskStatusName = Literal["active", "paused", "canceled"]
 
 
@@ -863,7 +905,7 @@ class TaskOut(TypedDict):
 @Wire
 class TaskDetail(TaskOut):
     next_fire_times: Annotated[list[str], Field(description="The next 5 fire times (ISO 8601, UTC)")]
-    last_run: Annotated[RunOut | None, Field(description="Its newest run")]
+    last_run: Annotated[TaskRun | None, Field(description="Its newest run")]
     run_counts: Annotated[dict[str, int], Field(description="Its runs per status")]
     runs_total: int
 
@@ -890,7 +932,7 @@ class TaskPage(TypedDict):
 
 @Wire
 class TaskRunPage(TypedDict):
-    items: Annotated[list[RunOut], Field(description="Every attempt, newest first")]
+    items: Annotated[list[TaskRun], Field(description="Every attempt, newest first")]
     total: Annotated[int, Field(description="Its runs (of that status, if filtered)")]
     next_before: Annotated[
         int | None, Field(description="Pass as ?before= for the next page; null when this page is not full")
@@ -900,7 +942,7 @@ class TaskRunPage(TypedDict):
 @Wire
 class TaskRunStarted(TypedDict):
     task_id: str
-    run: RunOut
+    run: TaskRun
 
 
 @Wire
@@ -916,7 +958,7 @@ class SchedulePreview(TypedDict):
 class EventAccepted(TypedDict):
     topic: str
     triggered_tasks: Annotated[list[str], Field(description="The tasks it fired (UUIDs)")]
-    runs: Annotated[list[RunOut], Field(description="The runs it started, one per task fired")]
+    runs: Annotated[list[TaskRun], Field(description="The runs it started, one per task fired")]
 
 
 @Wire
@@ -1244,6 +1286,8 @@ RESPONSE_MODELS: dict[str, Any] = {
     "TaskPage": TaskPage,
     "TaskRunPage": TaskRunPage,
     "TaskRunStarted": TaskRunStarted,
+    "TaskRun": TaskRun,
+    "TaskRunList": TaskRunList,
     "SchedulePreview": SchedulePreview,
     "EventAccepted": EventAccepted,
     "OkBody": OkBody,

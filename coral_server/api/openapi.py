@@ -93,10 +93,29 @@ _BAD_TASK = (
     "timezone; priority outside 1-9; a once time in the past; payload.pipeline[i].uses...)",
 )
 _WITH_BODY = (400, 404, 409, 415)
+
 _STORED = (*_WITH_BODY, 503)  # also needs the store (a full disk: 503)
 _STREAM_ERRORS = (400, 404, 429)
 _SESSION_CAP = (429, "The server runs max_sessions live sessions: try again after Retry-After")
 _STREAM_CAP = (429, "This client (bearer key, else address) has max_streams_per_client streams open")
+
+
+def _task_op(
+    method: str,
+    path: str,
+    summary: str,
+    request: type[BaseModel] | None = None,
+    response: Any = m.TaskDetail,
+    *,
+    status: int = 200,
+    errors: tuple[int, ...] = (404, 409, 503),
+    notes: tuple[tuple[int, str], ...] = (_NO_TASK, _FINAL),
+    also: tuple[tuple[int, str], ...] = (),
+) -> Operation:
+    """A route of the "tasks" tag; by default an action on one task that answers the task."""
+    return Operation(method, path, summary, "tasks", request, response, status, errors, notes, also=also)
+
+
 OPERATIONS: list[Operation] = [
     Operation(
         "post",
@@ -441,11 +460,10 @@ OPERATIONS: list[Operation] = [
         errors=_STREAM_ERRORS,
         notes=(_NO_RUN, _STREAM_CAP),
     ),
-    Operation(
+    _task_op(
         "post",
         "/tasks",
         "Create a scheduled task (cron, rrule, once or event) whose payload is a pipeline of steps",
-        "tasks",
         m.CreateTaskRequest,
         m.TaskCreated,
         status=201,
@@ -453,109 +471,96 @@ OPERATIONS: list[Operation] = [
         errors=(400, 415, 503),
         notes=(_BAD_TASK,),
     ),
-    Operation(
+    _task_op(
         "get",
         "/tasks",
         "List tasks, oldest first (filter by status, created_by, schedule_kind; limit/offset)",
-        "tasks",
         response=m.TaskPage,
         errors=(400,),
         notes=((400, "Invalid listing: a bad status, schedule_kind, limit or offset"),),
     ),
-    Operation(
+    _task_op(
         "post",
         "/tasks/preview",
         "The next fire times of a schedule as POST /tasks would plan it (nothing is stored)",
-        "tasks",
         m.PreviewRequest,
         m.SchedulePreview,
         errors=(400, 415),
         notes=((400, "The schedule is invalid: `errors` names the field and says what is wrong and where"),),
     ),
-    Operation(
+    _task_op(
         "get",
         _T,
         "One task: its fields, next 5 fire times, newest run and runs per status",
-        "tasks",
-        response=m.TaskDetail,
         errors=(404,),
         notes=(_NO_TASK,),
     ),
-    Operation(
+    _task_op(
         "put",
         _T,
         "Change a task: only the fields given (a changed schedule is planned anew from now)",
-        "tasks",
         m.UpdateTaskRequest,
-        m.TaskDetail,
         errors=(*_WITH_BODY, 503),
         notes=(_BAD_TASK, _NO_TASK, _FINAL),
     ),
-    Operation(
+    _task_op(
         "get",
         _T + "/runs",
         "A task's runs, every attempt, newest first (filter by status; ?before= pages on)",
-        "tasks",
         response=m.TaskRunPage,
         errors=(400, 404),
         notes=(_NO_TASK,),
     ),
-    Operation(
+    _task_op(
         "post",
         _T + "/run_now",
         "Run the task once now (trigger manual), outside its schedule",
-        "tasks",
         response=m.TaskRunStarted,
         status=202,
-        errors=(404, 409, 503),
-        notes=(_NO_TASK, _FINAL),
     ),
-    Operation(
+    _task_op(
         "post",
         _T + "/snooze",
         "Delay the task's next fire by delay_seconds (at most a week)",
-        "tasks",
         m.SnoozeRequest,
-        m.TaskDetail,
         errors=(*_WITH_BODY, 503),
         notes=(_BAD_TASK, _NO_TASK, _FINAL),
     ),
-    Operation(
-        "post",
-        _T + "/pause",
-        "Stop firing the task until it is resumed",
-        "tasks",
-        response=m.TaskDetail,
-        errors=(404, 409, 503),
-        notes=(_NO_TASK, _FINAL),
+    _task_op("post", _T + "/pause", "Stop firing the task until it is resumed"),
+    _task_op("post", _T + "/resume", "Fire a paused task again, planned from now"),
+    _task_op("post", _T + "/cancel", "Cancel a task for good (its runs not started yet are killed)"),
+    _task_op(
+        "get",
+        "/runs",
+        "Every task's runs, newest first, as the public tasks system lists them (filter by task_id, "
+        "success, start_time/end_time on creation; limit/offset)",
+        response=m.TaskRunList,
+        errors=(400,),
+        notes=(
+            (
+                400,
+                "Invalid listing: a bad task_id (not a UUID), success or include_errors (not a boolean), "
+                "start_time or end_time (not ISO 8601), limit or offset",
+            ),
+        ),
     ),
-    Operation(
-        "post",
-        _T + "/resume",
-        "Fire a paused task again, planned from now",
-        "tasks",
-        response=m.TaskDetail,
-        errors=(404, 409, 503),
-        notes=(_NO_TASK, _FINAL),
+    _task_op(
+        "get",
+        "/runs/{run_id}",
+        "One task's run, with the public tasks system's fields (success, error, output...)",
+        response=m.TaskRun,
+        errors=(404,),
+        notes=((404, "No such run, or the run is a one-time job's (see /api/tasks/runs/{run_id})"),),
     ),
-    Operation(
-        "post",
-        _T + "/cancel",
-        "Cancel a task for good (its runs not started yet are killed)",
-        "tasks",
-        response=m.TaskDetail,
-        errors=(404, 409, 503),
-        notes=(_NO_TASK, _FINAL),
-    ),
-    Operation(
+    _task_op(
         "post",
         "/events",
         "Fire every active event task of a topic; each run gets the payload as ${event.x}",
-        "tasks",
         m.EventRequest,
         m.EventAccepted,
         status=202,
         errors=(400, 415, 503),
+        notes=(),
     ),
 ]
 
@@ -628,6 +633,30 @@ _TASK_RUN_QUERY = [
         "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
     ),
 ]
+_BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]}
+_ALL_TASK_RUNS_QUERY = [
+    _query("task_id", "Only the runs of this task (UUID).", {"type": "string", "format": "uuid"}),
+    _query("success", "true: completed runs only; false: failed or killed ones only.", _BOOLEAN),
+    _query(
+        "include_errors",
+        "true: each run's error as it is; otherwise a placeholder where there is one (default false).",
+        _BOOLEAN,
+    ),
+    _query(
+        "start_time",
+        "Only runs created at or after this time (ISO 8601; without an offset: UTC).",
+        {"type": "string", "format": "date-time"},
+    ),
+    _query(
+        "end_time",
+        "Only runs created at or before this time (ISO 8601; without an offset: UTC).",
+        {"type": "string", "format": "date-time"},
+    ),
+    _query(
+        "limit", "At most this many (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    ),
+    _query("offset", "Skip this many (default 0).", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
+]
 _SSE_QUERY = [
     *_EVENT_QUERY,
     {
@@ -671,6 +700,7 @@ QUERY_PARAMS: dict[str, list[dict[str, Any]]] = {
     "/api/tasks/runs": _RUN_QUERY,
     "/tasks": _TASK_QUERY,
     _T + "/runs": _TASK_RUN_QUERY,
+    "/runs": _ALL_TASK_RUNS_QUERY,
     _R + "/events": _SSE_QUERY,
     "/ws/v1/runs/{run_id}/events": _WS_QUERY,
 }

@@ -1,7 +1,10 @@
-"""HTTP routes of scheduled tasks (`/tasks`, the reference's Tasks API) and of events (`/events`)."""
+"""HTTP routes of scheduled tasks (`/tasks`, the reference's Tasks API), their runs (`/runs`) and events."""
 
 from __future__ import annotations
 
+import math
+import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,16 +15,22 @@ from coral_server.api import views
 from coral_server.api.body import read_json
 from coral_server.api.errors import BadRequest, json_response
 from coral_server.api.keys import TASKS
-from coral_server.api.runs import MAX_LIMIT, MAX_RUN_ID
+from coral_server.api.runs import MAX_LIMIT, MAX_RUN_ID, run_id_of
 from coral_server.runs.model import RUN_STATUSES
 from coral_server.scheduler import TaskFieldInvalid, preview
-from coral_server.store.runs import RunStatus
+from coral_server.store.runs import RunNotFound, RunStatus, TaskRunQuery
 from coral_server.store.tasks import Task
 from coral_server.tasks import Tasks
 
 MAX_OFFSET = 10**9  # a page this far in is a mistake, not a listing
 
 DEFAULT_LIMIT = 50
+BOOLEANS = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
+# An unescaped `+` of a UTC offset arrives as a space in a query string: `...T09:00:00 02:00`.
+_OFFSET_AS_SPACE = re.compile(r"(T[^ ]*) (\d{2}(:?\d{2})?)$")
 
 
 def _tasks(request: web.Request) -> Tasks:
@@ -142,6 +151,72 @@ async def task_runs(request: web.Request) -> web.Response:
     return json_response(views.task_run_page(runs, total, runs[-1].id if len(runs) == limit else None))
 
 
+def _boolean(query: Any, name: str, problems: list[tuple[str, str]]) -> bool | None:
+    if not query.get(name):
+        return None
+    value = BOOLEANS.get(query[name].lower())
+    if value is None:
+        problems.append((name, "expected a boolean: true or false"))
+    return value
+
+
+def _time(query: Any, name: str, problems: list[tuple[str, str]]) -> float | None:
+    """An ISO 8601 time of the query as Unix seconds (without an offset: UTC)."""
+    raw = query.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(_OFFSET_AS_SPACE.sub(r"\1+\2", raw.upper()))
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):  # not ISO 8601, or beyond what a date holds once in UTC
+        problems.append((name, f"expected an ISO 8601 time such as 2026-01-31T09:00:00Z, not {raw!r}"))
+        return None
+
+
+async def all_runs(request: web.Request) -> web.Response:
+    """`GET /runs`: every task's runs, as the public tasks system lists them."""
+    query = request.query
+    problems: list[tuple[str, str]] = []
+    limit = _integer(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT, problems)
+    offset = _integer(query, "offset", 0, 0, MAX_OFFSET, problems)
+    task_id = query.get("task_id") or None
+    if task_id is not None:
+        try:
+            task_id = str(uuid.UUID(task_id))
+        except ValueError:
+            problems.append(("task_id", f"expected a task id (a UUID), not {task_id!r}"))
+    success = _boolean(query, "success", problems)
+    errors = _boolean(query, "include_errors", problems)
+    start, end = _time(query, "start_time", problems), _time(query, "end_time", problems)
+    if start is not None and end is not None and end < start:
+        problems.append(("end_time", "is before start_time"))
+    if problems:
+        raise BadRequest("invalid run listing parameters", problems)
+    # Compared to the millisecond, as times are shown: a run's own created_at finds it either way.
+    start_ms = None if start is None else math.floor(start * 1000)
+    end_ms = None if end is None else math.floor(end * 1000) + 1
+    where = TaskRunQuery(
+        task_id,
+        success,
+        None if start_ms is None else start_ms / 1000,
+        None if end_ms is None else end_ms / 1000,
+        limit,
+        offset,
+    )
+    runs, total = await _tasks(request).all_runs(where)
+    return json_response(views.task_run_list(runs, total, limit, offset, errors=bool(errors)))
+
+
+async def get_run(request: web.Request) -> web.Response:
+    """`GET /runs/{run_id}`: one task's run (404 for a job's)."""
+    try:
+        run = await _tasks(request).run(run_id_of(request))
+    except RunNotFound:
+        message = f"Task run {request.match_info['run_id']} not found"
+        return json_response(views.error_body(message), 404)
+    return json_response(views.task_run(run))
+
+
 async def preview_schedule(request: web.Request) -> web.Response:
     """The next fire times of a schedule, as `POST /tasks` would plan it; or its 400."""
     body = await _object(request)
@@ -190,4 +265,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/tasks/{task_id}/pause", pause)
     app.router.add_post("/tasks/{task_id}/resume", resume)
     app.router.add_post("/tasks/{task_id}/cancel", cancel)
+    app.router.add_get("/runs", all_runs)
+    app.router.add_get("/runs/{run_id}", get_run)
     app.router.add_post("/events", post_event)

@@ -511,7 +511,7 @@ def task_detail(task: Task, ended: bool, next_fires: list[datetime], counts: Tas
     return {
         **task_out(task, ended),
         "next_fire_times": [_utc(t) for t in next_fires],
-        "last_run": None if counts.last is None else run_out(counts.last),
+        "last_run": None if counts.last is None else task_run(counts.last),
         "run_counts": {str(status): n for status, n in counts.by_status.items()},
         "runs_total": counts.total,
     }
@@ -531,12 +531,40 @@ def task_page(tasks: list[tuple[Task, bool]], total: int, limit: int, offset: in
     }
 
 
+# What GET /runs shows for an error without include_errors=true (as the public tasks system does).
+ERROR_HIDDEN = "[Error details hidden - use include_errors=true]"
+
+
+def task_run(run: Run, *, errors: bool = True) -> m.TaskRun:
+    """A task's run: a run's fields, then the public tasks system's (`errors` False: `error` hidden)."""
+    success = {"completed": True, "failed": False, "killed": False}.get(run.status)
+    error = run.error if errors or run.error is None else ERROR_HIDDEN
+    return {
+        **run_out(run),
+        "lease_owner": run.owner,
+        "leased_until": None,
+        "success": success,
+        "error": error,
+        "output": run.result,
+    }
+
+
 def task_run_page(runs: list[Run], total: int, next_before: int | None) -> m.TaskRunPage:
-    return {"items": [run_out(r) for r in runs], "total": total, "next_before": next_before}
+    return {"items": [task_run(r) for r in runs], "total": total, "next_before": next_before}
+
+
+def task_run_list(runs: list[Run], total: int, limit: int, offset: int, *, errors: bool) -> m.TaskRunList:
+    return {
+        "items": [task_run(r, errors=errors) for r in runs],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "has_more": offset + len(runs) < total,
+    }
 
 
 def task_run_started(task_id: str, run: Run) -> m.TaskRunStarted:
-    return {"task_id": task_id, "run": run_out(run)}
+    return {"task_id": task_id, "run": task_run(run)}
 
 
 def schedule_preview(preview: Preview) -> m.SchedulePreview:
@@ -554,7 +582,7 @@ def event_accepted(topic: str, runs: list[Run]) -> m.EventAccepted:
     return {
         "topic": topic,
         "triggered_tasks": [r.task_id for r in runs if r.task_id is not None],
-        "runs": [run_out(r) for r in runs],
+        "runs": [task_run(r) for r in runs],
     }
 
 

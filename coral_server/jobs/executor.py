@@ -110,6 +110,9 @@ class JobExecutor:
         return job.model_dump()
 
     async def recover(self, run: Run) -> dict[str, Any] | None:
+        # Its CLI and whatever that started (a daemon that left the group) go before its work is
+        # committed: nothing may still write in the worktree.
+        await self.supervisor.reap(Owner("run", str(run.id)))
         job = JobSpec.model_validate(run.spec)
         if not job.create_worktree:
             return None

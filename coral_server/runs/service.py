@@ -213,6 +213,7 @@ class Runs:
         # Called (synchronously) with each run this server ended, once its final status is stored.
         self.on_finished: list[Callable[[Run], None]] = []
         self._contexts: dict[int, RunContext] = {}
+        self._early_kills: dict[int, ExitReason] = {}  # runs killed between their claim and execution
         # Runs whose last transition was stored behind (`_transition_behind`) and not yet
         # announced: the call that publishes its event (once stored).
         self._behind: dict[int, Callable[[], None]] = {}
@@ -301,8 +302,15 @@ class Runs:
             ctx.killed.set()
             return ctx.run
         run = await self.store.get(run_id)
+        ctx = self._contexts.get(run_id)
+        if ctx is not None:  # claimed here while the store was read
+            return await self.kill(run_id, reason)
         if run is None or run.status not in ACTIVE:
             raise RunNotActive(run_id, None if run is None else run.status)
+        if run.status == "pending" and run.owner == self.owner:
+            # Claimed by this server, its execution not set up yet: it starts killed.
+            self._early_kills[run_id] = reason
+            return run
         if run.status == "pending" and run.owner is None:
             # Still queued: nobody executes it, so it ends here.
             run.finished_at = self.clock.time()
@@ -383,14 +391,13 @@ class Runs:
                         key_limits=self.key_limits,
                         default_key_limit=self.default_key_limit,
                     )
+                    for run in claimed:  # at once: a kill finds its context from now on
+                        log.info("run.claimed run=%s", run.id)
+                        self._execute(run)
                 except StoreUnavailable:  # counted and logged by the store; queued runs wait
-                    claimed = []
+                    pass
                 except Exception:
                     log.exception("run.claim_failed")
-                    claimed = []
-                for run in claimed:
-                    log.info("run.claimed run=%s", run.id)
-                    self._execute(run)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_S):
                     # A run held back until a time (a retry's backoff) is claimable then.
@@ -399,6 +406,10 @@ class Runs:
     def _execute(self, run: Run) -> None:
         ctx = RunContext(run, self)
         self._contexts[run.id] = ctx
+        reason = self._early_kills.pop(run.id, None)
+        if reason is not None:
+            ctx.kill_reason = reason
+            ctx.killed.set()
         task = asyncio.create_task(self._drive(ctx), name=f"coral-run-{run.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

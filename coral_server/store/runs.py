@@ -118,6 +118,22 @@ class RunFilter:
     limit: int = 50
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRunQuery:
+    """Which scheduled tasks' runs `GET /runs` lists, newest first, paged by offset.
+
+    `success`: True for completed runs, False for failed or killed ones (active runs match neither);
+    runs created from `created_from` (inclusive) and before `created_before` (Unix s).
+    """
+
+    task_id: str | None = None
+    success: bool | None = None
+    created_from: float | None = None
+    created_before: float | None = None
+    limit: int = 50
+    offset: int = 0
+
+
 class RunStore(Protocol):
     """The runs table; every method is one atomic unit of work."""
 
@@ -163,7 +179,7 @@ class RunStore(Protocol):
 
     async def update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> None:
         """Write every mutable field of `run` (as they are now); with `expect`, only if its stored
-        status is one of those (raises `RunChanged` otherwise)."""
+        status is one of those and its stored owner is `run.owner` (raises `RunChanged` otherwise)."""
         ...
 
     def queue_update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> asyncio.Future[None]:
@@ -176,6 +192,10 @@ class RunStore(Protocol):
     async def get(self, run_id: int) -> Run | None: ...
 
     async def listing(self, where: RunFilter) -> list[Run]: ...
+
+    async def task_runs(self, where: TaskRunQuery) -> tuple[list[Run], int]:
+        """Scheduled tasks' runs matching `where` (a page, newest first) and how many match in all."""
+        ...
 
     async def active(self, owner: str | None = None) -> list[Run]:
         """Runs not yet ended (of `owner` when given; claimed ones included)."""

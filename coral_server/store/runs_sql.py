@@ -20,6 +20,7 @@ from coral_server.store.runs import (
     RunFilter,
     RunLimitReached,
     RunStatus,
+    TaskRunQuery,
     Trigger,
     WaitingReason,
 )
@@ -347,20 +348,33 @@ def update_many(
         if expect is not None:
             _update_plain(conn, plain)
             plain = {}
-            run_id = values[-1]
-            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            actual = "missing" if row is None else row["status"]
-            if actual not in expect:
-                failures.append(RunChanged(run_id, expect, actual))
-                continue
-            conn.execute(_UPDATE_SQL, values)
+            failure = _changed(conn, values, expect)
+            if failure is None:
+                conn.execute(_UPDATE_SQL, values)
+            failures.append(failure)
         else:
             plain[values[-1]] = values
-        failures.append(None)
+            failures.append(None)
     _update_plain(conn, plain)
     return failures
 
 
+def _changed(
+    conn: sqlite3.Connection, values: tuple[Any, ...], expect: tuple[RunStatus, ...]
+) -> RunChanged | None:
+    """Compare-and-set on the status and on who holds the run: a queued run claimed meanwhile
+    (still pending, now owned) has changed too."""
+    run_id = values[-1]
+    row = conn.execute("SELECT status, owner FROM runs WHERE id = ?", (run_id,)).fetchone()
+    actual = "missing" if row is None else row["status"]
+    if actual not in expect:
+        return RunChanged(run_id, expect, actual)
+    if row["owner"] != values[_OWNER]:
+        return RunChanged(run_id, expect, f"{actual} (claimed by {row['owner']})")
+    return None
+
+
+_OWNER = _MUTABLE.index("owner")
 _UPDATE_ROWS = 500  # runs per UPDATE statement (its values stay under SQLite's 32,766 variables)
 
 
@@ -408,6 +422,29 @@ def listing(conn: sqlite3.Connection, where: RunFilter) -> list[Run]:
     sql += " ORDER BY id DESC LIMIT ?"
     args.append(where.limit)
     return [_row(r) for r in conn.execute(sql, args).fetchall()]
+
+
+def task_runs(conn: sqlite3.Connection, where: TaskRunQuery) -> tuple[list[Run], int]:
+    clauses = ["task_id IS NOT NULL"]
+    args: list[Any] = []
+    if where.task_id is not None:
+        clauses.append("task_id = ?")
+        args.append(where.task_id)
+    if where.success is not None:
+        clauses.append("status = 'completed'" if where.success else "status IN ('failed', 'killed')")
+    if where.created_from is not None:
+        clauses.append("created_at >= ?")
+        args.append(where.created_from)
+    if where.created_before is not None:
+        clauses.append("created_at < ?")
+        args.append(where.created_before)
+    condition = " AND ".join(clauses)
+    total = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {condition}", args).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT * FROM runs WHERE {condition} ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*args, where.limit, where.offset),
+    ).fetchall()
+    return [_row(r) for r in rows], int(total)
 
 
 def active(conn: sqlite3.Connection, owner: str | None) -> list[Run]:
@@ -557,6 +594,9 @@ class SqliteRuns:
 
     async def listing(self, where: RunFilter) -> list[Run]:
         return await self._writer.read(lambda c: listing(c, where))
+
+    async def task_runs(self, where: TaskRunQuery) -> tuple[list[Run], int]:
+        return await self._writer.read(lambda c: task_runs(c, where))
 
     async def active(self, owner: str | None = None) -> list[Run]:
         return await self._writer.read(lambda c: active(c, owner))

@@ -4,6 +4,10 @@ A `Crew` is everything one owner runs (a session's agents, a run's coding-agent 
 deadline (a session's TTL, a run's maximum duration), its work directory, and the tasks that watch
 them. Every unit that starts is recorded in the store until it ends, so the orphans of a crashed
 server are found and killed at the next start-up (`Supervisor.reap_orphans`).
+
+Every local process a unit starts also carries a mark in its environment (`marks.py`): what left the
+unit's process group (a CLI's `setsid` daemon) is found by it and killed when its crew closes, when
+the server stops (`Supervisor.close`) and when a restarted server reaps what a dead one left.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import shutil
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from coral_server.clock import Clock
 from coral_server.runtimes import AgentHandle, AgentLog, LaunchFailed, LaunchSpec, Owner, Runtime
 from coral_server.store.processes import ProcessRecord, ProcessStore
+from coral_server.supervision.marks import NAME as MARK_VARIABLE
+from coral_server.supervision.marks import Mark, kill_marked, marked_env, process_start
 
 log = logging.getLogger("coral_server.supervision")
 
@@ -132,8 +138,13 @@ class Crew:
         await asyncio.gather(*others, return_exceptions=True)
 
     async def close(self) -> None:
-        """Cancel the crew's tasks, forget its units' records and remove its work directory."""
+        """Cancel the crew's tasks, kill whatever its units started (their process groups, and every
+        process carrying their mark: what left the group too), forget their records and remove its
+        work directory."""
         await self.cancel_tasks()
+        # A launch that completed while the crew was being stopped has a handle nobody stopped.
+        await self.stop_all(grace=0)
+        await self._supervisor.sweep(self.owner)
         for unit in self.units.values():
             await self._supervisor._forget(unit)
         with contextlib.suppress(OSError):
@@ -160,6 +171,54 @@ class Supervisor:
         self.instance = instance
         self.owner = server_owner(instance)
         self._store = store
+        pid = os.getpid()
+        # What this server's marks name it by (the nonce: a pid and start time seen in another pid
+        # namespace may be the same numbers).
+        self._mark = Mark(instance, pid, process_start(pid) or 0, uuid.uuid4().hex[:16], "", "", "")
+
+    def mark(self, owner: Owner, unit: str) -> Mark:
+        """The mark of a unit this server starts for `owner` (in its processes' environment)."""
+        return replace(self._mark, kind=owner.kind, owner=owner.id, unit=unit)
+
+    async def sweep(self, owner: Owner | None = None) -> int:
+        """Kill every process this server started for `owner` (for any owner: None) that still runs,
+        wherever it went (found by its mark); returns how many."""
+        ours = self._mark
+
+        def match(mark: Mark) -> bool:
+            if not mark.same_server(ours):
+                return False
+            return owner is None or (mark.kind, mark.owner) == (owner.kind, owner.id)
+
+        return await asyncio.to_thread(kill_marked, match, self._homes(owner))
+
+    def _homes(self, owner: Owner | None) -> tuple[str, ...]:
+        """The owner's work directory: a process whose HOME lies in it is the owner's too (a run's
+        CLI has its HOME there), mark or not."""
+        return () if owner is None else (str(self.work_root / f"{owner.kind}s" / owner.id),)
+
+    async def reap(self, owner: Owner | None = None) -> int:
+        """Kill what dead servers of this instance started for `owner` (any owner: None) and left
+        running, found by their marks; a live server's processes (another on the same data dir, or
+        another instance) are never touched. With an owner (one whose server is dead), also what
+        has its HOME in the owner's work directory. Returns how many."""
+        instance = self.instance
+
+        def match(mark: Mark) -> bool:
+            if mark.instance != instance or mark.server_alive():
+                return False
+            return owner is None or (mark.kind, mark.owner) == (owner.kind, owner.id)
+
+        killed = await asyncio.to_thread(kill_marked, match, self._homes(owner))
+        if killed:
+            log.warning("supervisor.reaped_marked count=%s instance=%s owner=%s", killed, instance, owner)
+        return killed
+
+    async def close(self) -> None:
+        """At shutdown, after the crews closed: kill anything this server started that still runs."""
+        killed = await self.sweep()
+        if killed:
+            log.warning("supervisor.killed_leftovers count=%s instance=%s", killed, self.instance)
 
     def crew(self, owner: Owner) -> Crew:
         """A new crew for `owner`, working under `<work_root>/<kind>s/<id>`."""
@@ -176,6 +235,9 @@ class Supervisor:
         unit.started_at = self.clock.now_ms()
         try:
             spec = prepare(crew.work_dir / unit.name)
+            if spec.image is None:  # a local process: its descendants are found by the mark
+                inherited = os.environ.get(MARK_VARIABLE)
+                spec = replace(spec, env=marked_env(spec.env, self.mark(unit.owner, unit.name), inherited))
             unit.handle = await self.runtimes[unit.runtime].launch(spec, unit.log)
         except LaunchFailed as exc:
             unit.status, unit.error = "failed", str(exc)
@@ -244,11 +306,19 @@ class Supervisor:
             log.exception("unit.forget_failed owner=%s unit=%s", unit.owner.id, unit.name)
 
     async def reap_orphans(self, kill_container: Callable[[str], Awaitable[None]] | None = None) -> int:
-        """Kill what dead servers left running (recorded units whose server is gone); returns how many.
+        """Kill what dead servers left running (recorded units whose server is gone, then every process
+        a dead server of this instance marked: what left its unit's group, or was never recorded as
+        the server died mid-launch); returns how many.
 
         A process is killed only if it is still the one that was started (same pid and start time),
         so a reused pid is never hit; containers go through `kill_container`.
         """
+        killed = await self._reap_recorded(kill_container) + await self.reap()
+        if killed:
+            log.warning("supervisor.reaped_orphans count=%s instance=%s", killed, self.instance)
+        return killed
+
+    async def _reap_recorded(self, kill_container: Callable[[str], Awaitable[None]] | None) -> int:
         store = self._store()
         if store is None:
             return 0
@@ -263,8 +333,6 @@ class Supervisor:
                     await kill_container(record.container)
                     killed += 1
             await store.remove(record.id)
-        if killed:
-            log.warning("supervisor.reaped_orphans count=%s instance=%s", killed, self.instance)
         return killed
 
 
@@ -311,19 +379,4 @@ def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
     except OSError:
-        return None
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its closing ')'.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
         return None

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from coral_server.clock import Clock
 from coral_server.runs.service import Runs
 from coral_server.scheduler import SCHEDULE_KINDS, Schedules, TaskFieldInvalid, next_fires
-from coral_server.store.runs import Run, RunFilter, RunStatus
+from coral_server.store.runs import ACTIVE, Run, RunFilter, RunNotFound, RunStatus, TaskRunQuery
 from coral_server.store.tasks import (
     TASK_STATUSES,
     Fire,
@@ -35,6 +35,7 @@ from coral_server.store.tasks import (
     TaskChanged,
     TaskFilter,
     TaskRunCounts,
+    TaskSource,
     TaskStatus,
     TaskStore,
 )
@@ -93,8 +94,9 @@ class Tasks:
 
     # -- CRUD -------------------------------------------------------------------------------------
 
-    async def create(self, body: object) -> TaskCreated:
-        """Create a task from a `POST /tasks` body (raises `TaskFieldInvalid` naming the field)."""
+    async def create(self, body: object, *, source: TaskSource = "api") -> TaskCreated:
+        """Create a task from a `POST /tasks` body (raises `TaskFieldInvalid` naming the field);
+        `source` "file": a task loaded from a file (read-only through the API)."""
         now = self.clock.time()
         spec = parse_task(body, now=instant(now))
         payload = await self._validate_payload(spec.payload)
@@ -110,6 +112,7 @@ class Tasks:
             created_at=now,
             updated_at=now,
             next_fire_at=plan_next(spec.schedule, now, None),
+            source=source,
         )
         _apply_rules(task, spec)
         stored, deduplicated = await self.store.insert(task)
@@ -119,6 +122,12 @@ class Tasks:
             log.info("task.created task=%s kind=%s next=%s", task.id, task.schedule_kind, task.next_fire_at)
             self.loop.wake_for(task.next_fire_at)
         return TaskCreated(stored, deduplicated)
+
+    async def check(self, body: object) -> tuple[TaskSpec, dict[str, Any]]:
+        """What `create` would make of `body`: its spec and its payload as stored, checked (raises
+        `TaskFieldInvalid`); nothing is stored."""
+        spec = parse_task(body, now=instant(self.clock.time()))
+        return spec, await self._validate_payload(spec.payload)
 
     async def get(self, task_id: str) -> Task:
         task = await self.store.get(task_id)
@@ -142,11 +151,12 @@ class Tasks:
     ) -> int:
         return await self.store.count(_filter(status, created_by, schedule_kind, 50, 0))
 
-    async def update(self, task_id: str, body: object) -> Task:
-        """Apply a partial `PUT` body; a changed schedule is planned anew from now."""
+    async def update(self, task_id: str, body: object, *, source: TaskSource = "api") -> Task:
+        """Apply a partial `PUT` body; a changed schedule is planned anew from now. A file's task
+        changes only with `source` "file" (its loader)."""
 
         async def change(task: Task) -> Task:
-            _check_open(task, "update")
+            _check_open(task, "update", source)
             now = self.clock.time()
             spec = parse_changes(body, task, now=instant(now))
             given = body if isinstance(body, dict) else {}
@@ -169,11 +179,11 @@ class Tasks:
 
     # -- actions ----------------------------------------------------------------------------------
 
-    async def pause(self, task_id: str) -> Task:
+    async def pause(self, task_id: str, *, source: TaskSource = "api") -> Task:
         """Stop firing (runs already created go on) until `resume`."""
 
         async def change(task: Task) -> Task:
-            _check_open(task, "pause")
+            _check_open(task, "pause", source)
             task.status, task.next_fire_at, task.updated_at = "paused", None, self.clock.time()
             return task
 
@@ -181,11 +191,11 @@ class Tasks:
         self.loop.wake()
         return task
 
-    async def resume(self, task_id: str) -> Task:
+    async def resume(self, task_id: str, *, source: TaskSource = "api") -> Task:
         """Fire again, planned from now (what was missed while paused does not run)."""
 
         async def change(task: Task) -> Task:
-            _check_open(task, "resume")
+            _check_open(task, "resume", source)
             now = self.clock.time()
             if task.status == "paused":
                 task.status = "active"
@@ -197,11 +207,11 @@ class Tasks:
         self.loop.wake()
         return task
 
-    async def cancel(self, task_id: str) -> Task:
+    async def cancel(self, task_id: str, *, source: TaskSource = "api") -> Task:
         """Cancel for good: no more fires, no retries; its runs still waiting to start are killed."""
 
         async def change(task: Task) -> Task:
-            _check_open(task, "cancel")
+            _check_open(task, "cancel", source)
             task.status, task.next_fire_at, task.updated_at = "canceled", None, self.clock.time()
             return task
 
@@ -309,6 +319,19 @@ class Tasks:
         await self.get(task_id)
         return await self._runs.listing(RunFilter(status=status, task_id=task_id, before=before, limit=limit))
 
+    async def all_runs(self, where: TaskRunQuery) -> tuple[list[Run], int]:
+        """Every task's runs matching `where`, newest first, and how many match in all."""
+        runs, total = await self._runs.store.task_runs(where)
+        # A run this server executes: its live record (output so far...), as `Runs.get` gives it.
+        return [await self._runs.get(r.id) if r.status in ACTIVE else r for r in runs], total
+
+    async def run(self, run_id: int) -> Run:
+        """One task's run (`RunNotFound` for an unknown id, or a run that is no task's: a job)."""
+        run = await self._runs.get(run_id)
+        if run.task_id is None:
+            raise RunNotFound(run_id)
+        return run
+
     async def run_counts(self, task_id: str) -> TaskRunCounts:
         """The task's runs per status, and its latest run."""
         await self.get(task_id)
@@ -348,10 +371,10 @@ def _apply_rules(task: Task, spec: TaskSpec) -> None:
     task.concurrency_key = spec.concurrency_key
 
 
-def _check_open(task: Task, action: str) -> None:
+def _check_open(task: Task, action: str, source: TaskSource = "api") -> None:
     if task.status == "canceled":
         raise TaskCanceled(task.id, action)
-    if task.source == "file":
+    if task.source == "file" and source != "file":
         raise TaskReadOnly(task.id, action)
 
 

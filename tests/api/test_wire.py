@@ -602,6 +602,12 @@ async def drive_tasks(wire: Wire, coral: Coral) -> None:
     await poll(coral, f"/api/tasks/runs/{fired['runs'][0]['run_id']}", lambda r: r["status"] in FINAL)
     runs = await wire.call("GET", path + "/runs", "TaskRunPage")
     assert runs["total"] == 2 and {r["trigger_type"] for r in runs["items"]} == {"manual", "event"}
+    listed = await wire.call("GET", f"/runs?task_id={made['id']}&include_errors=true", "TaskRunList")
+    assert listed["total"] == 2 and {r["success"] for r in listed["items"]} == {False}
+    one = await wire.call("GET", f"/runs/{started['run']['run_id']}", "TaskRun")
+    assert (one["task_id"], one["error"]) == (made["id"], one["error_msg"])
+    await wire.call("GET", "/runs/999999999", "ErrorBody", status=404)
+    await wire.call("GET", "/runs?start_time=soon", "ErrorBody", status=400)
     shown_task = await wire.call("GET", path, "TaskDetail")
     assert shown_task["last_run"] is not None and shown_task["runs_total"] == 2
     await wire.call("POST", path + "/snooze", "TaskDetail", json={"delay_seconds": 60, "reason": "wire"})

@@ -6,7 +6,6 @@ Skipped without the CLIs (scripts/install-clis.sh), failed instead under CORAL_T
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Coral, start_coral
+from tests.conftest import Coral, start_coral, wait_until
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.gemini import call as gemini_call
 from tests.fakes.openai_responses import FakeResponses
@@ -72,13 +71,17 @@ async def server(tmp_path: Path, agent_type: str, base_url: str) -> AsyncIterato
 
 
 async def run_until(coral: Coral, run_id: int, statuses: tuple[str, ...], timeout: float = 180) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            status, run = await coral.request("GET", f"/api/tasks/runs/{run_id}")
-            assert status == 200, run
-            if run["status"] in statuses:
-                return run
-            await asyncio.sleep(0.2)
+    seen: dict[str, Any] = {}
+
+    async def reached() -> Any:
+        status, run = await coral.request("GET", f"/api/tasks/runs/{run_id}")
+        assert status == 200, run
+        seen.update(run)
+        return run if run["status"] in statuses else None
+
+    return await wait_until(
+        reached, timeout, interval=0.2, what=lambda: f"run {run_id} in {statuses}: {seen}"
+    )
 
 
 @pytest.mark.parametrize("agent_type", sorted(CASES))

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,41 @@ async def test_several_freed_slots_are_refilled_together_without_overshooting_th
         d.pipeline.finish(done)
     await running(d, ids[2:4])
     assert (await d.runs.get(ids[4])).status == "pending"
+
+
+async def test_a_kill_between_the_claim_and_its_context_is_not_lost(
+    dispatching: Dispatching, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim is stored (owner: this server) before its answer reaches the dispatcher; a kill in
+    that window is this server's to carry out, not a 404 for "another server"."""
+    d = dispatching
+    store = d.runs.store
+    claimed, release = asyncio.Event(), asyncio.Event()
+    real_claim = store.claim_next
+
+    async def held_claim(*args: Any, **kwargs: Any) -> Any:
+        found = await real_claim(*args, **kwargs)
+        if found[0]:
+            claimed.set()
+            await release.wait()  # the claim is committed; the dispatcher has not heard of it yet
+        return found
+
+    monkeypatch.setattr(store, "claim_next", held_claim)
+    d.runs._wake.set()  # the dispatcher sleeping in the real claim's wait picks up the patched one
+    run = await d.runs.submit("pipeline", SPEC)
+    await asyncio.wait_for(claimed.wait(), 10)
+    stored = await store.get(run.id)
+    assert stored is not None and stored.owner == d.runs.owner and run.id not in d.runs._contexts
+
+    await d.runs.kill(run.id)  # before the fix: RunNotActive("pending on another server")
+    release.set()
+    await wait_until(
+        lambda: _status(d, run.id, "killed"), what=f"run {run.id} killed after its claim came back"
+    )
+
+
+async def _status(d: Dispatching, run_id: int, status: str) -> bool:
+    return (await d.runs.get(run_id)).status == status
 
 
 async def test_a_runs_start_is_stored_behind_and_announced_once_stored_before_its_end(

@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -256,16 +256,18 @@ async def test_steps_that_need_a_service_this_server_lacks_are_refused_when_chec
 # -- job steps: checked after templating, and tidied after a crash -------------------------------
 
 
-def job_executor() -> JobExecutor:
-    """A job executor that can check job requests and recover worktrees (it starts no CLI here)."""
+def job_executor(work_root: Path) -> JobExecutor:
+    """A job executor that can check job requests and recover worktrees (it starts no CLI here: its
+    supervisor has no runtime, but is a real one, as recovery reaps what a run left)."""
     claude = AgentSetup(AGENTS["claude"], "/bin/false", Endpoint(Secret("k")))
-    return JobExecutor(cast(Supervisor, None), JobSettings(agents={"claude": claude}, owner="inst"))
+    supervisor = Supervisor({}, SystemClock(), work_root=work_root, instance="inst")
+    return JobExecutor(supervisor, JobSettings(agents={"claude": claude}, owner="inst"))
 
 
 async def test_a_job_step_whose_templated_repository_is_not_a_repository_fails_non_retryable(
     world: World, tmp_path: Path
 ) -> None:
-    world.executor.jobs = job_executor()
+    world.executor.jobs = job_executor(tmp_path / "work")
     plain = tmp_path / "not-a-repo"
     plain.mkdir()
     payload = {
@@ -287,7 +289,7 @@ async def test_a_job_step_whose_templated_repository_is_not_a_repository_fails_n
 async def test_recovery_keeps_the_work_of_the_job_step_a_crash_interrupted(
     agent_repo: Path, world: World
 ) -> None:
-    jobs = job_executor()
+    jobs = job_executor(agent_repo.parent / "work")
     executor = PipelineExecutor(jobs=jobs)
     wt = await create_worktree(agent_repo, 5, owner="inst")
     (wt.path / "draft.txt").write_text("half done\n")
