@@ -575,11 +575,11 @@ class SqliteRuns:
         with self._taking:
             batch = self._updates
             index = None if batch is None else batch.join(values, expect)
-            opened = batch is None or index is None
+            opened = batch is None or index is None  # none open, or the writer took it
             if batch is None or index is None:
                 batch = self._updates = _Updates(self._taking)
                 index = batch.join(values, expect)
-                assert index is not None
+                assert index is not None  # a new batch is not taken
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         batch.waiters.append((index, waiter))
         if opened:
