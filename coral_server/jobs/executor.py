@@ -46,6 +46,10 @@ log = logging.getLogger("coral_server.jobs")
 
 SETTLE_S = 0.05  # how long a terminal screen is left to settle before it is read
 ECHO_WAIT_S = 2.0  # how long typed text may take to show before Enter follows it anyway
+# A prompt still on the screen this long after its answer was typed: the CLI was not yet reading its
+# keys (a busy machine), so the same answer is typed again, at most MAX_RESENDS times.
+RESEND_S = 5.0
+MAX_RESENDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,24 +373,43 @@ class _Job:
         self.screen.feed("".join(line.text for line in self.log.lines if line.stream == "pty").encode())
         accepted = 0
         answered: str | None = None  # the prompt last answered: not answered twice while it clears
+        keys = b""  # its answer, typed again if the CLI did not take it
+        typed_at = 0.0
+        resends = 0
+        loop = asyncio.get_running_loop()
         cli = self.agent.cli.name
         while True:
-            await self.changed.wait()
+            if answered is not None and resends < MAX_RESENDS:
+                # Woken by the screen, or RESEND_S after the answer when nothing moves.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(typed_at + RESEND_S):
+                        await self.changed.wait()
+            else:
+                await self.changed.wait()
             self.changed.clear()
             await asyncio.sleep(SETTLE_S)  # let a screen that is being drawn settle
             reading = read_screen(cli, self.screen.lines())
             prompt = reading.prompt
             if reading.state is ScreenState.PERMISSION and prompt is not None:
                 if prompt.text == answered:
+                    if loop.time() - typed_at >= RESEND_S and resends < MAX_RESENDS:
+                        resends += 1
+                        log.warning("job.answer_retyped run=%s times=%s", self.run.id, resends)
+                        terminal.write(keys)
+                        typed_at = loop.time()
                     continue
-                answered = prompt.text
+                answered, resends = prompt.text, 0
                 if self.job.auto_accept and accepted < self.job.max_auto_accepts:
                     accepted += 1
-                    terminal.write(prompt.yes_keys.encode())
+                    keys = prompt.yes_keys.encode()
+                    terminal.write(keys)
+                    typed_at = loop.time()
                     await self.ctx.auto_accepted(prompt.summary(), "yes")
                 else:
                     answer = await self.ctx.wait_input(f"{prompt.summary()} - {prompt.question}")
-                    terminal.write(_answer_keys(answer, prompt.yes_keys, prompt.no_keys))
+                    keys = _answer_keys(answer, prompt.yes_keys, prompt.no_keys)
+                    terminal.write(keys)
+                    typed_at = loop.time()
                 continue
             answered = None
             if (

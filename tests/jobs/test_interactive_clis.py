@@ -70,7 +70,8 @@ async def server(tmp_path: Path, agent_type: str, base_url: str) -> AsyncIterato
         yield coral
 
 
-async def run_until(coral: Coral, run_id: int, statuses: tuple[str, ...], timeout: float = 180) -> Any:
+async def run_until(coral: Coral, run_id: int, statuses: tuple[str, ...], timeout: float = 90) -> Any:
+    """The run once in one of `statuses`; fails (before the test's own timeout) saying where it is."""
     seen: dict[str, Any] = {}
 
     async def reached() -> Any:
@@ -79,9 +80,11 @@ async def run_until(coral: Coral, run_id: int, statuses: tuple[str, ...], timeou
         seen.update(run)
         return run if run["status"] in statuses else None
 
-    return await wait_until(
-        reached, timeout, interval=0.2, what=lambda: f"run {run_id} in {statuses}: {seen}"
-    )
+    def where() -> str:
+        tail = str(seen.get("output", ""))[-1500:]
+        return f"run {run_id} {seen.get('status')} (want {statuses}), its output ends: {tail!r}"
+
+    return await wait_until(reached, timeout, interval=0.2, what=where)
 
 
 @pytest.mark.parametrize("agent_type", sorted(CASES))
