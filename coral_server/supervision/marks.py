@@ -27,7 +27,9 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import signal
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -37,6 +39,7 @@ log = logging.getLogger("coral_server.supervision")
 NAME = "CORAL_SUPERVISED"
 _VERSION = "v1"
 _FIELDS = 8  # version, instance, pid, start, nonce, owner kind, owner id, unit
+DEATH_WAIT_S = 5.0  # how long a kill waits for its processes to have exited
 MAX_PASSES = 10  # scans until one finds nothing left (a process may fork while it is scanned)
 
 
@@ -132,43 +135,70 @@ def kill_marked(match: Callable[[Mark], bool], homes: Sequence[str] = ()) -> int
     me = os.getpid()
     roots = tuple(os.path.join(h, "") for h in homes)
     killed: set[int] = set()
-    for _ in range(MAX_PASSES):
-        found = 0
-        for pid in _pids():
-            if pid != me and _kill_if(pid, match, roots):
-                found += 1
-                killed.add(pid)
-        if not found:
-            break
+    dying: list[int] = []  # pidfds of the killed: readable once each has exited
+    try:
+        for _ in range(MAX_PASSES):
+            found = 0
+            for pid in _pids():
+                fd = _kill_if(pid, match, roots) if pid != me else None
+                if fd is not None:
+                    found += 1
+                    killed.add(pid)
+                    if fd >= 0:
+                        dying.append(fd)
+            if not found:
+                break
+        _wait_exited(dying, DEATH_WAIT_S)  # gone when this returns, not only signalled
+    finally:
+        for fd in dying:
+            os.close(fd)
     if killed:
         log.info("supervisor.killed_marked count=%s pids=%s", len(killed), sorted(killed)[:20])
     return len(killed)
 
 
-def _kill_if(pid: int, match: Callable[[Mark], bool], roots: tuple[str, ...]) -> bool:
-    """Kill `pid` if one of its marks matches, or its HOME is under one of `roots`. The pidfd,
-    opened first, is the process read."""
+def _kill_if(pid: int, match: Callable[[Mark], bool], roots: tuple[str, ...]) -> int | None:
+    """Kill `pid` if one of its marks matches, or its HOME is under one of `roots`: its pidfd (the
+    caller closes it; -1 without pidfds), or None when not killed. The pidfd, opened first, is the
+    process read."""
     try:
         fd = os.pidfd_open(pid)
     except OSError as exc:
         if exc.errno in (errno.ESRCH, errno.EINVAL):
-            return False
+            return None
         fd = -1  # no pidfds here: a reused pid between the read and the kill is then possible
     try:
         marks, home = _read(pid)
         under = home is not None and os.path.join(home, "").startswith(roots)
-        if not under and not any(match(m) for m in marks):
-            return False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if fd >= 0:
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-            else:
-                os.kill(pid, signal.SIGKILL)
-            return True
-        return False
+        if under or any(match(m) for m in marks):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if fd >= 0:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                killed, fd = fd, -1  # the caller owns it now
+                return killed
+        return None
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _wait_exited(pidfds: Sequence[int], timeout_s: float) -> None:
+    """Wait (at most `timeout_s`) until every process of `pidfds` has exited: a pidfd polls readable
+    then, so a SIGKILLed process is really gone (a zombie at most) when its killer returns."""
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    pending, deadline = set(pidfds), time.monotonic() + timeout_s
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning("supervisor.kill_unfinished count=%s", len(pending))
+            return
+        for fd, _ in poller.poll(left * 1000):
+            pending.discard(fd)
+            poller.unregister(fd)
 
 
 def _pids() -> Iterator[int]:

@@ -144,8 +144,7 @@ async def test_no_secret_reaches_the_log(tmp_path: Path, level: str | None) -> N
                 "0",
                 "--data-dir",
                 str(tmp_path / "data"),
-                "--auth-key",
-                key,
+                f"--auth-key={key}",  # joined: a key may begin with "-"
                 "--webhook-allow",  # the end webhook below goes to a closed local port
                 "127.0.0.1",
                 "--registry",
