@@ -17,9 +17,12 @@ import pytest
 from tests.conftest import Coral, agent_spec, session_body, wait_until
 from tests.processes import marked
 
-# An agent leaves `pending` as soon as its process runs: within 10 s on an idle 2-core machine, and
-# proportionally later on a machine shared with other work. Connecting takes longer under load.
-STARTED_WITHIN_S = 20  # was 10: missed under the hog twice late in session 6, under investigation
+# An agent leaves `pending` as soon as its process runs. The 100 agents' own start-up is what takes
+# the time (they are forked one after another from the zygote while those already forked take the
+# CPU): 7.0-8.6 s on an idle 2-core machine, 7.6-9.4 s beside a CPU hog, the same before and after the
+# supervision marks (session 7). So 20 s, and proportionally more on a machine shared with other work.
+# Connecting takes longer under load.
+STARTED_WITHIN_S = 20
 CONNECTED_WITHIN_S = 180
 
 
