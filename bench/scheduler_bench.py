@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -381,35 +382,51 @@ async def part_sparse(root: Path, n: int, window: int, lead: float, cap: int, pe
     print(f"   target p99 <= {LATENESS_P99_TARGET_MS:.0f} ms: {verdict}   [{load()}]")
 
 
-async def part_burst(root: Path, n: int, lead: float, cap: int, sql_peer: bool) -> None:
-    print(f"\n3. burst: {n:,} tasks due at one instant; runs dispatched per second   [{load()}]")
+async def burst_ours(root: Path, name: str, n: int, lead: float, cap: int) -> float:
+    """Ours through a burst of `n` tasks due at one instant; runs per second (and prints the line)."""
     at = next_second(lead + n / 20_000)
-    _, recorder, end = await run_ours(root, "burst", [at] * n, cap)
+    _, recorder, end = await run_ours(root, name, [at] * n, cap)
     created = max(recorder.created.values(), default=at) - at
-    ours_rate = len(recorder.completed) / max(end - at, 1e-6)
+    rate = len(recorder.completed) / max(end - at, 1e-6)
     print(
-        f"   ours                   {ours_rate:9,.0f} runs/s   (all {len(recorder.created):,} created after"
+        f"   ours                   {rate:9,.0f} runs/s   (all {len(recorder.created):,} created after"
         f" {created:.2f} s, completed after {end - at:.2f} s; cap {cap})"
     )
-    rates: list[float] = []
-    for label, url in (
-        ("APScheduler memory", None),
-        ("APScheduler SQLite", f"sqlite:///{root / 'aps_burst.db'}"),
-    ):
-        if url is not None and not sql_peer:
-            continue
-        peer_n = n if url is None else min(n, SQL_PEER_TASKS)
-        at = next_second(lead + peer_setup_s(peer_n, url))
-        ran, last = await run_peer([at] * peer_n, url)
-        rate = max(len(ran) / max(last - at, 1e-6), 1e-6)
-        rates.append(rate)
-        print(
-            f"   {label:<22} {rate:9,.0f} runs/s   ({len(ran):,} ran, the last after {last - at:.2f} s)"
-            f"   ours/peer {ours_rate / rate:.2f}x"
+    return rate
+
+
+async def burst_peer(label: str, n: int, lead: float, url: str | None, ours: float) -> float:
+    """APScheduler through the same burst (at most `SQL_PEER_TASKS` jobs on SQL); its runs per second."""
+    at = next_second(lead + peer_setup_s(n, url))
+    ran, last = await run_peer([at] * n, url)
+    rate = max(len(ran) / max(last - at, 1e-6), 1e-6)
+    print(
+        f"   {label:<22} {rate:9,.0f} runs/s   ({len(ran):,} ran, the last after {last - at:.2f} s)"
+        f"   ours/peer {ours / rate:.2f}x"
+    )
+    return rate
+
+
+async def part_burst(root: Path, n: int, lead: float, cap: int, sql_peer: bool, repeats: int) -> None:
+    """Ours and APScheduler in memory, one after the other `repeats` times (pairs: the machine's speed
+    drifts), then the durable peer once; the verdict is on the median of the pairs' ratios."""
+    print(f"\n3. burst: {n:,} tasks due at one instant; runs dispatched per second   [{load()}]")
+    ratios: list[float] = []
+    ours = 0.0
+    for i in range(repeats):
+        ours = await burst_ours(root, f"burst{i}", n, lead, cap)
+        ratios.append(ours / await burst_peer("APScheduler memory", n, lead, None, ours))
+    if sql_peer:
+        await burst_peer(
+            "APScheduler SQLite", min(n, SQL_PEER_TASKS), lead, f"sqlite:///{root / 'aps_burst.db'}", ours
         )
-    if rates:
-        verdict = "ok" if ours_rate >= DISPATCH_TARGET_RATIO * rates[0] else "MISSED"
-        print(f"   target >= {DISPATCH_TARGET_RATIO:.0f}x APScheduler memory: {verdict}   [{load()}]")
+    ratio = statistics.median(ratios)
+    verdict = "ok" if ratio >= DISPATCH_TARGET_RATIO else "MISSED"
+    shown = ", ".join(f"{r:.2f}" for r in ratios)
+    print(
+        f"   ours/APScheduler memory, median of {repeats} pairs: {ratio:.2f}x ({shown});"
+        f" target >= {DISPATCH_TARGET_RATIO:.0f}x: {verdict}   [{load()}]"
+    )
 
 
 async def main() -> None:
@@ -424,6 +441,7 @@ async def main() -> None:
     parser.add_argument("--lead", type=float, default=3.0, help="seconds between setup and the first fire")
     parser.add_argument("--part", choices=("plan", "fire", "burst", "all"), default="all")
     parser.add_argument("--no-sql-peer", action="store_true", help="skip APScheduler's SQLAlchemy store")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of bursts, ours then the peer (part 3)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(
@@ -438,7 +456,9 @@ async def main() -> None:
             sql_peer = not args.no_sql_peer
             parts.append(part_fire(root, args.tasks, args.window, args.lead, args.cap, sql_peer, args.sparse))
         if args.part in ("burst", "all"):
-            parts.append(part_burst(root, args.tasks, args.lead, args.cap, not args.no_sql_peer))
+            parts.append(
+                part_burst(root, args.tasks, args.lead, args.cap, not args.no_sql_peer, args.repeats)
+            )
         for part in parts:
             await part
 

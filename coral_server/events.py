@@ -181,17 +181,18 @@ class EventBus:
 
     def publish(self, topic: str, type: str, data: dict[str, Any]) -> Event:
         """Append an event to `topic` (created on first use) and wake its subscribers."""
-        reserved = RESERVED_KEYS.intersection(data)
-        if reserved:
-            raise ValueError(f"event data must not use the reserved keys {sorted(reserved)}")
-        t = self._topic(topic)
+        if not RESERVED_KEYS.isdisjoint(data):
+            reserved = sorted(RESERVED_KEYS.intersection(data))
+            raise ValueError(f"event data must not use the reserved keys {reserved}")
+        t = self._topics.get(topic) or self._topic(topic)
         if t.closed:
             raise ValueError(f"topic {topic!r} is closed")
         t.last_seq += 1
         event = Event(t.last_seq, type, self.clock.now_ms(), data)
         t.buffer.append(event)
-        for subscriber in list(t.subscribers):
-            subscriber._notify(event.seq)
+        if t.subscribers:  # a notified subscriber may leave: iterate over a copy
+            for subscriber in list(t.subscribers):
+                subscriber._notify(event.seq)
         return event
 
     def bound(self, topic: str, buffer_size: int) -> None:

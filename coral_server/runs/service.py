@@ -538,15 +538,24 @@ def topic(run_id: int) -> str:
     return f"runs/{run_id}"
 
 
-@functools.lru_cache(maxsize=4096)
-def _iso(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@functools.lru_cache(maxsize=1024)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def iso(unix_s: float | None) -> str | None:
-    """`unix_s` as ISO 8601 UTC to the millisecond; a run's times are formatted once per event it is
-    in (created, started...), so recent ones are kept formatted."""
-    return None if unix_s is None else _iso(unix_s)
+    """`unix_s` as ISO 8601 UTC to the millisecond (truncated, as `datetime.isoformat` does after
+    rounding to the microsecond). A run's times are formatted in every event it is in, and runs come
+    in bursts: the part up to the second is kept formatted for recent seconds."""
+    if unix_s is None:
+        return None
+    fraction, second = math.modf(unix_s)  # split and rounded as `datetime.fromtimestamp` does
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    return f"{_iso_second(int(second))}.{micros // 1000:03d}Z"
 
 
 def run_summary(run: Run) -> dict[str, Any]:
