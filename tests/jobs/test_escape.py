@@ -9,7 +9,6 @@ API): it double-forks a `setsid` daemon that sleeps forever, as the codex CLI do
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -26,6 +25,7 @@ from coral_server.supervision.marks import marks_of
 from tests.conftest import WAIT_S, Coral, start_coral, wait_until
 from tests.e2e.test_crash import Server
 from tests.jobs.conftest import init_git_repo
+from tests.processes import Started, alive, kill_alive
 
 FLAGS = "--dangerously-skip-permissions"  # headless: no permission prompt to answer
 INSTANCE = f"escape-test-{uuid.uuid4().hex[:8]}"  # its reap touches no other test run
@@ -81,31 +81,17 @@ async def coral(tmp_path: Path, fake_cli: Path) -> AsyncIterator[Coral]:
         yield server
 
 
-def alive(pid: int, start: int | None) -> bool:
-    """Whether process `pid` (started at `start`) still runs: not gone, not a zombie, not reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    state = stat[stat.rfind(b")") + 2 :].split()[0]
-    return state not in (b"Z", b"X") and process_start(pid) == start
-
-
 @pytest.fixture(autouse=True)
 def no_leak() -> Iterator[None]:
     """A failing test does not leave its daemon sleeping forever."""
     yield
-    for pid, start in started:
-        if alive(pid, start):
-            os.kill(pid, signal.SIGKILL)
-    started.clear()
+    kill_alive(started)
 
 
-started: list[tuple[int, int | None]] = []
+started: list[Started] = []
 
 
-async def daemon_of(fake_cli: Path, tag: str) -> tuple[int, int | None]:
+async def daemon_of(fake_cli: Path, tag: str) -> Started:
     """The pid and start time of the daemon the run tagged `tag` started (once it has started)."""
     pid_file = fake_cli.parent / "pids" / tag
     await wait_until(pid_file.exists, WAIT_S, what=f"the daemon of {tag}")
