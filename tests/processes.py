@@ -1,12 +1,16 @@
-"""Live processes as tests see them: found by a marker in the environment they started with, or by
-pid and start time; what tests count as leaked, and kill when a failing test leaves them."""
+"""Processes as tests see them: found by a marker or by pid and start time, made to carry marks, killed."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from coral_server.supervision import process_start
+from coral_server.supervision import Mark, process_start
+from coral_server.supervision.marks import NAME
 
 Started = tuple[int, int | None]  # a process: its pid, and its start time (a pid can be reused)
 
@@ -48,3 +52,23 @@ def kill_alive(started: list[Started]) -> None:
         if alive(pid, start):
             os.kill(pid, signal.SIGKILL)
     started.clear()
+
+
+@contextmanager
+def carrying(*marks: Mark) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Sleeping processes, each carrying one of `marks` in its environment (each in its own session,
+    as a daemon would be); killed after."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"],
+            env={**os.environ, NAME: mark.encode()},
+            start_new_session=True,
+        )
+        for mark in marks
+    ]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

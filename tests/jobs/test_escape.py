@@ -9,11 +9,9 @@ API): it double-forks a `setsid` daemon that sleeps forever, as the codex CLI do
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from coral_server.supervision.marks import marks_of
 from tests.conftest import WAIT_S, Coral, start_coral, wait_until
 from tests.e2e.test_crash import Server
 from tests.jobs.conftest import init_git_repo
-from tests.processes import Started, alive, kill_alive
+from tests.processes import Started, alive, carrying, kill_alive
 
 FLAGS = "--dangerously-skip-permissions"  # headless: no permission prompt to answer
 INSTANCE = f"escape-test-{uuid.uuid4().hex[:8]}"  # its reap touches no other test run
@@ -100,25 +98,6 @@ async def daemon_of(fake_cli: Path, tag: str) -> Started:
     return started[-1]
 
 
-@contextmanager
-def decoys(*marks: Mark) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes carrying `marks` (another server's or instance's): they must survive."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(600)"],
-            env={**os.environ, "CORAL_SUPERVISED": mark.encode()},
-            start_new_session=True,
-        )
-        for mark in marks
-    ]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-
-
 async def status_of(coral: Coral, run_id: int) -> dict[str, Any]:
     status, run = await coral.request("GET", f"/api/tasks/runs/{run_id}")
     assert status == 200, run
@@ -149,7 +128,7 @@ async def test_a_daemon_the_cli_left_is_gone_once_its_run_completed(
         Mark("another-instance", me, process_start(me) or 0, "n0", "run", "1", "cli"),
         Mark(INSTANCE, me, process_start(me) or 0, "another-server", "run", "1", "cli"),
     )
-    with decoys(*others) as procs:
+    with carrying(*others) as procs:
         run_id = await submit(coral, repo, "done:done")
         assert run_id == 1  # the decoys name the same owner and unit
         run = await ended(coral, run_id)
@@ -215,7 +194,7 @@ async def test_after_a_kill_9_the_restart_kills_the_daemon_and_spares_other_serv
                 # This instance's, but its server lives (a second server on the same data dir).
                 Mark(INSTANCE, me, process_start(me) or 0, "n1", "run", str(run_id), "cli"),
             )
-            with decoys(*others) as procs:
+            with carrying(*others) as procs:
                 await server.start()
                 code, run = await call("GET", f"/api/tasks/runs/{run_id}")
                 assert code == 200 and run["exit_reason"] == "server_restart", run

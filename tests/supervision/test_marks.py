@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from coral_server.runtimes.zygote import Zygote
 from coral_server.supervision import Crew, Mark, Supervisor, process_start
 from coral_server.supervision.marks import NAME, marked_env, marks_of
 from tests.conftest import wait_until
-from tests.processes import Started, alive, kill_alive
+from tests.processes import Started, alive, carrying, kill_alive
 
 # An agent that starts a daemon in a session of its own (out of its group), then works on.
 AGENT = """\
@@ -84,24 +83,6 @@ async def launch_agent(sup: Supervisor, owner: Owner, tmp_path: Path) -> tuple[C
     pid = int(line.split()[1])
     started.append((pid, process_start(pid)))
     return crew, pid, started[-1][1]
-
-
-@contextmanager
-def carrying(*marks: Mark) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(600)"],
-            env={**os.environ, NAME: mark.encode()},
-            start_new_session=True,
-        )
-        for mark in marks
-    ]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
 
 
 def dead_server() -> tuple[int, int]:
