@@ -63,11 +63,15 @@ async def loop_steps(count: int = 10) -> None:
 def docker_engine() -> Any:
     """A docker SDK client of an engine that has the agents' image; else skip (fail if required).
 
-    The caller closes it."""
+    The caller closes it. The engine's socket is probed first, as the server does: the SDK leaves the
+    socket of a failed connect open, a ResourceWarning in whichever test the collector runs in."""
     client = None
     try:
         import docker
 
+        from coral_server.runtimes.docker import DEFAULT_SOCKET, _probe
+
+        _probe(os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET)
         client = docker.from_env()
         client.ping()
         client.images.get(AGENT_IMAGE)

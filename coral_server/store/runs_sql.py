@@ -6,7 +6,7 @@ import asyncio
 import functools
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import fields
 from typing import Any, cast
 
@@ -190,15 +190,35 @@ _INSERT_ROWS = 500  # rows per INSERT statement (its values stay under SQLite's 
 
 def insert_admitted(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert the rows of runs `admission` prepared: a statement per `_INSERT_ROWS` rows."""
-    for start in range(0, len(rows), _INSERT_ROWS):
-        chunk = rows[start : start + _INSERT_ROWS]
-        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+    for chunk, values in _chunks(rows, _INSERT_ROWS):
+        conn.execute(_insert_sql(len(chunk)), values)
 
 
 @functools.lru_cache(maxsize=16)
 def _insert_sql(n: int) -> str:
-    row = f"({', '.join('?' * (len(_ADMITTED) + 1))})"
-    return f"INSERT INTO runs (id, {', '.join(_ADMITTED)}) VALUES {', '.join([row] * n)}"
+    return f"INSERT INTO runs (id, {', '.join(_ADMITTED)}) {_values_sql(n, len(_ADMITTED) + 1)}"
+
+
+def _chunks(rows: list[tuple[Any, ...]], size: int) -> Iterator[tuple[list[tuple[Any, ...]], list[Any]]]:
+    """`rows` `size` at a time, each chunk with its values in one list: the arguments of a
+    statement of many rows (`_values_sql`)."""
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        yield chunk, [value for row in chunk for value in row]
+
+
+def _values_sql(n: int, width: int) -> str:
+    """`VALUES` of `n` rows of `width` placeholders each."""
+    row = f"({', '.join('?' * width)})"
+    return f"VALUES {', '.join([row] * n)}"
+
+
+def _update_rows_sql(table: str, columns: tuple[str, ...], keys: tuple[str, ...], n: int) -> str:
+    """An UPDATE of `n` rows of `table` in one statement: each row's values are its `columns`, then
+    its `keys` (the row they are written to)."""
+    sets = ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, 1))
+    where = " AND ".join(f"{table}.{k} = v.column{i}" for i, k in enumerate(keys, len(columns) + 1))
+    return f"UPDATE {table} SET {sets} FROM ({_values_sql(n, len(columns) + len(keys))}) AS v WHERE {where}"
 
 
 def admit_many(conn: sqlite3.Connection, runs: list[Run]) -> None:
@@ -379,21 +399,14 @@ _UPDATE_ROWS = 500  # runs per UPDATE statement (its values stay under SQLite's 
 
 
 def _update_plain(conn: sqlite3.Connection, updates: dict[int, tuple[Any, ...]]) -> None:
-    rows = list(updates.values())
-    for start in range(0, len(rows), _UPDATE_ROWS):
-        chunk = rows[start : start + _UPDATE_ROWS]
-        conn.execute(_update_sql(len(chunk)), [value for row in chunk for value in row])
+    for chunk, values in _chunks(list(updates.values()), _UPDATE_ROWS):
+        conn.execute(_update_sql(len(chunk)), values)
 
 
 @functools.lru_cache(maxsize=16)
 def _update_sql(n: int) -> str:
     """`_UPDATE_SQL` for `n` runs (`mutable` values each) in one statement."""
-    width = len(_MUTABLE) + 1
-    row = f"({', '.join('?' * width)})"
-    return (
-        f"UPDATE runs SET {', '.join(f'{c} = v.column{i}' for i, c in enumerate(_MUTABLE, 1))}"
-        f" FROM (VALUES {', '.join([row] * n)}) AS v WHERE runs.id = v.column{width}"
-    )
+    return _update_rows_sql("runs", _MUTABLE, ("id",), n)
 
 
 def get(conn: sqlite3.Connection, run_id: int) -> Run | None:

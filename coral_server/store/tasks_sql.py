@@ -234,9 +234,8 @@ class FireBatch(dict[str, Task]):
 
     def flush(self, conn: sqlite3.Connection) -> None:
         runs_sql.insert_admitted(conn, self.run_rows)
-        for start in range(0, len(self.task_rows), _IN_CHUNK):
-            chunk = self.task_rows[start : start + _IN_CHUNK]
-            cursor = conn.execute(_save_fires_sql(len(chunk)), [value for row in chunk for value in row])
+        for chunk, values in runs_sql._chunks(self.task_rows, _IN_CHUNK):
+            cursor = conn.execute(_save_fires_sql(len(chunk)), values)
             if cursor.rowcount != len(chunk):
                 if self.trusted:
                     raise _Stale
@@ -361,14 +360,7 @@ _SAVE_FIRE_SQL = (
 @functools.lru_cache(maxsize=16)
 def _save_fires_sql(n: int) -> str:
     """`_SAVE_FIRE_SQL` for `n` tasks in one statement (`_fire_values`, id, expected version each)."""
-    width = len(_FIRE_COLUMNS) + 3
-    row = f"({', '.join('?' * width)})"
-    columns = (*_FIRE_COLUMNS, "version")
-    return (
-        f"UPDATE tasks SET {', '.join(f'{c} = v.column{i}' for i, c in enumerate(columns, 1))}"
-        f" FROM (VALUES {', '.join([row] * n)}) AS v"
-        f" WHERE tasks.id = v.column{width - 1} AND tasks.version = v.column{width}"
-    )
+    return runs_sql._update_rows_sql("tasks", (*_FIRE_COLUMNS, "version"), ("id", "version"), n)
 
 
 def _fire_values(task: Task) -> tuple[Any, ...]:

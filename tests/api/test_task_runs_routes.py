@@ -17,8 +17,8 @@ from aiohttp import web
 
 from tests.conftest import WAIT_S, Coral, start_coral, wait_until
 from tests.jobs.conftest import init_git_repo
+from tests.tasks.conftest import body
 
-CREATOR = "0b7e7a8e-2f35-4a53-9d3b-2b1c9f0c0a11"
 FINAL = ("completed", "failed", "killed")
 HIDDEN = "[Error details hidden - use include_errors=true]"
 CLAUDE_RESULT = {"type": "result", "subtype": "success", "is_error": False, "result": "done", "num_turns": 1}
@@ -56,16 +56,9 @@ class Receiver:
 
 
 def task(title: str, url: str) -> dict[str, Any]:
+    """A task that runs a webhook step to `url` once (no retries)."""
     step = {"id": "s", "uses": "webhook", "with": {"url": url, "body": {"run": "${run.id}"}}}
-    return {
-        "title": title,
-        "description": "d",
-        "schedule_kind": "cron",
-        "schedule_expr": "0 9 * * *",
-        "created_by": CREATOR,
-        "max_retries": 0,
-        "payload": {"pipeline": [step]},
-    }
+    return body(title=title, max_retries=0, payload={"pipeline": [step]})
 
 
 @pytest.fixture

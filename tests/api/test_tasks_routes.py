@@ -3,37 +3,20 @@ PUT re-planning what GET shows, bad listing parameters named, and bearer auth on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Coral, start_coral, wait_until
+from tests.tasks.conftest import body as task_body
 
-CREATOR = "0b7e7a8e-2f35-4a53-9d3b-2b1c9f0c0a11"
 FINAL = ("completed", "failed", "killed")
 # Nothing listens on port 9: each run's webhook step fails (retryable), fast.
 STEP = {"id": "s", "uses": "webhook", "with": {"url": "http://127.0.0.1:9/x"}}
 
 
 def body(**fields: Any) -> dict[str, Any]:
-    return {
-        "title": "t",
-        "description": "d",
-        "schedule_kind": "cron",
-        "schedule_expr": "0 9 * * *",
-        "created_by": CREATOR,
-        "max_retries": 0,
-        "payload": {"pipeline": [STEP]},
-        **fields,
-    }
-
-
-@pytest.fixture
-async def coral(tmp_path: Path) -> AsyncIterator[Coral]:
-    async for server in start_coral(tmp_path):
-        yield server
+    """A task `t` that runs `STEP` once (no retries), with `fields` replacing its own."""
+    return task_body(**{"title": "t", "max_retries": 0, "payload": {"pipeline": [STEP]}, **fields})
 
 
 async def ended(coral: Coral, run_id: int) -> dict[str, Any]:

@@ -9,12 +9,9 @@ API): it double-forks a `setsid` daemon that sleeps forever, as the codex CLI do
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from coral_server.supervision.marks import marks_of
 from tests.conftest import WAIT_S, Coral, start_coral, wait_until
 from tests.e2e.test_crash import Server
 from tests.jobs.conftest import init_git_repo
+from tests.processes import Started, alive, carrying, kill_alive
 
 FLAGS = "--dangerously-skip-permissions"  # headless: no permission prompt to answer
 INSTANCE = f"escape-test-{uuid.uuid4().hex[:8]}"  # its reap touches no other test run
@@ -81,56 +79,23 @@ async def coral(tmp_path: Path, fake_cli: Path) -> AsyncIterator[Coral]:
         yield server
 
 
-def alive(pid: int, start: int | None) -> bool:
-    """Whether process `pid` (started at `start`) still runs: not gone, not a zombie, not reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    state = stat[stat.rfind(b")") + 2 :].split()[0]
-    return state not in (b"Z", b"X") and process_start(pid) == start
-
-
 @pytest.fixture(autouse=True)
 def no_leak() -> Iterator[None]:
     """A failing test does not leave its daemon sleeping forever."""
     yield
-    for pid, start in started:
-        if alive(pid, start):
-            os.kill(pid, signal.SIGKILL)
-    started.clear()
+    kill_alive(started)
 
 
-started: list[tuple[int, int | None]] = []
+started: list[Started] = []
 
 
-async def daemon_of(fake_cli: Path, tag: str) -> tuple[int, int | None]:
+async def daemon_of(fake_cli: Path, tag: str) -> Started:
     """The pid and start time of the daemon the run tagged `tag` started (once it has started)."""
     pid_file = fake_cli.parent / "pids" / tag
     await wait_until(pid_file.exists, WAIT_S, what=f"the daemon of {tag}")
     pid = int(pid_file.read_text())
     started.append((pid, process_start(pid)))
     return started[-1]
-
-
-@contextmanager
-def decoys(*marks: Mark) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes carrying `marks` (another server's or instance's): they must survive."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(600)"],
-            env={**os.environ, "CORAL_SUPERVISED": mark.encode()},
-            start_new_session=True,
-        )
-        for mark in marks
-    ]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
 
 
 async def status_of(coral: Coral, run_id: int) -> dict[str, Any]:
@@ -163,7 +128,7 @@ async def test_a_daemon_the_cli_left_is_gone_once_its_run_completed(
         Mark("another-instance", me, process_start(me) or 0, "n0", "run", "1", "cli"),
         Mark(INSTANCE, me, process_start(me) or 0, "another-server", "run", "1", "cli"),
     )
-    with decoys(*others) as procs:
+    with carrying(*others) as procs:
         run_id = await submit(coral, repo, "done:done")
         assert run_id == 1  # the decoys name the same owner and unit
         run = await ended(coral, run_id)
@@ -229,7 +194,7 @@ async def test_after_a_kill_9_the_restart_kills_the_daemon_and_spares_other_serv
                 # This instance's, but its server lives (a second server on the same data dir).
                 Mark(INSTANCE, me, process_start(me) or 0, "n1", "run", str(run_id), "cli"),
             )
-            with decoys(*others) as procs:
+            with carrying(*others) as procs:
                 await server.start()
                 code, run = await call("GET", f"/api/tasks/runs/{run_id}")
                 assert code == 200 and run["exit_reason"] == "server_restart", run

@@ -6,23 +6,23 @@ Skipped without the CLI (scripts/install-clis.sh), failed instead under CORAL_TE
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import os
-import signal
 from pathlib import Path
+from typing import Any
 
 from coral_server.supervision import process_start
-from tests.conftest import start_coral
+from tests.conftest import Coral, start_coral, wait_until
 from tests.fakes.openai_responses import FakeResponses
 from tests.jobs.clis import cli_binary
-from tests.jobs.test_escape import alive
+from tests.processes import Started, alive, kill_alive
 
 FINAL = ("completed", "failed", "killed")
 
 
-def app_servers(under: Path) -> set[tuple[int, int | None]]:
+def app_servers(under: Path) -> set[Started]:
     """Live `codex app-server` processes started from under `under` (pid, start time)."""
-    found: set[tuple[int, int | None]] = set()
+    found: set[Started] = set()
     needle = str(under).encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -39,14 +39,16 @@ def app_servers(under: Path) -> set[tuple[int, int | None]]:
     return found
 
 
+async def ended(coral: Coral, run_id: int, under: Path, seen: set[Started]) -> dict[str, Any] | None:
+    """Run `run_id` once it has ended; each look also adds the daemons running now to `seen`."""
+    seen.update(await asyncio.to_thread(app_servers, under))
+    _, run = await coral.request("GET", f"/api/tasks/runs/{run_id}")
+    return run if run["status"] in FINAL else None
+
+
 async def test_no_codex_app_server_daemon_of_a_run_survives_it(tmp_path: Path, agent_repo: Path) -> None:
     binary = cli_binary("codex")
-    seen: set[tuple[int, int | None]] = set()
-
-    async def watch() -> None:
-        while True:
-            seen.update(await asyncio.to_thread(app_servers, tmp_path))
-            await asyncio.sleep(0.05)
+    seen: set[Started] = set()
 
     async with FakeResponses(["Done: nothing to change"]) as fake:
         async for coral in start_coral(
@@ -61,26 +63,14 @@ async def test_no_codex_app_server_daemon_of_a_run_survives_it(tmp_path: Path, a
                 "agent_type": "codex",
                 "auto_accept": True,
             }
-            watcher = asyncio.ensure_future(watch())
             try:
                 status, out = await coral.request("POST", "/api/tasks/run", body)
                 assert status == 200, out
-                async with asyncio.timeout(180):
-                    while True:
-                        status, run = await coral.request("GET", f"/api/tasks/runs/{out['run_id']}")
-                        if run["status"] in FINAL:
-                            break
-                        await asyncio.sleep(0.2)
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            try:
+                look = functools.partial(ended, coral, out["run_id"], tmp_path, seen)
+                run: dict[str, Any] = await wait_until(look, 180, interval=0.05, what="the run's end")  # type: ignore[arg-type]
                 assert run["result"]["mode"] == "interactive", run
                 assert seen, "this codex started no app-server daemon: the test checks nothing"
                 assert not [pid for pid, start in seen if alive(pid, start)]
                 assert not app_servers(tmp_path)
             finally:  # a failure leaves none behind either
-                for pid, start in seen | app_servers(tmp_path):
-                    if alive(pid, start):
-                        os.kill(pid, signal.SIGKILL)
+                kill_alive(list(seen | app_servers(tmp_path)))

@@ -5,12 +5,10 @@ server reaps what a dead one left; never another server's or another instance's.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from coral_server.runtimes.zygote import Zygote
 from coral_server.supervision import Crew, Mark, Supervisor, process_start
 from coral_server.supervision.marks import NAME, marked_env, marks_of
 from tests.conftest import wait_until
+from tests.processes import Started, alive, carrying, kill_alive
 
 # An agent that starts a daemon in a session of its own (out of its group), then works on.
 AGENT = """\
@@ -40,27 +39,14 @@ def now() -> int:
     return int(time.time() * 1000)
 
 
-def alive(pid: int, start: int | None) -> bool:
-    """Still running (not gone, not a zombie) and still the process that had this start time."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X") and process_start(pid) == start
-
-
 @pytest.fixture(autouse=True)
 def no_leak() -> Iterator[None]:
     """A failing test does not leave its daemon sleeping forever."""
     yield
-    for pid, start in started:
-        if alive(pid, start):
-            os.kill(pid, signal.SIGKILL)
-    started.clear()
+    kill_alive(started)
 
 
-started: list[tuple[int, int | None]] = []
+started: list[Started] = []
 
 
 @pytest.fixture(params=["direct", "zygote"])
@@ -97,24 +83,6 @@ async def launch_agent(sup: Supervisor, owner: Owner, tmp_path: Path) -> tuple[C
     pid = int(line.split()[1])
     started.append((pid, process_start(pid)))
     return crew, pid, started[-1][1]
-
-
-@contextmanager
-def carrying(*marks: Mark) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(600)"],
-            env={**os.environ, NAME: mark.encode()},
-            start_new_session=True,
-        )
-        for mark in marks
-    ]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
 
 
 def dead_server() -> tuple[int, int]:
