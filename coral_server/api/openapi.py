@@ -421,7 +421,8 @@ OPERATIONS: list[Operation] = [
     Operation(
         "post",
         _R + "/kill",
-        "Stop an active run (its work is kept on its branch)",
+        "Stop an active run (its work is kept on its branch); a run that another server on the same "
+        "data dir executes is stopped by that server, within 2 s",
         "jobs",
         response=m.OkBody,
         errors=(404, 503),
@@ -430,12 +431,13 @@ OPERATIONS: list[Operation] = [
     Operation(
         "post",
         _R + "/input",
-        "Answer a run that waits for input (status waiting_input)",
+        "Answer a run that waits for input (status waiting_input); a run that another server on the "
+        "same data dir executes gets the answer from that server, within 2 s",
         "jobs",
         m.RunInput,
         m.OkBody,
         errors=_WITH_BODY,
-        notes=(_NO_RUN, (409, "The run is not waiting for input")),
+        notes=(_NO_RUN, (409, "The run is not waiting for input, or an answer is already on its way to it")),
     ),
     Operation(
         "get",

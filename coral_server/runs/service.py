@@ -37,6 +37,7 @@ from coral_server.store.runs import (
     RunFilter,
     RunLimitReached,
     RunNotFound,
+    RunRequest,
     RunStore,
 )
 from coral_server.supervision import owner_alive, server_owner
@@ -45,8 +46,12 @@ log = logging.getLogger("coral_server.runs")
 
 WEBHOOK_KIND = "run_status"
 OUTPUT_KEEP = 256 * 1024  # characters of terminal output kept per run (live and after it ends)
-# How often a dispatcher looks for runs admitted by another server on the same store.
+# How often a dispatcher looks for runs admitted by another server on the same store, and for what
+# another server asked of the runs it executes (a kill, an answer): the longest these wait.
 POLL_S = 2.0
+# How many times a kill or an answer meant for another server's run looks again at a run that changed
+# while it was being asked (it was claimed, it ended...): statuses only move forward, so this is ample.
+FORWARD_TRIES = 3
 # How long a run's last transition waits before it is stored again when the store refused it.
 STORE_RETRY_S = 1.0
 # The longest Retry-After a refusal at the cap advises (runs mostly end well before their limit).
@@ -294,8 +299,13 @@ class Runs:
         runs = await self.store.listing(where)
         return [self._contexts[r.id].run if r.id in self._contexts else r for r in runs]
 
-    async def kill(self, run_id: int, reason: ExitReason = "user_cancelled") -> Run:
-        """Stop an active run (its agent is stopped, its work kept); `RunNotActive` otherwise."""
+    async def kill(
+        self, run_id: int, reason: ExitReason = "user_cancelled", tries: int = FORWARD_TRIES
+    ) -> Run:
+        """Stop an active run (its agent is stopped, its work kept); `RunNotActive` otherwise.
+
+        A run another live server executes is killed by that server, at its next dispatcher pass
+        (within `POLL_S`): the kill is left for it in the store."""
         ctx = self._contexts.get(run_id)
         if ctx is not None:
             ctx.kill_reason = reason
@@ -304,32 +314,53 @@ class Runs:
         run = await self.store.get(run_id)
         ctx = self._contexts.get(run_id)
         if ctx is not None:  # claimed here while the store was read
-            return await self.kill(run_id, reason)
+            return await self.kill(run_id, reason, tries)
         if run is None or run.status not in ACTIVE:
             raise RunNotActive(run_id, None if run is None else run.status)
         if run.status == "pending" and run.owner == self.owner:
             # Claimed by this server, its execution not set up yet: it starts killed.
             self._early_kills[run_id] = reason
             return run
-        if run.status == "pending" and run.owner is None:
+        if run.owner is None:
             # Still queued: nobody executes it, so it ends here.
             run.finished_at = self.clock.time()
             run.exit_reason = reason
             try:
                 await self._transition(run, "killed", expect=("pending",))
             except RunChanged:
-                return await self.kill(run_id, reason)  # claimed meanwhile: kill it where it runs
+                if tries <= 1:
+                    raise RunNotActive(run_id, "changing too fast to kill: try again") from None
+                return await self.kill(run_id, reason, tries - 1)  # claimed meanwhile: kill it there
             return run
-        raise RunNotActive(run_id, f"{run.status} on another server")
+        if not owner_alive(run.owner):
+            raise RunNotActive(run_id, f"{run.status} on a server that has stopped (its next start ends it)")
+        if await self.store.request_kill(run_id, run.owner, reason):
+            log.info("run.kill_forwarded run=%s owner=%s reason=%s", run_id, run.owner, reason)
+            return run
+        if tries <= 1:
+            raise RunNotActive(run_id, "changing too fast to kill: try again")
+        return await self.kill(run_id, reason, tries - 1)  # it changed meanwhile: look again
 
     async def answer(self, run_id: int, text: str) -> Run:
-        """Give a run that waits for input its answer."""
+        """Give a run that waits for input its answer (one that another live server executes gets
+        it from that server, at its next dispatcher pass: it is left for it in the store)."""
         ctx = self._contexts.get(run_id)
         if ctx is None:
             run = await self.store.get(run_id)
             if run is None:
                 raise RunNotFound(run_id)
-            raise RunNotWaiting(run_id, run.status)
+            if run.status != "waiting_input" or run.owner is None or run.owner == self.owner:
+                raise RunNotWaiting(run_id, run.status)
+            if not owner_alive(run.owner):
+                raise RunNotWaiting(run_id, f"{run.status} on a server that has stopped")
+            if await self.store.request_answer(run_id, run.owner, text):
+                log.info("run.answer_forwarded run=%s owner=%s", run_id, run.owner)
+                return run
+            now = await self.store.get(run_id)
+            status: str = "unknown" if now is None else now.status
+            if status == "waiting_input":
+                status = "waiting_input, with an answer already on its way"
+            raise RunNotWaiting(run_id, status)
         if ctx.run.status != "waiting_input":
             raise RunNotWaiting(run_id, ctx.run.status)
         ctx._input.put_nowait(text)
@@ -383,7 +414,7 @@ class Runs:
             if not self._closing:
                 now = self.clock.time()
                 try:
-                    claimed, due = await self.store.claim_next(
+                    claimed, due, requests = await self.store.claim_next(
                         self.owner,
                         self.cap,
                         self.cap,
@@ -394,6 +425,8 @@ class Runs:
                     for run in claimed:  # at once: a kill finds its context from now on
                         log.info("run.claimed run=%s", run.id)
                         self._execute(run)
+                    for request in requests:
+                        self._carry_out(request)
                 except StoreUnavailable:  # counted and logged by the store; queued runs wait
                     pass
                 except Exception:
@@ -402,6 +435,23 @@ class Runs:
                 async with asyncio.timeout(POLL_S):
                     # A run held back until a time (a retry's backoff) is claimable then.
                     await wait_for_event(self.clock, self._wake, due)
+
+    def _carry_out(self, request: RunRequest) -> None:
+        """What another server asked of a run this one executes: kill it, answer it."""
+        ctx = self._contexts.get(request.run_id)
+        if ctx is None:  # it ended before the request came
+            log.info("run.request_late run=%s", request.run_id)
+            return
+        if request.kill is not None:
+            log.info("run.kill_received run=%s reason=%s", request.run_id, request.kill)
+            ctx.kill_reason = request.kill
+            ctx.killed.set()
+        if request.answer is not None:
+            if ctx.run.status != "waiting_input":  # answered here meanwhile, or killed
+                log.info("run.answer_late run=%s status=%s", request.run_id, ctx.run.status)
+            else:
+                log.info("run.answer_received run=%s", request.run_id)
+                ctx._input.put_nowait(request.answer)
 
     def _execute(self, run: Run) -> None:
         ctx = RunContext(run, self)

@@ -199,6 +199,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX runs_retry_of ON runs (retry_of) WHERE retry_of IS NOT NULL",
         ),
     ),
+    # What a server asks of a run another server on the same store executes (a kill, an answer to
+    # its question), carried out by that one at its next dispatcher pass; indexed by the server
+    # asked, holding only the runs with a request on their way.
+    Migration(
+        6,
+        (
+            "ALTER TABLE runs ADD COLUMN kill_request TEXT",
+            "ALTER TABLE runs ADD COLUMN input_request TEXT",
+            "CREATE INDEX runs_requests ON runs (owner)"
+            " WHERE kill_request IS NOT NULL OR input_request IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

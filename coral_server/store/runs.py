@@ -108,6 +108,17 @@ class ActiveSlot:
 
 
 @dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What another server asked of a run the server it names (`RunStore.request_kill`,
+    `request_answer`) executes: to kill it (`kill`: the reason to end it with) and/or to give it
+    `answer`, the answer to the question it waits on."""
+
+    run_id: int
+    kill: ExitReason | None = None
+    answer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunFilter:
     """Which runs a listing returns, newest first; `before` is a keyset cursor (ids below it)."""
 
@@ -168,9 +179,19 @@ class RunStore(Protocol):
         now: float,
         key_limits: Mapping[str, int] | None = None,
         default_key_limit: int = 1,
-    ) -> tuple[list[Run], float | None]:
-        """`claim`, then `next_not_before(now)` of the runs left: one unit of work (a dispatcher's
-        pass, one store hop)."""
+    ) -> tuple[list[Run], float | None, list[RunRequest]]:
+        """`claim`, then `next_not_before(now)` of the runs left, then `take_requests(owner)`: one
+        unit of work (a dispatcher's pass, one store hop)."""
+        ...
+
+    async def request_kill(self, run_id: int, owner: str, reason: ExitReason) -> bool:
+        """Ask `owner`, the server executing the run, to kill it (for `reason`): stored if the run
+        is still active and held by `owner`; whether it was."""
+        ...
+
+    async def request_answer(self, run_id: int, owner: str, answer: str) -> bool:
+        """Ask `owner`, the server executing the run, to give it `answer`: stored if the run still
+        waits for input, held by `owner`, and no answer is on its way to it yet; whether it was."""
         ...
 
     async def next_not_before(self, now: float) -> float | None:

@@ -19,6 +19,7 @@ from coral_server.store.runs import (
     RunChanged,
     RunFilter,
     RunLimitReached,
+    RunRequest,
     RunStatus,
     TaskRunQuery,
     Trigger,
@@ -322,6 +323,38 @@ def next_not_before(conn: sqlite3.Connection, now: float) -> float | None:
     return None if at is None else float(at)
 
 
+def take_requests(conn: sqlite3.Connection, owner: str) -> list[RunRequest]:
+    """The requests other servers left for `owner`'s runs, cleared as they are taken."""
+    rows = conn.execute(
+        "SELECT id, kill_request, input_request FROM runs INDEXED BY runs_requests"
+        " WHERE owner = ? AND (kill_request IS NOT NULL OR input_request IS NOT NULL)",
+        (owner,),
+    ).fetchall()
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    marks = ", ".join("?" * len(ids))
+    conn.execute(f"UPDATE runs SET kill_request = NULL, input_request = NULL WHERE id IN ({marks})", ids)
+    return [RunRequest(row[0], cast("ExitReason | None", row[1]), row[2]) for row in rows]
+
+
+def request_kill(conn: sqlite3.Connection, run_id: int, owner: str, reason: ExitReason) -> bool:
+    cursor = conn.execute(
+        f"UPDATE runs SET kill_request = ? WHERE id = ? AND owner = ? AND {_ACTIVE_SQL}",
+        (reason, run_id, owner),
+    )
+    return cursor.rowcount == 1
+
+
+def request_answer(conn: sqlite3.Connection, run_id: int, owner: str, answer: str) -> bool:
+    cursor = conn.execute(
+        "UPDATE runs SET input_request = ? WHERE id = ? AND owner = ? AND status = 'waiting_input'"
+        " AND input_request IS NULL",
+        (answer, run_id, owner),
+    )
+    return cursor.rowcount == 1
+
+
 _UPDATE_SQL = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
 
 
@@ -569,12 +602,18 @@ class SqliteRuns:
         now: float,
         key_limits: Mapping[str, int] | None = None,
         default_key_limit: int = 1,
-    ) -> tuple[list[Run], float | None]:
-        def work(conn: sqlite3.Connection) -> tuple[list[Run], float | None]:
+    ) -> tuple[list[Run], float | None, list[RunRequest]]:
+        def work(conn: sqlite3.Connection) -> tuple[list[Run], float | None, list[RunRequest]]:
             claimed = claim(conn, owner, cap, limit, now, key_limits, default_key_limit)
-            return claimed, next_not_before(conn, now)
+            return claimed, next_not_before(conn, now), take_requests(conn, owner)
 
         return await self._writer.write(work)
+
+    async def request_kill(self, run_id: int, owner: str, reason: ExitReason) -> bool:
+        return await self._writer.write(lambda c: request_kill(c, run_id, owner, reason))
+
+    async def request_answer(self, run_id: int, owner: str, answer: str) -> bool:
+        return await self._writer.write(lambda c: request_answer(c, run_id, owner, answer))
 
     async def next_not_before(self, now: float) -> float | None:
         return await self._writer.read(lambda c: next_not_before(c, now))
