@@ -52,6 +52,9 @@ POLL_S = 2.0
 # How many times a kill or an answer meant for another server's run looks again at a run that changed
 # while it was being asked (it was claimed, it ended...): statuses only move forward, so this is ample.
 FORWARD_TRIES = 3
+# How often a server looks for runs whose server has stopped (another server on the same data dir that
+# crashed): it ends them as a restart would, so that they hold no slot and no concurrency key.
+WATCH_S = 5.0
 # How long a run's last transition waits before it is stored again when the store refused it.
 STORE_RETRY_S = 1.0
 # The longest Retry-After a refusal at the cap advises (runs mostly end well before their limit).
@@ -225,6 +228,7 @@ class Runs:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
@@ -369,43 +373,72 @@ class Runs:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover runs a dead server left active, then start dispatching."""
+        """Recover runs a dead server left active, then start dispatching (and watching for servers
+        that stop while this one runs)."""
         await self._recover()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="coral-run-dispatcher")
+        self._watcher = asyncio.create_task(self._watch(), name="coral-run-watcher")
 
     async def close(self) -> None:
         """Stop dispatching; stop every run this server executes (work kept, status failed)."""
         self._closing = True
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        for task in (self._watcher, self._dispatcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for ctx in list(self._contexts.values()):
             ctx.kill_reason = "server_shutdown"
             ctx.killed.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _recover(self) -> None:
-        for run in await self.store.active():
-            if run.owner is None or owner_alive(run.owner):
+    async def _recover(self, owner: str | None = None) -> int:
+        """End the active runs (of `owner`, else of any server) whose server has stopped; how many.
+        Each is first taken over in the store (compare-and-set on its owner), so of two servers
+        recovering at once only one tidies a run up."""
+        recovered = 0
+        for run in await self.store.active(owner):
+            if run.owner is None or run.owner == self.owner or owner_alive(run.owner):
                 continue  # queued, or executed by a live server
+            taken = await self.store.take_over(run.id, run.owner, self.owner)
+            if taken is None:
+                continue  # ended, or taken over by another server meanwhile
             log.warning("run.recovering run=%s status=%s owner=%s", run.id, run.status, run.owner)
-            executor = self.executors.get(run.kind)
+            await self._end_orphan(taken)
+            recovered += 1
+        return recovered
+
+    async def _end_orphan(self, run: Run) -> None:
+        executor = self.executors.get(run.kind)
+        try:
+            result = await executor.recover(run) if executor is not None else None
+        except Exception as exc:
+            log.exception("run.recover_failed run=%s", run.id)
+            run.error = f"recovery failed: {exc}"
+            result = None
+        if result is not None:
+            run.result = result
+        run.finished_at = self.clock.time()
+        run.exit_reason = "server_restart"
+        run.error = run.error or "the server stopped while the run was active"
+        run.retry_pending = run.task_id is not None  # not its fault: its task may retry it
+        await self._transition(run, "failed")
+        self._finished(run)
+
+    async def _watch(self) -> None:
+        """Every `WATCH_S`: recover the runs of servers (on this store) that stopped meanwhile."""
+        while True:
+            # Real time, as the dispatcher's poll: how soon another process's death is noticed.
+            await asyncio.sleep(WATCH_S)
             try:
-                result = await executor.recover(run) if executor is not None else None
-            except Exception as exc:
-                log.exception("run.recover_failed run=%s", run.id)
-                run.error = f"recovery failed: {exc}"
-                result = None
-            if result is not None:
-                run.result = result
-            run.finished_at = self.clock.time()
-            run.exit_reason = "server_restart"
-            run.error = run.error or "the server stopped while the run was active"
-            run.retry_pending = run.task_id is not None  # not its fault: its task may retry it
-            await self._transition(run, "failed")
-            self._finished(run)
+                for owner in await self.store.busy_owners():
+                    if owner != self.owner and not owner_alive(owner):
+                        await self._recover(owner)
+            except StoreUnavailable:  # counted and logged by the store; look again later
+                pass
+            except Exception:
+                log.exception("run.watch_failed")
 
     async def _dispatch(self) -> None:
         while True:

@@ -184,6 +184,15 @@ class RunStore(Protocol):
         unit of work (a dispatcher's pass, one store hop)."""
         ...
 
+    async def busy_owners(self) -> list[str]:
+        """The servers holding runs that take a slot (claimed or started)."""
+        ...
+
+    async def take_over(self, run_id: int, dead: str, owner: str) -> Run | None:
+        """Make `owner` the holder of an active run `dead` held (to end it: its server stopped); the
+        run as it is now, or None when it has ended or is no longer `dead`'s."""
+        ...
+
     async def request_kill(self, run_id: int, owner: str, reason: ExitReason) -> bool:
         """Ask `owner`, the server executing the run, to kill it (for `reason`): stored if the run
         is still active and held by `owner`; whether it was."""

@@ -338,6 +338,20 @@ def take_requests(conn: sqlite3.Connection, owner: str) -> list[RunRequest]:
     return [RunRequest(row[0], cast("ExitReason | None", row[1]), row[2]) for row in rows]
 
 
+def busy_owners(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        f"SELECT DISTINCT owner FROM runs INDEXED BY runs_busy WHERE {_BUSY_SQL} AND owner IS NOT NULL"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def take_over(conn: sqlite3.Connection, run_id: int, dead: str, owner: str) -> Run | None:
+    cursor = conn.execute(
+        f"UPDATE runs SET owner = ? WHERE id = ? AND owner = ? AND {_ACTIVE_SQL}", (owner, run_id, dead)
+    )
+    return get(conn, run_id) if cursor.rowcount == 1 else None
+
+
 def request_kill(conn: sqlite3.Connection, run_id: int, owner: str, reason: ExitReason) -> bool:
     cursor = conn.execute(
         f"UPDATE runs SET kill_request = ? WHERE id = ? AND owner = ? AND {_ACTIVE_SQL}",
@@ -608,6 +622,12 @@ class SqliteRuns:
             return claimed, next_not_before(conn, now), take_requests(conn, owner)
 
         return await self._writer.write(work)
+
+    async def busy_owners(self) -> list[str]:
+        return await self._writer.read(busy_owners)
+
+    async def take_over(self, run_id: int, dead: str, owner: str) -> Run | None:
+        return await self._writer.write(lambda c: take_over(c, run_id, dead, owner))
 
     async def request_kill(self, run_id: int, owner: str, reason: ExitReason) -> bool:
         return await self._writer.write(lambda c: request_kill(c, run_id, owner, reason))

@@ -278,3 +278,63 @@ async def test_a_job_whose_server_died_ends_server_restart_with_its_cli_killed_a
     assert not worktree.exists()
     assert git(agent_repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert git(agent_repo, "worktree", "prune", "--dry-run") == ""
+
+
+async def test_a_job_whose_server_died_is_ended_by_the_other_server_on_its_data_dir(
+    tmp_path: Path, agent_repo: Path
+) -> None:
+    """Two servers on one data dir: when the one executing a job dies, the other (still running, not
+    restarted) ends the job as a restart would: CLI killed, work committed, the cap's slot free again.
+    Before, the run stayed `running` (holding the slot) until the dead server started again."""
+    claude = claude_binary()
+    marker = f"crash-{uuid.uuid4().hex}"
+    async with FakeAnthropic([bash("echo wip > wip.txt", "Start"), Hold()]) as fake:
+        extra = [
+            "--claude-bin",
+            str(claude),
+            "--anthropic-base-url",
+            fake.base_url,
+            "--max-concurrent-jobs",
+            "1",
+        ]
+        env = {"CORAL_SERVER_ANTHROPIC_API_KEY": KEY}
+        first = Server(tmp_path / "data", marker, extra, env)
+        second = Server(tmp_path / "data", marker, extra, env)
+        worktree = Path(f"{agent_repo}_task_run_1")
+        job = {"prompt": "work", "repo_path": str(agent_repo), "flags": "--dangerously-skip-permissions"}
+        try:
+            await first.start()
+            async with aiohttp.ClientSession() as http:
+                async with http.post(first.base + "/api/tasks/run", json=job) as resp:
+                    assert resp.status == 200, await resp.text()
+                    run_id = (await resp.json())["run_id"]
+                await fake.wait_for_hold()
+                await second.start()  # after the claim: the run is the first server's
+                async with http.post(second.base + "/api/tasks/run", json=job) as resp:
+                    assert resp.status == 429  # the cap's one slot is the first server's run
+                first.kill9()
+
+                async def ended() -> dict[str, Any] | None:
+                    async with http.get(f"{second.base}/api/tasks/runs/{run_id}") as resp:
+                        run = await resp.json()
+                    return run if run["status"] not in ("pending", "running", "waiting_input") else None
+
+                run = await wait_until(ended, what="the dead server's run ended by the other")
+                await wait_until(
+                    lambda: not orphans(marker, second, worktree), what="the orphaned CLI killed"
+                )
+                async with http.post(second.base + "/api/tasks/run", json=job) as resp:
+                    assert resp.status == 200, await resp.text()  # the slot is free again
+                    again = (await resp.json())["run_id"]
+                async with http.post(f"{second.base}/api/tasks/runs/{again}/kill") as resp:
+                    assert resp.status in (200, 404)
+            await second.stop()
+        finally:
+            for server in (first, second):
+                if server.proc is not None and server.proc.poll() is None:
+                    server.kill9()
+            for pid in orphans(marker, second, worktree):
+                os.kill(pid, signal.SIGKILL)
+    assert (run["status"], run["exit_reason"]) == ("failed", "server_restart"), run
+    assert run["result"]["auto_committed"] is True, run
+    assert git(agent_repo, "show", f"coral/run-{run_id}:wip.txt") == "wip\n"

@@ -17,6 +17,16 @@ from coral_server.store.runs import Run
 STEP_KINDS = ("job", "session", "webhook")
 
 
+async def done_unless_killed(awaited: asyncio.Future[Any], ctx: RunContext) -> bool:
+    """Wait until `awaited` is done or the run is killed; whether `awaited` is done."""
+    killed = asyncio.ensure_future(ctx.killed.wait())
+    try:
+        await asyncio.wait({awaited, killed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        killed.cancel()
+    return awaited.done()
+
+
 class FakePipeline:
     def __init__(self) -> None:
         self.started: list[Run] = []
@@ -38,12 +48,7 @@ class FakePipeline:
         if self.auto is not None:
             return self.auto
         outcome = self._outcomes.setdefault(run.id, asyncio.get_running_loop().create_future())
-        killed = asyncio.ensure_future(ctx.killed.wait())
-        try:
-            await asyncio.wait({outcome, killed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            killed.cancel()
-        if not outcome.done():
+        if not await done_unless_killed(outcome, ctx):
             return Outcome("killed", ctx.kill_reason)
         return outcome.result()
 

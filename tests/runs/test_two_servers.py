@@ -1,5 +1,6 @@
-"""Two servers on one store: a kill or an answer sent to the server that does not execute a run is
-carried out by the one that does, at its next dispatcher pass (real SQLite file, two writers)."""
+"""Two servers on one store (a real SQLite file, two writers): a kill or an answer sent to the server
+that does not execute a run is carried out by the one that does, at its next dispatcher pass; the runs
+of a server that stops are ended by the other (once), so they hold no slot."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,25 +19,34 @@ from coral_server.runs.service import Outcome, RunContext, RunNotActive, RunNotW
 from coral_server.store import SqliteStore
 from coral_server.store.runs import Run
 from tests.conftest import wait_until
-from tests.fakes.pipeline import FakePipeline
+from tests.fakes.pipeline import FakePipeline, done_unless_killed
 
 SPEC = {"pipeline": [{"uses": "webhook"}]}
 POLL_S = 0.2  # each dispatcher's pass for other servers' runs and requests
+WATCH_S = 0.2  # each server's look for servers that stopped
+GONE = "a:999999999:1"  # a server process that does not exist
 
 
-class Asking(FakePipeline):
+class Recovering(FakePipeline):
+    """Counts the runs it is asked to tidy up after their server stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recovered: list[int] = []
+
+    async def recover(self, run: Run) -> dict[str, Any] | None:
+        self.recovered.append(run.id)
+        return {"recovered_by": "this server"}
+
+
+class Asking(Recovering):
     """Runs that ask a question, then complete with the answer they got as their result."""
 
     async def execute(self, run: Run, ctx: RunContext) -> Outcome:
         await ctx.running()
         self.started.append(run)
         asked = asyncio.ensure_future(ctx.wait_input("Proceed?"))
-        killed = asyncio.ensure_future(ctx.killed.wait())
-        try:
-            await asyncio.wait({asked, killed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            killed.cancel()
-        if not asked.done():
+        if not await done_unless_killed(asked, ctx):
             asked.cancel()
             return Outcome("killed", ctx.kill_reason)
         return Outcome("completed", "agent_done", result={"answer": asked.result()})
@@ -45,7 +56,7 @@ class Asking(FakePipeline):
 class Server:
     runs: Runs
     store: SqliteStore
-    pipeline: FakePipeline
+    pipeline: Recovering
 
 
 @pytest.fixture
@@ -53,12 +64,13 @@ async def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     """Servers `a` and `b` (two instances, so two owners) on one database file. Only `a` dispatches,
     so every run executes there and `b` is the server that is asked."""
     monkeypatch.setattr(service, "POLL_S", POLL_S)
+    monkeypatch.setattr(service, "WATCH_S", WATCH_S)
     made: list[Server] = []
     try:
         for instance in ("a", "b"):
             clock = SystemClock()
             store = await SqliteStore.open(tmp_path / "coral.db", clock=clock)
-            pipeline = Asking() if instance == "a" else FakePipeline()
+            pipeline = Asking() if instance == "a" else Recovering()
             runs = Runs(
                 lambda s=store: s.runs,
                 EventBus(clock=clock),
@@ -139,8 +151,7 @@ async def test_a_run_of_a_stopped_server_is_not_asked_in_vain(servers: tuple[Ser
     run = await waiting(a, b)
     stored = await b.store.runs.get(run.id)
     assert stored is not None
-    gone = "a:999999999:1"  # a server process that does not exist
-    stored.owner = gone
+    stored.owner = GONE
     await b.store.runs.update(stored)
     with pytest.raises(RunNotActive, match="has stopped"):
         await b.runs.kill(run.id)
@@ -148,3 +159,48 @@ async def test_a_run_of_a_stopped_server_is_not_asked_in_vain(servers: tuple[Ser
         await b.runs.answer(run.id, "yes")
     stored.owner = a.runs.owner  # give it back, so that a ends it at close
     await b.store.runs.update(stored)
+
+
+async def orphan(server: Server) -> Run:
+    """A run that a server process now gone was executing, as the store has it after a crash."""
+    run = Run(
+        id=0,
+        kind="pipeline",
+        trigger="api",
+        status="running",
+        spec=SPEC,
+        display_name="orphan",
+        created_at=server.runs.clock.time(),
+    )
+    await server.store.runs.admit(run, None)
+    run.owner, run.started_at = GONE, run.created_at
+    await server.store.runs.update(run)
+    return run
+
+
+async def test_the_runs_of_a_server_that_stopped_are_ended_by_a_live_one_once(
+    servers: tuple[Server, Server],
+) -> None:
+    """Both servers watch; a run of a server that is gone is taken over and ended by exactly one of
+    them (before: it stayed running, holding a slot, until that server started again)."""
+    a, b = servers
+    await b.runs.start()
+    run = await orphan(b)
+    assert GONE in await b.store.runs.busy_owners()
+
+    ended = await wait_until(lambda: status_of(b, run.id, "failed"), what="the orphan ended")
+    assert (ended.exit_reason, ended.result) == ("server_restart", {"recovered_by": "this server"})
+    assert ended.owner in (a.runs.owner, b.runs.owner)
+    assert a.pipeline.recovered + b.pipeline.recovered == [run.id]  # tidied up once
+    assert GONE not in await b.store.runs.busy_owners()
+
+
+async def test_a_run_is_taken_over_by_one_server_only(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    run = await waiting(a, b)
+    assert await b.store.runs.take_over(run.id, "someone-else", b.runs.owner) is None  # not theirs
+    taken = await b.store.runs.take_over(run.id, a.runs.owner, b.runs.owner)
+    assert taken is not None and taken.owner == b.runs.owner and taken.status == "waiting_input"
+    assert await a.store.runs.take_over(run.id, a.runs.owner, a.runs.owner) is None  # already taken
+    taken.owner = a.runs.owner  # give it back, so that a ends it at close
+    await b.store.runs.update(taken)
