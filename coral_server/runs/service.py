@@ -337,7 +337,10 @@ class Runs:
                 return await self.kill(run_id, reason, tries - 1)  # claimed meanwhile: kill it there
             return run
         if not owner_alive(run.owner):
-            raise RunNotActive(run_id, f"{run.status} on a server that has stopped (its next start ends it)")
+            raise RunNotActive(
+                run_id,
+                f"{run.status} on a server that has stopped (a live server ends it within {WATCH_S:g} s)",
+            )
         if await self.store.request_kill(run_id, run.owner, reason):
             log.info("run.kill_forwarded run=%s owner=%s reason=%s", run_id, run.owner, reason)
             return run
