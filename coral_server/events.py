@@ -184,7 +184,7 @@ class EventBus:
         if not RESERVED_KEYS.isdisjoint(data):
             reserved = sorted(RESERVED_KEYS.intersection(data))
             raise ValueError(f"event data must not use the reserved keys {reserved}")
-        t = self._topics.get(topic) or self._topic(topic)
+        t = self._topic(topic)
         if t.closed:
             raise ValueError(f"topic {topic!r} is closed")
         t.last_seq += 1

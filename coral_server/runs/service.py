@@ -332,9 +332,7 @@ class Runs:
             try:
                 await self._transition(run, "killed", expect=("pending",))
             except RunChanged:
-                if tries <= 1:
-                    raise RunNotActive(run_id, "changing too fast to kill: try again") from None
-                return await self.kill(run_id, reason, tries - 1)  # claimed meanwhile: kill it there
+                return await self._kill_again(run_id, reason, tries)  # claimed meanwhile: kill it there
             return run
         if not owner_alive(run.owner):
             raise RunNotActive(
@@ -344,9 +342,13 @@ class Runs:
         if await self.store.request_kill(run_id, run.owner, reason):
             log.info("run.kill_forwarded run=%s owner=%s reason=%s", run_id, run.owner, reason)
             return run
+        return await self._kill_again(run_id, reason, tries)  # it changed meanwhile: look again
+
+    async def _kill_again(self, run_id: int, reason: ExitReason, tries: int) -> Run:
+        """`kill` of a run that changed while it was being killed: looked at again, `tries` at most."""
         if tries <= 1:
             raise RunNotActive(run_id, "changing too fast to kill: try again")
-        return await self.kill(run_id, reason, tries - 1)  # it changed meanwhile: look again
+        return await self.kill(run_id, reason, tries - 1)
 
     async def answer(self, run_id: int, text: str) -> Run:
         """Give a run that waits for input its answer (one that another live server executes gets
