@@ -116,9 +116,9 @@ class Recorder:
 class RecordingRuns(Runs):
     recorder: Recorder
 
-    def admitted(self, run: Run) -> None:
+    def admitted(self, run: Run, *, keep: bool = False) -> None:
         self.recorder.on_created(run)  # called once the fire's transaction has committed
-        super().admitted(run)
+        super().admitted(run, keep=keep)
 
 
 class Ours:

@@ -27,6 +27,12 @@ LOGS_TOPIC = "logs"
 RESERVED_KEYS = frozenset({"seq", "type", "timestamp"})
 
 
+def _check(data: dict[str, Any]) -> None:
+    if not RESERVED_KEYS.isdisjoint(data):
+        reserved = sorted(RESERVED_KEYS.intersection(data))
+        raise ValueError(f"event data must not use the reserved keys {reserved}")
+
+
 @dataclass(slots=True)
 class Event:
     """One published fact: `seq` is 1, 2, ... per topic; `timestamp` is Unix milliseconds."""
@@ -181,14 +187,22 @@ class EventBus:
 
     def publish(self, topic: str, type: str, data: dict[str, Any]) -> Event:
         """Append an event to `topic` (created on first use) and wake its subscribers."""
-        if not RESERVED_KEYS.isdisjoint(data):
-            reserved = sorted(RESERVED_KEYS.intersection(data))
-            raise ValueError(f"event data must not use the reserved keys {reserved}")
+        _check(data)
+        return self._append(topic, type, self.clock.now_ms(), data)
+
+    def publish_each(self, topics: tuple[str, ...], type: str, data: dict[str, Any]) -> None:
+        """`publish` the same fact to each of `topics` (one timestamp; each topic numbers it)."""
+        _check(data)
+        now = self.clock.now_ms()
+        for topic in topics:
+            self._append(topic, type, now, data)
+
+    def _append(self, topic: str, type: str, timestamp: int, data: dict[str, Any]) -> Event:
         t = self._topic(topic)
         if t.closed:
             raise ValueError(f"topic {topic!r} is closed")
         t.last_seq += 1
-        event = Event(t.last_seq, type, self.clock.now_ms(), data)
+        event = Event(t.last_seq, type, timestamp, data)
         t.buffer.append(event)
         if t.subscribers:  # a notified subscriber may leave: iterate over a copy
             for subscriber in list(t.subscribers):

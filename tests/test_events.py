@@ -44,6 +44,31 @@ async def test_events_are_stamped_by_the_bus_clock() -> None:
 def test_reserved_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="reserved"):
         EventBus().publish("t", "x", {"seq": 5})
+    bus = EventBus()
+    with pytest.raises(ValueError, match="reserved"):
+        bus.publish_each(("a", "b"), "x", {"type": "y"})
+    assert bus.topics() == []  # refused before any topic took it
+
+
+async def test_one_fact_published_to_several_topics_is_numbered_by_each() -> None:
+    clock = FakeClock(1_000.0)
+    bus = EventBus(clock=clock)
+    bus.publish("run", "x", {})
+    feed = bus.subscribe("feed")
+    bus.publish_each(("run", "feed"), "status", {"n": 1})
+    assert bus.last_seq("run") == 2 and bus.last_seq("feed") == 1
+    event = await feed.next(1)
+    assert event is not None and event.to_json() == {
+        "seq": 1,
+        "type": "status",
+        "timestamp": 1_000_000,
+        "n": 1,
+    }
+    run = bus.subscribe("run", after_seq=0)
+    assert [(e.seq, e.type, e.timestamp) for e in (run.poll(), run.poll())] == [
+        (1, "x", 1_000_000),
+        (2, "status", 1_000_000),
+    ]
 
 
 async def test_subscriber_gets_live_events_in_order() -> None:

@@ -19,8 +19,8 @@ from typing_extensions import TypedDict
 from coral_server.api import models as m
 from coral_server.api import reference
 from coral_server.registry import AgentManifest, OptionSpec, Registry
+from coral_server.runs.bodies import iso
 from coral_server.runs.model import Run
-from coral_server.runs.service import iso
 from coral_server.scheduler import Preview
 from coral_server.sessions import AgentEnd, Message, Namespace, Session, SessionAgent, SessionEnd, Thread
 from coral_server.sessions.report import REPORT_KIND

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from coral_server.clock import Clock, wait_for_event
 from coral_server.events import SERVER_TOPIC, EventBus
+from coral_server.runs.bodies import iso, run_summary, status_webhook
 from coral_server.runs.model import (
     ACTIVE,
     FINAL,
@@ -55,6 +54,8 @@ FORWARD_TRIES = 3
 # How often a server looks for runs whose server has stopped (another server on the same data dir that
 # crashed): it ends them as a restart would, so that they hold no slot and no concurrency key.
 WATCH_S = 5.0
+# Runs the dispatcher keeps as they were admitted, to claim them without reading them again.
+KEPT_MAX = 20_000
 # How long a run's last transition waits before it is stored again when the store refused it.
 STORE_RETRY_S = 1.0
 # The longest Retry-After a refusal at the cap advises (runs mostly end well before their limit).
@@ -133,9 +134,16 @@ class RunContext:
 
     run: Run
     service: Runs
-    killed: asyncio.Event = field(default_factory=asyncio.Event)
     kill_reason: ExitReason = "user_cancelled"
     _answers: asyncio.Queue[str] | None = None  # made when the run first waits for input
+    _killed: asyncio.Event | None = None  # made when first asked for (most runs are never killed)
+
+    @property
+    def killed(self) -> asyncio.Event:
+        """Set when the run is to stop (killed, or the server stops): its executor ends it."""
+        if self._killed is None:
+            self._killed = asyncio.Event()
+        return self._killed
 
     @property
     def _input(self) -> asyncio.Queue[str]:
@@ -224,8 +232,11 @@ class Runs:
         self._early_kills: dict[int, ExitReason] = {}  # runs killed between their claim and execution
         # Runs whose last transition was stored behind (`_transition_behind`) and not yet
         # announced: the call that publishes its event (once stored).
-        self._behind: dict[int, Callable[[], None]] = {}
+        self._behind: dict[int, Callable[[BaseException | None], None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Runs admitted here and not yet claimed, as admitted (`admitted(keep=True)`): by id.
+        self._kept: dict[int, Run] = {}
+        self._released = asyncio.Event()  # set each time a run has ended here (see `close`)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -278,11 +289,14 @@ class Runs:
         self.admitted(run)
         return run
 
-    def admitted(self, run: Run) -> None:
+    def admitted(self, run: Run, *, keep: bool = False) -> None:
         """Announce a run another part stored (a scheduled task's, in the transaction of its fire)
-        and let the dispatcher look for it."""
+        and let the dispatcher look for it. With `keep`, the caller lets go of `run`: the dispatcher
+        keeps it (at most `KEPT_MAX`) and claims it without reading it again."""
         log.info("run.created run=%s kind=%s trigger=%s", run.id, run.kind, run.trigger)
         self._publish(run, "run_created", {"run": run_summary(run)})
+        if keep:
+            self._kept[run.id] = run  # trimmed by the dispatcher, between its claims
         self._wake.set()
 
     async def _check_cap(self) -> None:
@@ -395,8 +409,13 @@ class Runs:
         for ctx in list(self._contexts.values()):
             ctx.kill_reason = "server_shutdown"
             ctx.killed.set()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Every run's task, then the ends still being stored (a refused one is tried again by a task).
+        while self._tasks or self._contexts:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            else:
+                self._released.clear()
+                await self._released.wait()
 
     async def _recover(self, owner: str | None = None) -> int:
         """End the active runs (of `owner`, else of any server) whose server has stopped; how many.
@@ -459,12 +478,22 @@ class Runs:
                         now=now,
                         key_limits=self.key_limits,
                         default_key_limit=self.default_key_limit,
+                        known=self._kept,
                     )
-                    for run in claimed:  # at once: a kill finds its context from now on
+                    unread: list[int] = []
+                    for item in claimed:  # at once: a kill finds its context from now on
+                        run = self._claimed(item)
+                        if run is None:
+                            unread.append(item if isinstance(item, int) else item.id)
+                            continue
                         log.info("run.claimed run=%s", run.id)
                         self._execute(run)
                     for request in requests:
                         self._carry_out(request)
+                    while len(self._kept) > KEPT_MAX:  # the oldest: claimed by another server...
+                        del self._kept[next(iter(self._kept))]
+                    for run_id in unread:
+                        await self._execute_stored(run_id)
                 except StoreUnavailable:  # counted and logged by the store; queued runs wait
                     pass
                 except Exception:
@@ -473,6 +502,27 @@ class Runs:
                 async with asyncio.timeout(POLL_S):
                     # A run held back until a time (a retry's backoff) is claimable then.
                     await wait_for_event(self.clock, self._wake, due)
+
+    def _claimed(self, item: Run | int) -> Run | None:
+        """A claimed run: as the claim read it, or as kept since its admission (by its id; only the
+        dispatcher lets go of kept runs, and never while it claims: None cannot happen)."""
+        if isinstance(item, Run):
+            self._kept.pop(item.id, None)
+            return item
+        run = self._kept.pop(item, None)
+        if run is not None:
+            run.owner, run.waiting_reason = self.owner, None  # what the claim changed
+        return run
+
+    async def _execute_stored(self, run_id: int) -> None:
+        try:
+            run = await self.store.get(run_id)
+        except Exception:
+            log.exception("run.claimed_unread run=%s", run_id)  # the next start's recovery ends it
+            return
+        if run is not None:
+            log.info("run.claimed run=%s", run.id)
+            self._execute(run)
 
     def _carry_out(self, request: RunRequest) -> None:
         """What another server asked of a run this one executes: kill it, answer it."""
@@ -498,9 +548,7 @@ class Runs:
         if reason is not None:
             ctx.kill_reason = reason
             ctx.killed.set()
-        task = asyncio.create_task(self._drive(ctx), name=f"coral-run-{run.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._drive(ctx), f"coral-run-{run.id}")
 
     async def _drive(self, ctx: RunContext) -> None:
         run = ctx.run
@@ -509,6 +557,7 @@ class Runs:
         except Exception as exc:
             log.exception("run.executor_failed run=%s", run.id)
             outcome = Outcome("failed", "error", f"internal error: {exc}")
+        storing = False  # its end is on its way to the store: released once stored
         try:
             run.finished_at = self.clock.time()
             run.exit_reason = outcome.exit_reason
@@ -518,13 +567,64 @@ class Runs:
             run.retryable = outcome.retryable
             # A failed task run awaits its task's retry decision, stored with its final status.
             run.retry_pending = outcome.status == "failed" and outcome.retryable and run.task_id is not None
-            await self._finish(run, outcome.status)
+            if run.webhook_url and self.webhooks is not None:
+                await self._finish(run, outcome.status)  # its webhook is queued once its end is stored
+                self._finished(run)
+            else:
+                self._end_behind(run, outcome.status)
+                storing = True
+        except Exception:
+            log.exception("run.finish_failed run=%s", run.id)
+        finally:
+            if not storing:
+                self._release(run)
+
+    def _end_behind(self, run: Run, status: RunStatus) -> None:
+        """The run's last transition, not waited for: once it is stored, its event, the listeners
+        and its slot freed here (a run that ends at once costs its task no second step). A write
+        the store refuses is tried again as `_finish` does, except at shutdown."""
+        previous = run.status
+        check_transition(run.id, previous, status)
+        run.status = status
+
+        def written(error: BaseException | None) -> None:
+            if error is None:
+                try:
+                    self._announce(run, previous, status)
+                    self._finished(run)
+                finally:
+                    self._release(run)
+                return
+            run.status = previous  # as the store has it
+            log.error("run.status_unstored run=%s status=%s error=%s", run.id, status, error)
+            if isinstance(error, StoreUnavailable) and not self._closing:
+                self._spawn(self._finish_later(run, status), f"coral-run-{run.id}-end")  # releases it
+            else:
+                self._release(run)
+
+        self.store.queue_write(run, written)
+        self._wake.set()  # a slot frees once this is stored: the next claim, queued after it, sees it
+
+    async def _finish_later(self, run: Run, status: RunStatus) -> None:
+        try:
+            await asyncio.sleep(STORE_RETRY_S)
+            await self._finish(run, status)
             self._finished(run)
         except Exception:
             log.exception("run.finish_failed run=%s", run.id)
         finally:
-            self._contexts.pop(run.id, None)
-            self._wake.set()  # a slot is free
+            self._release(run)
+
+    def _release(self, run: Run) -> None:
+        """The run has ended here (stored, or given up at shutdown): its slot is free."""
+        self._contexts.pop(run.id, None)
+        self._released.set()
+        self._wake.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _finish(self, run: Run, status: RunStatus) -> None:
         """The run's last transition, tried again while the store refuses it (disk full...): an
@@ -570,21 +670,25 @@ class Runs:
         except Exception:  # RunChanged, StoreUnavailable...: the run keeps the status the store has
             run.status = previous
             raise
-        behind = self._behind.get(run.id)
-        if behind is not None:
-            behind()  # its write was committed with or before this one: its event goes first
-        log.info("run.status run=%s from=%s to=%s reason=%s", run.id, previous, status, run.exit_reason)
-        self._publish(
-            run, "run_status", {"status": status, "previousStatus": previous, "run": run_summary(run)}
-        )
-        if status in FINAL:
-            self.events.close_topic(topic(run.id))
+        self._announce(run, previous, status)
         if run.webhook_url and self.webhooks is not None:
             payload = status_webhook(run, previous)
             try:
                 await self.webhooks.send(WEBHOOK_KIND, run.webhook_url, payload, subject=topic(run.id))
             except Exception:
                 log.exception("run.webhook_failed run=%s status=%s", run.id, status)
+
+    def _announce(self, run: Run, previous: RunStatus, status: RunStatus) -> None:
+        """A transition is stored: its event (after that of the transition stored behind before it)."""
+        behind = self._behind.get(run.id)
+        if behind is not None:
+            behind(None)  # its write was committed with or before this one: its event goes first
+        log.info("run.status run=%s from=%s to=%s reason=%s", run.id, previous, status, run.exit_reason)
+        self._publish(
+            run, "run_status", {"status": status, "previousStatus": previous, "run": run_summary(run)}
+        )
+        if status in FINAL:
+            self.events.close_topic(topic(run.id))
 
     def _transition_behind(self, run: Run, status: RunStatus) -> None:
         """`_transition` without waiting for its store write (nor sending a webhook): its status
@@ -597,87 +701,29 @@ class Runs:
         check_transition(run.id, previous, status)
         run.status = status
         body = {"status": status, "previousStatus": previous, "run": run_summary(run)}
-        written = self.store.queue_update(run)
 
-        def announce(_: object = None) -> None:
-            if not written.done() or self._behind.get(run.id) is not announce:
-                return  # not yet stored, or announced already
+        def announce(error: BaseException | None) -> None:
+            if self._behind.get(run.id) is not announce:
+                return  # announced already
             del self._behind[run.id]
-            if written.cancelled() or written.exception() is not None:
-                error = "cancelled" if written.cancelled() else written.exception()
+            if error is not None:
                 log.error("run.status_unstored run=%s status=%s error=%s", run.id, status, error)
                 return
             log.info("run.status run=%s from=%s to=%s reason=%s", run.id, previous, status, run.exit_reason)
             self._publish(run, "run_status", body)
 
         self._behind[run.id] = announce
-        written.add_done_callback(announce)
+        self.store.queue_write(run, announce)
 
     def _publish(self, run: Run, type: str, data: dict[str, Any]) -> None:
         # One body for both topics (events are never changed once published): built once.
         body = {"runId": run.id, **data}
-        self.events.publish(topic(run.id), type, body)
-        if type != "run_output":  # the feed carries lifecycle, not terminal output
-            self.events.publish(SERVER_TOPIC, type, body)
+        if type == "run_output":  # the feed carries lifecycle, not terminal output
+            self.events.publish(topic(run.id), type, body)
+        else:
+            self.events.publish_each((topic(run.id), SERVER_TOPIC), type, body)
 
 
 def topic(run_id: int) -> str:
     """A run's topic on the event bus."""
     return f"runs/{run_id}"
-
-
-@functools.lru_cache(maxsize=1024)
-def _iso_second(second: int) -> str:
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def iso(unix_s: float | None) -> str | None:
-    """`unix_s` as ISO 8601 UTC to the millisecond (truncated, as `datetime.isoformat` does after
-    rounding to the microsecond). A run's times are formatted in every event it is in, and runs come
-    in bursts: the part up to the second is kept formatted for recent seconds."""
-    if unix_s is None:
-        return None
-    fraction, second = math.modf(unix_s)  # split and rounded as `datetime.fromtimestamp` does
-    micros = round(fraction * 1e6)
-    if micros >= 1_000_000:
-        second, micros = second + 1, micros - 1_000_000
-    elif micros < 0:
-        second, micros = second - 1, micros + 1_000_000
-    return f"{_iso_second(int(second))}.{micros // 1000:03d}Z"
-
-
-def run_summary(run: Run) -> dict[str, Any]:
-    """A run's lifecycle fields (no output), for events."""
-    return {
-        "id": run.id,
-        "run_id": run.id,
-        "kind": run.kind,
-        "status": run.status,
-        "trigger_type": run.trigger,
-        "display_name": run.display_name,
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "exit_reason": run.exit_reason,
-        "error_msg": run.error,
-    }
-
-
-def status_webhook(run: Run, previous: str) -> dict[str, Any]:
-    """The status webhook's body: the original system's fields plus ours."""
-    return {
-        "run_id": run.id,
-        "session_id": f"run-{run.id}",
-        "status": run.status,
-        "previous_status": previous,
-        "exit_reason": run.exit_reason,
-        "error_msg": run.error,
-        "display_name": run.display_name,
-        "trigger_type": run.trigger,
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "duration_s": run.duration_s,
-        "result": run.result,
-        "source": "coral",
-    }

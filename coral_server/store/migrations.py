@@ -211,6 +211,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE kill_request IS NOT NULL OR input_request IS NOT NULL",
         ),
     ),
+    # The due index in fire order (due time, priority, id): reading the next due tasks walks it and
+    # stops at the batch, instead of sorting every task due at that time (a burst of 10,000) per read.
+    Migration(
+        7,
+        (
+            "DROP INDEX tasks_due",
+            "CREATE INDEX tasks_due ON tasks (next_fire_at, priority, id) WHERE next_fire_at IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

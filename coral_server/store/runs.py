@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -179,9 +179,12 @@ class RunStore(Protocol):
         now: float,
         key_limits: Mapping[str, int] | None = None,
         default_key_limit: int = 1,
-    ) -> tuple[list[Run], float | None, list[RunRequest]]:
+        known: Container[int] = (),
+    ) -> tuple[list[Run | int], float | None, list[RunRequest]]:
         """`claim`, then `next_not_before(now)` of the runs left, then `take_requests(owner)`: one
-        unit of work (a dispatcher's pass, one store hop)."""
+        unit of work (a dispatcher's pass, one store hop). A claimed run whose id is in `known` (the
+        caller holds it as it admitted it: it has not changed since, but for its claim) is answered
+        by its id, not read again."""
         ...
 
     async def busy_owners(self) -> list[str]:
@@ -217,6 +220,12 @@ class RunStore(Protocol):
         done with the updates asked for around it; the future says when it is committed (or why
         not). Updates asked for together are written together, and a run's update may be replaced
         by its next one before it is written."""
+        ...
+
+    def queue_write(self, run: Run, written: Callable[[BaseException | None], None]) -> None:
+        """`queue_update` (unconditional) for a caller that does not wait: `written` is called on
+        the event loop with None once the update is committed, or with why it is not; calls are in
+        the order the updates were asked for."""
         ...
 
     async def get(self, run_id: int) -> Run | None: ...

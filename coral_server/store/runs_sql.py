@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import fields
 from typing import Any, cast
 
@@ -26,6 +27,8 @@ from coral_server.store.runs import (
     WaitingReason,
 )
 from coral_server.store.writer import Writer
+
+log = logging.getLogger("coral_server.store")
 
 _ACTIVE_SQL = "status IN ('pending', 'running', 'waiting_input')"
 # Runs that hold a slot: started ones, and pending ones a dispatcher has claimed (being prepared).
@@ -236,7 +239,25 @@ def claim(
     now: float | None = None,
     key_limits: Mapping[str, int] | None = None,
     default_key_limit: int = 1,
-) -> list[Run]:
+    known: Container[int] = (),
+) -> list[Run | int]:
+    """The claim (see `RunStore.claim`): the runs taken, in claim order; a run whose id is in
+    `known` (its caller holds it as it was admitted) is answered by its id, unread."""
+    taken = take(conn, owner, cap, limit, now, key_limits, default_key_limit)
+    read = {run.id: run for run in _read(conn, [run_id for run_id in taken if run_id not in known])}
+    return [read.get(run_id, run_id) for run_id in taken]
+
+
+def take(
+    conn: sqlite3.Connection,
+    owner: str,
+    cap: int,
+    limit: int,
+    now: float | None = None,
+    key_limits: Mapping[str, int] | None = None,
+    default_key_limit: int = 1,
+) -> list[int]:
+    """Take the runs a claim may (owner set, waiting reason cleared); their ids in claim order."""
     limits = key_limits or {}
 
     def key_limit(key: str) -> int:
@@ -251,38 +272,80 @@ def claim(
         )
     }
     room = min(limit, cap - busy)
-    runs: list[Run] = []
+    taken: list[int] = []
     if room > 0:
         full = sorted(key for key, count in key_busy.items() if count >= key_limit(key))
-        sql = f"{_SELECT} INDEXED BY runs_queue WHERE status = 'pending' AND owner IS NULL"
+        where = "status = 'pending' AND owner IS NULL"
         args: list[Any] = []
         if now is not None:
-            sql += " AND (not_before IS NULL OR not_before <= ?)"
+            where += " AND (not_before IS NULL OR not_before <= ?)"
             args.append(now)
         if full:
-            sql += f" AND (concurrency_key IS NULL OR concurrency_key NOT IN ({', '.join('?' * len(full))}))"
+            where += (
+                f" AND (concurrency_key IS NULL OR concurrency_key NOT IN ({', '.join('?' * len(full))}))"
+            )
             args.extend(full)
-        sql += " ORDER BY priority, COALESCE(not_before, created_at), id"
-        cursor = conn.cursor()
-        cursor.row_factory = None
-        cursor.execute(sql, args)
-        while len(runs) < room and (row := cursor.fetchone()) is not None:
-            key = row[_KEY]
-            if key is not None and key_busy.get(key, 0) >= key_limit(key):
-                continue  # its key filled up in this very claim
-            runs.append(_run(row))
-            if key is not None:
-                key_busy[key] = key_busy.get(key, 0) + 1
-        cursor.close()
-    for run in runs:
-        run.owner = owner
-        run.waiting_reason = None
-    if runs:
+        offset = 0
+        while len(taken) < room:
+            page = _queue_page(conn, where, args, room, offset)
+            for run_id, key in page:
+                if key is not None and key_busy.get(key, 0) >= key_limit(key):
+                    continue  # its key filled up in this very claim
+                taken.append(run_id)
+                if key is not None:
+                    key_busy[key] = key_busy.get(key, 0) + 1
+                if len(taken) == room:
+                    break
+            if len(page) < room:
+                break  # the queue is read to its end
+            offset += len(page)
+    for chunk, ids in _chunks([(run_id,) for run_id in taken], _IN_ROWS):
         conn.execute(
-            f"UPDATE runs SET owner = ?, waiting_reason = NULL WHERE id IN ({', '.join('?' * len(runs))})",
-            (owner, *(run.id for run in runs)),
+            f"UPDATE runs SET owner = ?, waiting_reason = NULL WHERE id IN ({', '.join('?' * len(chunk))})",
+            (owner, *ids),
         )
     _note_waiting(conn, now, sorted(key for key, count in key_busy.items() if count >= key_limit(key)))
+    return taken
+
+
+def _queue_page(
+    conn: sqlite3.Connection, where: str, args: list[Any], size: int, offset: int
+) -> list[tuple[int, str | None]]:
+    """`size` queued runs matching `where` from `offset` on, in claim order: (id, concurrency key).
+
+    One row, one step: read row by row, each row's step lets the event loop take the interpreter
+    and the claim waits to get it back (a burst's claims waited longer than they worked). Each
+    run's due time is printed exactly (JSON keeps 15 digits) to restore the order after the
+    aggregate, which SQLite does not promise to keep."""
+    (text,) = conn.execute(
+        "SELECT json_group_array(json_array(id, concurrency_key, priority, printf('%!.17g', due)))"
+        " FROM (SELECT id, concurrency_key, priority, COALESCE(not_before, created_at) AS due"
+        f" FROM runs INDEXED BY runs_queue WHERE {where}"
+        " ORDER BY priority, COALESCE(not_before, created_at), id LIMIT ? OFFSET ?)",
+        (*args, size, offset),
+    ).fetchone()
+    rows = orjson.loads(text)
+    rows.sort(key=lambda row: (row[2], float(row[3]), row[0]))
+    return [(row[0], row[1]) for row in rows]
+
+
+_IN_ROWS = 500  # ids per `IN (...)` list (under SQLite's 32,766 variables)
+
+
+def _read_in_order(conn: sqlite3.Connection, ids: list[int]) -> list[Run]:
+    read = {run.id: run for run in _read(conn, ids)}
+    return [read[run_id] for run_id in ids]
+
+
+def _read(conn: sqlite3.Connection, ids: list[int]) -> list[Run]:
+    """The runs of `ids`, as stored (in no particular order)."""
+    runs: list[Run] = []
+    for chunk, values in _chunks([(run_id,) for run_id in ids], _IN_ROWS):
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        runs.extend(
+            map(_run, cursor.execute(f"{_SELECT} WHERE id IN ({', '.join('?' * len(chunk))})", values))
+        )
     return runs
 
 
@@ -526,19 +589,22 @@ def active_slots(conn: sqlite3.Connection) -> list[ActiveSlot]:
     ]
 
 
+Written = Callable[[BaseException | None], None]  # told a queued write's outcome (None: committed)
+
+
 class _Updates:
     """Run updates written together: those asked for until the writer thread takes the batch (a
     pass of the dispatcher's runs starting and ending) are one statement in one write. Each is
     taken as it was asked (`mutable`); a run's unconditional update replaces the one it asked for
-    just before in the same batch (its values are newer and complete). Each caller's future says
-    its own outcome after the commit."""
+    just before in the same batch (its values are newer and complete). Each caller is told its own
+    outcome after the commit, in the order the updates were asked for."""
 
     __slots__ = ("_last", "_taking", "items", "taken", "waiters")
 
     def __init__(self, taking: threading.Lock) -> None:
         self._taking = taking  # held to join a batch, and to take it
         self.items: list[tuple[tuple[Any, ...], tuple[RunStatus, ...] | None]] = []
-        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.waiters: list[tuple[int, Written]] = []
         self._last: dict[int, int] = {}  # run id -> the index of its latest update
         self.taken = False
 
@@ -571,14 +637,20 @@ class _Updates:
             error = done.exception()
         else:
             failures = done.result()
-        for index, waiter in self.waiters:
-            if waiter.done():
-                continue
-            failure = error if failures is None else failures[index]
-            if failure is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(failure)
+        for index, written in self.waiters:
+            try:
+                written(error if failures is None else failures[index])
+            except Exception:
+                log.exception("store.write_listener_failed")
+
+
+def _settle(waiter: asyncio.Future[None], failure: BaseException | None) -> None:
+    if waiter.done():
+        return  # its caller was cancelled; the write itself stands
+    if failure is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(failure)
 
 
 class SqliteRuns:
@@ -603,9 +675,10 @@ class SqliteRuns:
         key_limits: Mapping[str, int] | None = None,
         default_key_limit: int = 1,
     ) -> list[Run]:
-        return await self._writer.write(
-            lambda c: claim(c, owner, cap, limit, now, key_limits, default_key_limit)
-        )
+        def work(conn: sqlite3.Connection) -> list[Run]:
+            return _read_in_order(conn, take(conn, owner, cap, limit, now, key_limits, default_key_limit))
+
+        return await self._writer.write(work)
 
     async def claim_next(
         self,
@@ -616,9 +689,10 @@ class SqliteRuns:
         now: float,
         key_limits: Mapping[str, int] | None = None,
         default_key_limit: int = 1,
-    ) -> tuple[list[Run], float | None, list[RunRequest]]:
-        def work(conn: sqlite3.Connection) -> tuple[list[Run], float | None, list[RunRequest]]:
-            claimed = claim(conn, owner, cap, limit, now, key_limits, default_key_limit)
+        known: Container[int] = (),
+    ) -> tuple[list[Run | int], float | None, list[RunRequest]]:
+        def work(conn: sqlite3.Connection) -> tuple[list[Run | int], float | None, list[RunRequest]]:
+            claimed = claim(conn, owner, cap, limit, now, key_limits, default_key_limit, known)
             return claimed, next_not_before(conn, now), take_requests(conn, owner)
 
         return await self._writer.write(work)
@@ -643,6 +717,15 @@ class SqliteRuns:
 
     def queue_update(self, run: Run, expect: tuple[RunStatus, ...] | None = None) -> asyncio.Future[None]:
         """Joins the updates asked for until the writer takes them (see `_Updates`)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue(run, expect, functools.partial(_settle, waiter))
+        return waiter
+
+    def queue_write(self, run: Run, written: Written) -> None:
+        """`queue_update` without a future: `written` is called with the outcome (see the protocol)."""
+        self._queue(run, None, written)
+
+    def _queue(self, run: Run, expect: tuple[RunStatus, ...] | None, written: Written) -> None:
         values = mutable(run)
         with self._taking:
             batch = self._updates
@@ -652,14 +735,12 @@ class SqliteRuns:
                 batch = self._updates = _Updates(self._taking)
                 index = batch.join(values, expect)
                 assert index is not None  # a new batch is not taken
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        batch.waiters.append((index, waiter))
+        batch.waiters.append((index, written))
         if opened:
             done = asyncio.ensure_future(self._writer.write(batch.apply))
             self._flushes.add(done)
             done.add_done_callback(self._flushes.discard)
             done.add_done_callback(batch.deliver)
-        return waiter
 
     async def get(self, run_id: int) -> Run | None:
         return await self._writer.read(lambda c: get(c, run_id))

@@ -125,7 +125,8 @@ def save(conn: sqlite3.Connection, task: Task, expect_version: int) -> Task:
 
 def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Task]:
     rows = _plain(conn).execute(
-        f"{_SELECT} WHERE next_fire_at IS NOT NULL AND next_fire_at <= ? AND status = 'active'"
+        # `+status`: walk the due index in fire order (the status index would sort every active task).
+        f"{_SELECT} WHERE next_fire_at IS NOT NULL AND next_fire_at <= ? AND +status = 'active'"
         " ORDER BY next_fire_at, priority, id LIMIT ?",
         (now, limit),
     )
@@ -134,7 +135,7 @@ def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Task]:
 
 def next_fire_at(conn: sqlite3.Connection) -> float | None:
     (at,) = conn.execute(
-        "SELECT MIN(next_fire_at) FROM tasks WHERE next_fire_at IS NOT NULL AND status = 'active'"
+        "SELECT MIN(next_fire_at) FROM tasks WHERE next_fire_at IS NOT NULL AND +status = 'active'"
     ).fetchone()
     return None if at is None else float(at)
 
@@ -142,7 +143,7 @@ def next_fire_at(conn: sqlite3.Connection) -> float | None:
 def upcoming(conn: sqlite3.Connection, limit: int) -> tuple[float | None, list[Task]]:
     rows = _plain(conn).execute(
         f"{_SELECT} WHERE next_fire_at = (SELECT MIN(next_fire_at) FROM tasks"
-        " WHERE next_fire_at IS NOT NULL AND status = 'active') AND status = 'active'"
+        " WHERE next_fire_at IS NOT NULL AND +status = 'active') AND +status = 'active'"
         " ORDER BY priority, id LIMIT ?",
         (limit,),
     )

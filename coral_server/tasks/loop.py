@@ -40,7 +40,9 @@ log = logging.getLogger("coral_server.tasks")
 
 PIPELINE = "pipeline"  # the run kind of a task's runs
 BATCH = 500  # tasks fired per transaction; retries read per store hop
-DUE_READ = 5000  # due tasks read per store hop
+# Due tasks read per store hop; as many of the next due ones are read ahead, while the loop waits
+# for their time, so that a burst's fire starts without a read.
+DUE_READ = 5000
 PLAN_BATCH = 5000  # tasks read per store hop while planning
 # A fire this late is on time whatever the grace: the loop's own wake-up delay on a busy machine is
 # not a misfire (with a grace of 0, every real fire would be skipped otherwise).
@@ -160,7 +162,7 @@ class TaskLoop:
             until: float | None
             try:
                 await self.tick()
-                until, self._ahead = await self.store.upcoming(BATCH)
+                until, self._ahead = await self.store.upcoming(DUE_READ)
             except StoreUnavailable:  # counted and logged by the store; try again shortly
                 until, self._ahead = self.clock.time() + ERROR_PAUSE_S, []
             except Exception:
@@ -231,17 +233,22 @@ class TaskLoop:
         now = self.clock.time()
         ahead, self._ahead = self._ahead, []
         ready = [task for task in ahead if task.next_fire_at is not None and task.next_fire_at <= now]
-        created = (await self._fire(ready, now))[0] if ready else 0
+        created = (await self._fire_all(ready, now))[0] if ready else 0
         while True:
-            # Read many at once (each read sorts every due task), fire them `BATCH` a transaction.
-            due = await self.store.due(now, DUE_READ)
-            progress = False
-            for start in range(0, len(due), BATCH):
-                fired, applied = await self._fire(due[start : start + BATCH], now)
-                created += fired
-                progress = progress or applied
+            due = await self.store.due(now, DUE_READ)  # many at once: a read walks the due index
+            fired, progress = await self._fire_all(due, now)
+            created += fired
             if len(due) < DUE_READ or not progress:
                 return created
+
+    async def _fire_all(self, due: list[Task], now: float) -> tuple[int, bool]:
+        """Fire `due`, `BATCH` a transaction, the transactions queued together (the store commits
+        one while this loop announces the runs of the one before); the runs created, and whether
+        any task was applied."""
+        results = await asyncio.gather(
+            *(self._fire(due[start : start + BATCH], now) for start in range(0, len(due), BATCH))
+        )
+        return sum(fired for fired, _ in results), any(applied for _, applied in results)
 
     async def _fire(self, due: list[Task], now: float) -> tuple[int, bool]:
         """Fire `due` in one transaction: the runs created, and whether any task was applied."""
@@ -254,7 +261,7 @@ class TaskLoop:
             progress = True
             if fired.run is not None:
                 log.info("task.fired task=%s run=%s for=%s", fire.task_id, fired.run.id, fire.fired_for)
-                self._runs.admitted(fired.run)
+                self._runs.admitted(fired.run, keep=True)
                 created += 1
             elif fire.skip_reason is not None or fired.duplicate_of is not None:
                 log.info("task.skipped task=%s reason=%s", fire.task_id, fired.task.last_skip_reason)
@@ -344,5 +351,5 @@ class TaskLoop:
             admitted.attempt,
             delay,
         )
-        self._runs.admitted(admitted)
+        self._runs.admitted(admitted, keep=True)
         return 1

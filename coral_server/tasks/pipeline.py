@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 from coral_server.jobs.executor import JobExecutor
 from coral_server.jobs.repository import RepositoryInvalid, RepositoryNotAllowed
 from coral_server.jobs.spec import JobSpec, JobSpecInvalid
+from coral_server.runs.bodies import iso
 from coral_server.runs.model import ExitReason, Run
-from coral_server.runs.service import Outcome, RunContext, iso
+from coral_server.runs.service import Outcome, RunContext
 from coral_server.scheduler.errors import TaskFieldInvalid
 from coral_server.sessions import SessionRequest, Sessions
 from coral_server.sessions.errors import SessionRequestInvalid

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from coral_server.runs.service import iso
+from coral_server.runs.bodies import iso
 
 
 def reference(unix_s: float) -> str:

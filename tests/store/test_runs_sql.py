@@ -57,6 +57,31 @@ async def test_claim_order_is_priority_then_due_time_then_id(store: SqliteStore)
     assert [r.id for r in claimed] == [ids[2], ids[1], ids[3], ids[0], ids[4]]
 
 
+async def test_due_times_closer_than_json_keeps_are_claimed_in_order(store: SqliteStore) -> None:
+    later, earlier = await admit(store, run(created=1_796_002_805.123457), run(created=1_796_002_805.123456))
+    claimed = await store.runs.claim("me", cap=10, limit=10, now=2e9)
+    assert [r.id for r in claimed] == [earlier, later]
+
+
+async def test_runs_the_caller_holds_are_answered_by_id_in_claim_order(store: SqliteStore) -> None:
+    ids = await admit(store, *(run(created=100.0 + i, priority=9 - i) for i in range(4)))
+    claimed, _, _ = await store.runs.claim_next("me", 10, 10, now=1000.0, known={ids[0], ids[2]})
+    assert [c if isinstance(c, int) else c.id for c in claimed] == [ids[3], ids[2], ids[1], ids[0]]
+    assert [type(c) for c in claimed] == [Run, int, Run, int]
+    read = [c for c in claimed if isinstance(c, Run)]
+    assert all((r.owner, r.waiting_reason) == ("me", None) for r in read)
+    for run_id in ids:  # held or read, every one is claimed in the store
+        stored = await store.runs.get(run_id)
+        assert stored is not None and stored.owner == "me"
+
+
+async def test_a_claim_reads_past_the_runs_whose_key_filled_up_in_it(store: SqliteStore) -> None:
+    keyed = await admit(store, *(run(concurrency_key="k", priority=1) for _ in range(4)))
+    free = await admit(store, run(priority=5), run(priority=6))
+    claimed = await store.runs.claim("me", cap=3, limit=3, now=1000.0)
+    assert [r.id for r in claimed] == [keyed[0], *free]
+
+
 async def test_runs_not_yet_due_wait_and_say_so(store: SqliteStore) -> None:
     early, late = await admit(store, run(not_before=200.0), run(not_before=300.0))
     assert await store.runs.claim("me", cap=5, limit=5, now=199.0) == []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from coral_server.store import SqliteStore
+from coral_server.store import SqliteStore, tasks_sql
+from coral_server.store.migrations import apply_migrations
 from coral_server.store.runs import Run
 from coral_server.store.tasks import Fire, Task, TaskChanged, TaskFilter
 
@@ -193,3 +196,23 @@ async def test_a_retry_is_decided_once(store: SqliteStore) -> None:
     counts = await store.tasks.run_counts("a")
     assert counts.by_status == {"failed": 1, "pending": 1} and counts.total == 2
     assert counts.last is not None and counts.last.id == retry.id
+
+
+def test_the_due_reads_walk_the_due_index_in_fire_order(tmp_path: Path) -> None:
+    """The next due tasks are read from the due index, in its order: never by sorting every task due
+    then (10,000 in a burst) nor by scanning the active ones, whatever the other indexes."""
+    conn = sqlite3.connect(tmp_path / "plan.db", isolation_level=None)
+    apply_migrations(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    tasks_sql.due(conn, 5.0, 10)
+    tasks_sql.upcoming(conn, 10)
+    tasks_sql.next_fire_at(conn)
+    conn.set_trace_callback(None)
+    assert len(statements) == 3
+    for statement in statements:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
+        searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+        assert searches and all("USING INDEX tasks_due" in step for step in searches), (statement, plan)
+        assert not any("TEMP B-TREE" in step for step in plan), (statement, plan)
+    conn.close()
