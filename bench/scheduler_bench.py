@@ -31,7 +31,10 @@ each job is a coroutine that notes when it ran, with
    completed - the due time), ours (created, claimed under `--cap`, executed, completed) and
    APScheduler's (job executed). Target: >= 2x APScheduler (in-memory).
 
-The header and each part print the load average (2 cores shared with other work: read the ratios).
+The process runs with the collector setting `coral-server` takes at start-up (`coral_server.collector`:
+start-up frozen, young collections every 50,000 allocations), ours and the peer alike (one process);
+`--default-collector` keeps CPython's. The header and each part print the load average (2 cores
+shared with other work: read the ratios).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import statistics
@@ -50,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from coral_server import collector
 from coral_server.clock import SystemClock
 from coral_server.events import EventBus
 from coral_server.runs.service import Outcome, RunContext, Runs
@@ -442,10 +447,17 @@ async def main() -> None:
     parser.add_argument("--part", choices=("plan", "fire", "burst", "all"), default="all")
     parser.add_argument("--no-sql-peer", action="store_true", help="skip APScheduler's SQLAlchemy store")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of bursts, ours then the peer (part 3)")
+    parser.add_argument(
+        "--default-collector", action="store_true", help="keep CPython's collector setting (not the server's)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if not args.default_collector:
+        collector.tune()  # as `coral-server` does at start-up; one process: the peer runs with it too
+    young = gc.get_threshold()[0]
     print(
-        f"scheduler_bench: {args.tasks:,} tasks, cap {args.cap}, python {sys.version.split()[0]}   [{load()}]"
+        f"scheduler_bench: {args.tasks:,} tasks, cap {args.cap}, python {sys.version.split()[0]},"
+        f" young collections every {young:,} allocations (both sides)   [{load()}]"
     )
     with tempfile.TemporaryDirectory(prefix="coral-schedbench-") as tmp:
         root = Path(tmp)

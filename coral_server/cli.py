@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from coral_server import collector
 from coral_server.app import build_app, serve
 from coral_server.config import SettingsInvalid, load_settings
 from coral_server.redaction import install as install_redaction
@@ -38,6 +39,7 @@ async def _run(argv: Sequence[str] | None) -> int:
         # non-directory data dir, a port in use...).
         print(f"coral-server: cannot start: {_cause(exc, settings.data_dir)}", file=sys.stderr)
         return 2
+    collector.tune()  # after start-up: what it made is frozen
     exposure = settings.exposure_warning()
     if exposure is not None:
         print(f"coral-server: WARNING: {exposure}", file=sys.stderr)

@@ -124,6 +124,7 @@ def test_help_documents_the_flags() -> None:
 def test_serves_health_and_exits_on_sigterm(server: Server, tmp_path: Path) -> None:
     assert server.port > 0
     assert "127.0.0.1" in server.banner
+    assert re.search(r"server\.collector young=50000 frozen=[1-9]", server.banner)  # collector.tune
     assert server.get("/health") == (200, {"status": "ok"})
     status, listing = server.get("/api/v1/session")
     assert (status, listing) == (200, [])
