@@ -110,7 +110,6 @@ def _row(row: sqlite3.Row) -> Run:
 
 _FIELDS = tuple(f.name for f in fields(Run))
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM runs"  # a run's columns in `Run`'s order
-_KEY = _FIELDS.index("concurrency_key")
 _JSON = tuple(_FIELDS.index(name) for name in ("spec", "auto_accepts"))
 _RESULT = _FIELDS.index("result")
 _FLAGS = tuple(_FIELDS.index(name) for name in ("retryable", "retry_pending"))
