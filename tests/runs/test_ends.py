@@ -163,3 +163,29 @@ async def test_kept_runs_are_let_go_beyond_the_most_kept(
     finally:
         await runs.close()
         await store.close()
+
+
+async def test_a_claimed_run_no_longer_kept_is_read_and_executed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the dispatcher lets go of kept runs, never during a claim: should one be missing all the
+    same, the claimed run is read from the store and executed, not left holding its slot."""
+    store, runs, pipeline = await opened(tmp_path / "coral.db")
+    run = queued("lost")
+    await store.runs.admit(run, None)
+    runs.admitted(run, keep=True)
+    claimed = runs._claimed
+
+    def losing(item: Run | int) -> Run | None:
+        runs._kept.clear()  # as if let go of while the claim was made
+        return claimed(item)
+
+    monkeypatch.setattr(runs, "_claimed", losing)
+    await runs.start()
+    try:
+        await wait_until(lambda: [r.id for r in pipeline.started] == [run.id], what="the lost run started")
+        assert pipeline.started[0] is not run  # read again
+        assert pipeline.started[0].owner == runs.owner
+    finally:
+        await runs.close()
+        await store.close()
