@@ -145,6 +145,9 @@ class TaskRunQuery:
     offset: int = 0
 
 
+Written = Callable[[BaseException | None], None]  # told a queued write's outcome (None: committed)
+
+
 class RunStore(Protocol):
     """The runs table; every method is one atomic unit of work."""
 
@@ -222,7 +225,7 @@ class RunStore(Protocol):
         by its next one before it is written."""
         ...
 
-    def queue_write(self, run: Run, written: Callable[[BaseException | None], None]) -> None:
+    def queue_write(self, run: Run, written: Written) -> None:
         """`queue_update` (unconditional) for a caller that does not wait: `written` is called on
         the event loop with None once the update is committed, or with why it is not; calls are in
         the order the updates were asked for."""

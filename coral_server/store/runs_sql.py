@@ -7,7 +7,7 @@ import functools
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import fields
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ from coral_server.store.runs import (
     TaskRunQuery,
     Trigger,
     WaitingReason,
+    Written,
 )
 from coral_server.store.writer import Writer
 
@@ -228,23 +229,6 @@ def admit_many(conn: sqlite3.Connection, runs: list[Run]) -> None:
     """Insert `runs` (no cap; the caller's transaction), their ids assigned."""
     first = next_run_id(conn)
     insert_admitted(conn, [admission(run, first + i) for i, run in enumerate(runs)])
-
-
-def claim(
-    conn: sqlite3.Connection,
-    owner: str,
-    cap: int,
-    limit: int,
-    now: float | None = None,
-    key_limits: Mapping[str, int] | None = None,
-    default_key_limit: int = 1,
-    known: Container[int] = (),
-) -> list[Run | int]:
-    """The claim (see `RunStore.claim`): the runs taken, in claim order; a run whose id is in
-    `known` (its caller holds it as it was admitted) is answered by its id, unread."""
-    taken = take(conn, owner, cap, limit, now, key_limits, default_key_limit)
-    read = {run.id: run for run in _read(conn, [run_id for run_id in taken if run_id not in known])}
-    return [read.get(run_id, run_id) for run_id in taken]
 
 
 def take(
@@ -588,9 +572,6 @@ def active_slots(conn: sqlite3.Connection) -> list[ActiveSlot]:
     ]
 
 
-Written = Callable[[BaseException | None], None]  # told a queued write's outcome (None: committed)
-
-
 class _Updates:
     """Run updates written together: those asked for until the writer thread takes the batch (a
     pass of the dispatcher's runs starting and ending) are one statement in one write. Each is
@@ -691,7 +672,9 @@ class SqliteRuns:
         known: Container[int] = (),
     ) -> tuple[list[Run | int], float | None, list[RunRequest]]:
         def work(conn: sqlite3.Connection) -> tuple[list[Run | int], float | None, list[RunRequest]]:
-            claimed = claim(conn, owner, cap, limit, now, key_limits, default_key_limit, known)
+            taken = take(conn, owner, cap, limit, now, key_limits, default_key_limit)
+            read = {run.id: run for run in _read(conn, [run_id for run_id in taken if run_id not in known])}
+            claimed = [read.get(run_id, run_id) for run_id in taken]  # a run in `known`: its id, unread
             return claimed, next_not_before(conn, now), take_requests(conn, owner)
 
         return await self._writer.write(work)

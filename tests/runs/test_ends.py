@@ -5,6 +5,7 @@ runs a scheduled fire admitted are claimed as they were kept, not read again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -49,6 +50,22 @@ def queued(name: str, created_at: float = 1_780_000_000.0) -> Run:
         display_name=name,
         created_at=created_at,
     )
+
+
+async def keep(store: SqliteStore, runs: Runs, run: Run) -> None:
+    """Admit `run` and hand it to the dispatcher, as a scheduled fire does."""
+    await store.runs.admit(run, None)
+    runs.admitted(run, keep=True)
+
+
+@contextlib.asynccontextmanager
+async def serving(store: SqliteStore, runs: Runs) -> AsyncIterator[None]:
+    await runs.start()
+    try:
+        yield
+    finally:
+        await runs.close()
+        await store.close()
 
 
 async def stored(store: SqliteStore, run_id: int, status: str) -> Run | None:
@@ -105,7 +122,8 @@ async def test_close_waits_for_the_ends_still_being_stored(tmp_path: Path) -> No
     await wait_until(lambda: not pipeline.running(), what="the six runs' ends queued")
     assert ended == []
     closing = asyncio.ensure_future(runs.close())
-    await asyncio.sleep(0.05)  # close has begun, and must not end before the ends are stored
+    # Its runs' tasks are over: close now waits for their ends (without it, it would have returned).
+    await wait_until(lambda: closing.done() or bool(runs._released._waiters), what="close waiting")
     assert not closing.done()
     busy.set()
     await closing
@@ -119,12 +137,10 @@ async def test_close_waits_for_the_ends_still_being_stored(tmp_path: Path) -> No
 async def test_a_run_kept_at_admission_is_claimed_as_kept(tmp_path: Path) -> None:
     store, runs, pipeline = await opened(tmp_path / "coral.db")
     kept, other = queued("k"), queued("o")
-    await store.runs.admit(kept, None)
+    await keep(store, runs, kept)
     await store.runs.admit(other, None)
-    runs.admitted(kept, keep=True)  # as a scheduled fire does
-    runs.admitted(other)
-    await runs.start()
-    try:
+    runs.admitted(other)  # not kept: read by its claim
+    async with serving(store, runs):
         await wait_until(lambda: len(pipeline.started) == 2, what="both claimed")
         by_id = {run.id: run for run in pipeline.started}
         assert by_id[kept.id] is kept  # not read again
@@ -134,9 +150,6 @@ async def test_a_run_kept_at_admission_is_claimed_as_kept(tmp_path: Path) -> Non
         claimed = await store.runs.get(kept.id)
         assert claimed is not None and claimed.owner == runs.owner
         assert runs._kept == {}
-    finally:
-        await runs.close()
-        await store.close()
 
 
 async def test_kept_runs_are_let_go_beyond_the_most_kept(
@@ -148,11 +161,9 @@ async def test_kept_runs_are_let_go_beyond_the_most_kept(
     admitted: list[Run] = []
     for i in range(8):
         run = queued(f"r{i}", 1_780_000_000.0 + i)
-        await store.runs.admit(run, None)
-        runs.admitted(run, keep=True)
+        await keep(store, runs, run)
         admitted.append(run)
-    await runs.start()
-    try:
+    async with serving(store, runs):
         await wait_until(lambda: len(pipeline.started) == 8, what="all eight run")
         # A cap of 2: the first claim takes r0 and r1 as kept; then the dispatcher keeps the three
         # newest (r5, r6, r7) and lets go of r2, r3 and r4, which their claims read again.
@@ -160,9 +171,6 @@ async def test_kept_runs_are_let_go_beyond_the_most_kept(
         same = [i for i, run in enumerate(admitted) if started[run.id] is run]
         assert same == [0, 1, 5, 6, 7]
         assert runs._kept == {}
-    finally:
-        await runs.close()
-        await store.close()
 
 
 async def test_a_claimed_run_no_longer_kept_is_read_and_executed(
@@ -172,8 +180,7 @@ async def test_a_claimed_run_no_longer_kept_is_read_and_executed(
     same, the claimed run is read from the store and executed, not left holding its slot."""
     store, runs, pipeline = await opened(tmp_path / "coral.db")
     run = queued("lost")
-    await store.runs.admit(run, None)
-    runs.admitted(run, keep=True)
+    await keep(store, runs, run)
     claimed = runs._claimed
 
     def losing(item: Run | int) -> Run | None:
@@ -181,11 +188,7 @@ async def test_a_claimed_run_no_longer_kept_is_read_and_executed(
         return claimed(item)
 
     monkeypatch.setattr(runs, "_claimed", losing)
-    await runs.start()
-    try:
+    async with serving(store, runs):
         await wait_until(lambda: [r.id for r in pipeline.started] == [run.id], what="the lost run started")
         assert pipeline.started[0] is not run  # read again
         assert pipeline.started[0].owner == runs.owner
-    finally:
-        await runs.close()
-        await store.close()
